@@ -1,0 +1,140 @@
+"""The one config tree every experiment uses, named presets, and validation at the boundary.
+
+Config files in `configs/` start from `base_config()`, set their data set's defaults and apply a
+preset: a preset is a flat dict of dotted-path overrides, so presets are data, not code paths.
+`validate` checks every field a run reads and raises one `ConfigError` naming the field and the
+allowed values.
+"""
+
+import ml_collections
+
+from sparcl_tf.errors import ConfigError
+
+METHOD_PRESETS = {
+    "finetune": {"method.name": "finetune"},
+    "joint": {"method.name": "joint"},
+    "er": {"method.name": "er"},
+    "der": {"method.name": "der", "method.alpha": 0.3},
+    "derpp": {"method.name": "derpp", "method.alpha": 0.1, "method.beta": 0.5},
+}
+
+
+def base_config():
+    config = ml_collections.ConfigDict()
+    config.preset = ""
+    config.seed = 0
+    config.epochs_per_task = 1
+    config.batch_size = 32
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.learning_rate = 0.03
+    config.optimizer.momentum = 0.0
+
+    config.method = ml_collections.ConfigDict()
+    config.method.name = "derpp"
+    config.method.alpha = 0.1
+    config.method.beta = 0.5
+    config.method.cl_mask = True  # current-batch loss over the current task's classes only
+
+    config.replay = ml_collections.ConfigDict()
+    config.replay.buffer_size = 500
+    config.replay.batch_size = 32
+    config.replay.from_task = 1  # 0-based: replay terms start with the second task
+
+    config.data = ml_collections.ConfigDict()
+    config.data.source = "fashion_mnist"
+    config.data.dir = ""          # folder of the source; "" = its default
+    config.data.path = ""         # file for source 'npz'
+    config.data.tfds_download = False  # cifar10/cifar100: let TFDS download (needs network)
+    config.data.num_classes = 0   # 'npz' only: 0 = infer from the labels
+    config.data.scenario = "class_il"
+    config.data.classes_per_task = 2
+    config.data.num_tasks = 0     # 0 = all classes (class_il) or 5 (domain-IL)
+    config.data.class_order = "natural"
+    config.data.train_per_task = 0
+    config.data.test_per_task = 0
+    config.data.augment = "none"
+    config.data.crop_padding = 4
+    config.data.rotation_step = 45.0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "edge_cnn"
+    config.model.width = 1.0
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every_steps = 500  # also at every epoch and task end
+    config.checkpoint.keep = 2
+
+    config.log = ml_collections.ConfigDict()
+    config.log.progress = True
+    config.log.tensorboard = True
+    config.log.scalars_every_steps = 20
+    config.log.eval_batch_size = 256
+    return config
+
+
+def _get(config, path):
+    for key in path.split("."):
+        config = config[key]
+    return config
+
+
+def apply_preset(config, presets, name):
+    """Applies `presets[name]` (dotted path -> value) to `config` and records the preset's name."""
+    if name not in presets:
+        raise ConfigError(f"preset {name!r} is unknown; choose one of {sorted(presets)}")
+    for path, value in presets[name].items():
+        parent, _, leaf = path.rpartition(".")
+        (_get(config, parent) if parent else config)[leaf] = value
+    config.preset = name
+    return config
+
+
+def _require(condition, field, value, allowed):
+    if not condition:
+        raise ConfigError(f"{field}={value!r} is invalid: must be {allowed}")
+
+
+def validate(config):
+    """Raises `ConfigError` for the first field a run cannot use."""
+    from sparcl_tf.data.augment import AUGMENTATIONS
+    from sparcl_tf.data.sources import SOURCES
+    from sparcl_tf.data.tasks import SCENARIOS
+    from sparcl_tf.methods import METHODS
+    from sparcl_tf.models import MODELS
+
+    def integer(field, minimum):
+        value = _get(config, field)
+        _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+                 field, value, f"an integer >= {minimum}")
+
+    for field, minimum in (("seed", 0), ("epochs_per_task", 1), ("batch_size", 1),
+                           ("replay.buffer_size", 0), ("replay.batch_size", 1),
+                           ("replay.from_task", 0), ("data.num_classes", 0),
+                           ("data.classes_per_task", 1), ("data.num_tasks", 0),
+                           ("data.train_per_task", 0), ("data.test_per_task", 0),
+                           ("data.crop_padding", 0), ("checkpoint.every_steps", 0),
+                           ("checkpoint.keep", 1), ("log.scalars_every_steps", 1),
+                           ("log.eval_batch_size", 1)):
+        integer(field, minimum)
+    optimizer, method, data = config.optimizer, config.method, config.data
+    _require(optimizer.learning_rate > 0, "optimizer.learning_rate", optimizer.learning_rate,
+             "> 0")
+    _require(0 <= optimizer.momentum < 1, "optimizer.momentum", optimizer.momentum, "in [0, 1)")
+    _require(method.name in METHODS, "method.name", method.name, f"one of {sorted(METHODS)}")
+    _require(method.alpha >= 0, "method.alpha", method.alpha, ">= 0")
+    _require(method.beta >= 0, "method.beta", method.beta, ">= 0")
+    if METHODS[method.name].uses_buffer:
+        _require(config.replay.buffer_size > 0, "replay.buffer_size", config.replay.buffer_size,
+                 f"> 0 for method {method.name!r}")
+    _require(data.source in SOURCES, "data.source", data.source, f"one of {list(SOURCES)}")
+    _require(data.scenario in SCENARIOS, "data.scenario", data.scenario,
+             f"one of {list(SCENARIOS)}")
+    _require(data.class_order in ("natural", "shuffled"), "data.class_order", data.class_order,
+             "'natural' or 'shuffled'")
+    _require(data.augment in AUGMENTATIONS, "data.augment", data.augment,
+             f"one of {list(AUGMENTATIONS)}")
+    _require(config.model.name in MODELS, "model.name", config.model.name,
+             f"one of {sorted(MODELS)}")
+    _require(config.model.width > 0, "model.width", config.model.width, "> 0")
+    return config

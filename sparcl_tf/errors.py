@@ -1,0 +1,21 @@
+"""Errors raised at the library's boundaries.
+
+Every error a user can cause with a config, a file or a tensor is one of these, with a message that
+names the field or file and what was allowed. The binaries print the message as one line and exit 2.
+"""
+
+
+class SparclError(ValueError):
+    """Base class: a problem with the user's input, not a bug in the library."""
+
+
+class ConfigError(SparclError):
+    """A config field has a value the library cannot use."""
+
+
+class DataError(SparclError):
+    """A data file or folder is missing, truncated, corrupt or inconsistent."""
+
+
+class CheckpointError(SparclError):
+    """A checkpoint cannot be read or does not match the model and config."""

@@ -1,0 +1,133 @@
+"""Keras 3 layers whose kernel is multiplied by a binary mask in every forward pass.
+
+A dense model is the all-ones mask, so every model in the library is built from these layers and
+sparsity is a matter of writing the mask. The mask is a non-trainable weight: it is saved with the
+model, travels into checkpoints and into a converted .tflite, and is never touched by the optimizer.
+Whoever changes the mask (the TDM schedule) or applies gradients (the trainer) keeps the kernel's
+masked entries at exactly zero; the layers only guarantee that masked entries never reach the output.
+"""
+
+import keras
+from keras import ops
+
+
+class _MaskedKernelMixin:
+    """Shared mask bookkeeping for the masked layers."""
+
+    def _add_mask(self, shape):
+        self.mask = self.add_weight(
+            name="mask", shape=shape, initializer="ones", trainable=False, dtype=self.dtype)
+
+    def masked_kernel(self):
+        return self.kernel * ops.cast(self.mask, self.kernel.dtype)
+
+    def apply_mask_to_kernel(self):
+        """Sets masked kernel entries to exactly zero."""
+        self.kernel.assign(self.masked_kernel())
+
+
+@keras.saving.register_keras_serializable(package="sparcl_tf")
+class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
+    """2-D convolution with a masked kernel (`keras.layers.Conv2D` semantics, channels last).
+
+    Args:
+      filters, kernel_size, strides, padding, use_bias: as in `keras.layers.Conv2D`; padding is
+        "same" or "valid" (use an explicit `ZeroPadding2D` for PyTorch-style stride-2 padding).
+      sparsifiable: whether the sparsity schedule may prune this layer. Dense-only layers (stems,
+        shortcuts, heads in the paper's setting) still carry an all-ones mask.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="same", use_bias=True,
+                 kernel_initializer="he_uniform", sparsifiable=True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(
+            kernel_size)
+        self.strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        self.padding = padding
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.sparsifiable = sparsifiable
+
+    def build(self, input_shape):
+        kernel_shape = self.kernel_size + (int(input_shape[-1]), self.filters)
+        self.kernel = self.add_weight(
+            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer)
+        self._add_mask(kernel_shape)
+        self.bias = self.add_weight(
+            name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
+
+    def call(self, inputs):
+        outputs = ops.conv(inputs, self.masked_kernel(), strides=self.strides,
+                           padding=self.padding)
+        if self.bias is not None:
+            outputs = outputs + self.bias
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return keras.layers.Conv2D(
+            self.filters, self.kernel_size, strides=self.strides,
+            padding=self.padding).compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
+            padding=self.padding, use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            sparsifiable=self.sparsifiable)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="sparcl_tf")
+class MaskedDense(_MaskedKernelMixin, keras.layers.Layer):
+    """Fully connected layer with a masked kernel (`keras.layers.Dense` semantics, no activation)."""
+
+    def __init__(self, units, use_bias=True, kernel_initializer="he_uniform", sparsifiable=True,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.sparsifiable = sparsifiable
+
+    def build(self, input_shape):
+        kernel_shape = (int(input_shape[-1]), self.units)
+        self.kernel = self.add_weight(
+            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer)
+        self._add_mask(kernel_shape)
+        self.bias = self.add_weight(
+            name="bias", shape=(self.units,), initializer="zeros") if self.use_bias else None
+
+    def call(self, inputs):
+        outputs = ops.matmul(inputs, self.masked_kernel())
+        if self.bias is not None:
+            outputs = outputs + self.bias
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            units=self.units, use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            sparsifiable=self.sparsifiable)
+        return config
+
+
+MASKED_LAYER_TYPES = (MaskedConv2D, MaskedDense)
+
+
+def masked_layers(model):
+    """Every masked layer of `model`, in a stable (construction) order."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, MASKED_LAYER_TYPES)]
+
+
+def sparsifiable_layers(model):
+    """The masked layers a sparsity schedule may prune."""
+    return [layer for layer in masked_layers(model) if layer.sparsifiable]

@@ -1,0 +1,42 @@
+"""Continual-learning summaries of an accuracy matrix.
+
+A[t, j] is the accuracy (%) on task j's test set after training task t; entries with j > t are
+NaN (not evaluated). All summaries follow the usual definitions (Chaudhry et al. 2018; Lopez-Paz &
+Ranzato 2017): average accuracy over seen tasks, forgetting = mean over earlier tasks of best past
+accuracy minus final accuracy, backward transfer = mean of final minus just-learned accuracy,
+learning accuracy = mean of the diagonal.
+"""
+
+import numpy as np
+
+
+def average_accuracy(matrix, after_task=-1):
+    row = np.asarray(matrix, float)[after_task]
+    return float(np.nanmean(row))
+
+
+def forgetting(matrix):
+    matrix = np.asarray(matrix, float)
+    last = matrix.shape[0] - 1
+    if last == 0:
+        return 0.0
+    best_past = np.nanmax(matrix[:last, :last], axis=0)
+    return float(np.mean(best_past - matrix[last, :last]))
+
+
+def backward_transfer(matrix):
+    matrix = np.asarray(matrix, float)
+    last = matrix.shape[0] - 1
+    if last == 0:
+        return 0.0
+    return float(np.mean(matrix[last, :last] - np.diag(matrix)[:last]))
+
+
+def learning_accuracy(matrix):
+    return float(np.mean(np.diag(np.asarray(matrix, float))))
+
+
+def summarize(matrix):
+    return {"average": average_accuracy(matrix), "forgetting": forgetting(matrix),
+            "backward_transfer": backward_transfer(matrix),
+            "learning_accuracy": learning_accuracy(matrix)}

@@ -1,0 +1,1 @@
+from sparcl_tf.replay.buffer import ReservoirBuffer

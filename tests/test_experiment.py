@@ -1,0 +1,93 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from sparcl_tf import experiment as experiment_module
+from sparcl_tf.errors import ConfigError
+from sparcl_tf.experiment import Experiment
+
+DESIGN_KEYS = {"class_il", "task_il", "class_il_matrix", "task_il_matrix", "forgetting",
+               "learning_accuracy", "wall_clock_s", "examples_presented", "examples_removed",
+               "layer_sparsity", "gradient_density", "seed", "preset"}
+
+
+def test_a_run_writes_results_plots_config_and_tensorboard(tmp_path, make_config):
+    results = Experiment(make_config("derpp"), str(tmp_path), verbose=0).run()
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert DESIGN_KEYS <= set(on_disk) and on_disk == json.loads(json.dumps(results))
+    assert "training_flops" not in on_disk  # not counted yet: left out rather than invented
+    assert len(on_disk["class_il_matrix"]) == 5
+    assert all(row[t + 1:] == [None] * (4 - t) for t, row in enumerate(on_disk["class_il_matrix"]))
+    assert on_disk["class_il"] == pytest.approx(np.mean(on_disk["class_il_matrix"][-1]))
+    assert on_disk["examples_presented"] == 5 * 64 and on_disk["examples_removed"] == 0
+    assert on_disk["task_il"] >= on_disk["class_il"]
+    assert set(on_disk["layer_sparsity"]) == {"conv2", "conv3", "conv4", "fc1"}
+    assert all(v == 1.0 for v in on_disk["gradient_density"].values())
+    for name in ("accuracy_matrix.png", "task_accuracy.png", "config.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
+
+
+def _final_weights(run):
+    return {v.path: v.numpy() for v in run.network.variables}
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, make_config, monkeypatch):
+    config = make_config("derpp", epochs_per_task=2, checkpoint__every_steps=3)
+    reference = Experiment(config, str(tmp_path / "reference"), verbose=0)
+    expected = reference.run()
+
+    original = experiment_module._StepHook.on_train_batch_end
+
+    def stop_at_step_14(self, batch, logs=None):
+        original(self, batch, logs)
+        if self.run.progress.global_step == 14:  # last checkpoint at 12: steps 13-14 are lost
+            raise _Interrupt()
+
+    monkeypatch.setattr(experiment_module._StepHook, "on_train_batch_end", stop_at_step_14)
+    with pytest.raises(_Interrupt):
+        Experiment(config, str(tmp_path / "resumed"), verbose=0).run()
+    monkeypatch.setattr(experiment_module._StepHook, "on_train_batch_end", original)
+
+    resumed = Experiment(config, str(tmp_path / "resumed"), verbose=0)
+    assert resumed.progress.global_step == 12 and resumed.progress.task == 1
+    results = resumed.run()
+    assert results["class_il_matrix"] == expected["class_il_matrix"]
+    assert results["examples_presented"] == expected["examples_presented"]
+    for path, value in _final_weights(reference).items():
+        np.testing.assert_array_equal(_final_weights(resumed)[path], value, err_msg=path)
+    np.testing.assert_array_equal(resumed.buffer.example_ids.numpy(),
+                                  reference.buffer.example_ids.numpy())
+
+
+def test_a_finished_run_reruns_to_the_same_results_without_training(tmp_path, make_config):
+    config = make_config("er")
+    first = Experiment(config, str(tmp_path), verbose=0).run()
+    again = Experiment(config, str(tmp_path), verbose=0)
+    assert again.progress.task == 5
+    second = again.run()
+    assert second["class_il_matrix"] == first["class_il_matrix"]
+
+
+def test_resuming_with_a_different_config_is_refused(tmp_path, make_config):
+    Experiment(make_config("er"), str(tmp_path), verbose=0).run()
+    with pytest.raises(ConfigError, match="different config"):
+        Experiment(make_config("er", seed=5), str(tmp_path), verbose=0)
+
+
+@pytest.mark.parametrize("preset", ["finetune", "joint", "der"])
+def test_every_method_preset_runs(tmp_path, make_config, preset):
+    results = Experiment(make_config(preset, data__num_tasks=2), str(tmp_path), verbose=0).run()
+    assert results["method"] == preset and len(results["task_il_matrix"]) == 2
+
+
+def test_synthetic_tasks_are_learned(tmp_path, make_config):
+    # The generated classes are trivially separable: a broken train step would stay near chance.
+    results = Experiment(make_config("joint", epochs_per_task=3), str(tmp_path), verbose=0).run()
+    assert results["task_il"] > 80.0

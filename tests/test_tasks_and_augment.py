@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sparcl_tf.data.augment import make_augment, random_crop
+from sparcl_tf.data.pipeline import Normalizer, epoch_order, train_dataset
+from sparcl_tf.data.sources import load_idx_folder
+from sparcl_tf.data.tasks import build_tasks
+from sparcl_tf.errors import ConfigError
+
+
+@pytest.fixture
+def data(idx_folder):
+    return load_idx_folder(idx_folder, "fashion_mnist")
+
+
+def test_class_incremental_tasks_hold_their_classes_only(data, make_config):
+    tasks = build_tasks(data, make_config().data, seed=0)
+    assert len(tasks) == 5
+    for task in tasks.tasks:
+        np.testing.assert_array_equal(task.classes, [2 * task.index, 2 * task.index + 1])
+        assert set(np.unique(task.y_train)) == set(task.classes)
+        assert set(np.unique(task.y_test)) <= set(task.classes)
+
+
+def test_per_task_subsets_have_exactly_the_requested_size(data, make_config):
+    config = make_config(data__train_per_task=50, data__test_per_task=10)
+    for task in build_tasks(data, config.data, seed=0).tasks:
+        assert len(task.x_train) == len(task.y_train) == len(task.ids_train) == 50
+        assert len(task.x_test) == 10
+
+
+def test_example_ids_are_stable_source_indices(data, make_config):
+    tasks = build_tasks(data, make_config(data__train_per_task=0).data, seed=0)
+    ids = np.concatenate([task.ids_train for task in tasks.tasks])
+    assert len(np.unique(ids)) == len(ids) == len(data.x_train)
+    for task in tasks.tasks:
+        np.testing.assert_array_equal(data.x_train[task.ids_train], task.x_train)
+
+
+def test_shuffled_class_order_is_seeded_and_relabels(data, make_config):
+    config = make_config(data__class_order="shuffled", data__train_per_task=0)
+    first, again = (build_tasks(data, config.data, seed=3) for _ in range(2))
+    other = build_tasks(data, config.data, seed=4)
+    assert first.class_order == again.class_order != other.class_order
+    task = first.tasks[0]
+    original = data.y_train[task.ids_train]
+    np.testing.assert_array_equal(np.array(first.class_order)[task.y_train], original)
+
+
+@pytest.mark.parametrize("per_task", [3, 0])
+def test_classes_per_task_must_divide_the_classes(data, make_config, per_task):
+    with pytest.raises(ConfigError, match="classes_per_task"):
+        build_tasks(data, make_config(data__classes_per_task=per_task).data, seed=0)
+
+
+def test_permuted_domain_tasks_share_labels_and_permute_pixels(data, make_config):
+    config = make_config(data__scenario="permuted", data__num_tasks=3, data__train_per_task=0)
+    tasks = build_tasks(data, config.data, seed=0)
+    assert len(tasks) == 3 and tasks.num_example_ids == 3 * len(data.x_train)
+    np.testing.assert_array_equal(tasks.tasks[0].x_train, data.x_train)
+    permuted = tasks.tasks[1].x_train
+    assert not np.array_equal(permuted, data.x_train)
+    np.testing.assert_array_equal(np.sort(permuted.reshape(len(permuted), -1), axis=1),
+                                  np.sort(data.x_train.reshape(len(permuted), -1), axis=1))
+    ids = np.concatenate([task.ids_train for task in tasks.tasks])
+    assert len(np.unique(ids)) == len(ids)
+
+
+def test_rotated_domain_task_by_90_degrees_equals_rot90(data, make_config):
+    config = make_config(data__scenario="rotated", data__num_tasks=2, data__rotation_step=90.0,
+                         data__train_per_task=0)
+    tasks = build_tasks(data, config.data, seed=0)
+    expected = np.rot90(data.x_train, k=1, axes=(1, 2))  # counter-clockwise
+    clockwise = np.rot90(data.x_train, k=-1, axes=(1, 2))
+    rotated = tasks.tasks[1].x_train
+    assert np.array_equal(rotated, expected) or np.array_equal(rotated, clockwise)
+
+
+def test_epoch_order_is_seeded_full_batches_and_resumable():
+    order = epoch_order(103, 10, seed=1, task_index=2, epoch=3)
+    assert len(order) == 100 and len(set(order)) == 100
+    np.testing.assert_array_equal(order, epoch_order(103, 10, 1, 2, 3))
+    assert not np.array_equal(order, epoch_order(103, 10, 1, 2, 4))
+    x = np.arange(103, dtype=np.uint8).reshape(103, 1, 1, 1)
+    normalizer = Normalizer([0.0], [1.0])
+    full = [b[2].numpy() for b in train_dataset(x, np.zeros(103), np.arange(103), order, 10,
+                                                 normalizer)]
+    resumed = [b[2].numpy() for b in train_dataset(x, np.zeros(103), np.arange(103), order, 10,
+                                                    normalizer, skip_batches=4)]
+    assert len(full) == 10 and all(len(b) == 10 for b in full)
+    np.testing.assert_array_equal(np.concatenate(full[4:]), np.concatenate(resumed))
+
+
+def test_normalizer_scales_uint8_per_channel():
+    normalizer = Normalizer([0.5, 0.25], [0.5, 0.25])
+    images = tf.constant(np.full((1, 1, 1, 2), 255, np.uint8))
+    np.testing.assert_allclose(normalizer(images).numpy().ravel(), [1.0, 3.0])
+    np.testing.assert_allclose(normalizer.zero_value, [-1.0, -1.0])
+
+
+def test_crop_is_a_window_of_the_padded_image():
+    generator = tf.random.Generator.from_seed(0)
+    images = tf.reshape(tf.range(2 * 6 * 6 * 1, dtype=tf.float32), (2, 6, 6, 1))
+    cropped = random_crop(images, 2, tf.constant([-5.0]), generator).numpy()
+    padded = np.pad(images.numpy(), ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=-5.0)
+    for index in range(2):
+        windows = [padded[index, r:r + 6, c:c + 6] for r in range(5) for c in range(5)]
+        assert any(np.array_equal(cropped[index], w) for w in windows)
+
+
+def test_no_augmentation_is_identity_and_flip_only_mirrors():
+    images = tf.random.stateless_normal((8, 5, 5, 1), seed=(1, 2))
+    generator = tf.random.Generator.from_seed(1)
+    np.testing.assert_array_equal(make_augment("none", 4, [0.0], generator)(images), images)
+    flipped = make_augment("crop_flip", 0, [0.0], generator)(images).numpy()
+    for original, result in zip(images.numpy(), flipped):
+        assert np.array_equal(result, original) or np.array_equal(result, original[:, ::-1])
+
+
+def test_unknown_augmentation_is_a_config_error():
+    with pytest.raises(ConfigError, match="data.augment"):
+        make_augment("mixup", 4, [0.0], tf.random.Generator.from_seed(0))

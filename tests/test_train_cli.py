@@ -1,0 +1,72 @@
+"""The training binary as a user runs it: one-line errors with exit code 2, results on success."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FASHION_MNIST_DIR
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _train(workdir, *flags, preset="derpp"):
+    command = [sys.executable, "-m", "tools.train",
+               f"--config=configs/split_fmnist.py:{preset}", f"--workdir={workdir}", *flags]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _error_lines(stderr):
+    # TF's C++ runtime may print its own start-up notes before Python runs; ours start "error:".
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("flags, preset, message", [
+    (["--config.data.dir=/nonexistent/fmnist"], "derpp", "data folder /nonexistent/fmnist"),
+    ([], "no_such_preset", "preset 'no_such_preset' is unknown"),
+    (["--config.replay.buffer_size=-5"], "derpp", "replay.buffer_size=-5"),
+    (["--config.data.classes_per_task=3"], "derpp", "classes_per_task=3"),
+    (["--config.replay.bufer_size=5"], "derpp", "unknown config field 'bufer_size'"),
+])
+def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, idx_folder, flags, preset,
+                                                          message):
+    flags = flags + ([] if any("data.dir" in f for f in flags) else [
+        f"--config.data.dir={idx_folder}"])
+    result = _train(tmp_path / "w", *flags, preset=preset)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = _error_lines(result.stderr)
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert not (tmp_path / "w" / "results.json").exists()
+
+
+def test_binary_trains_and_prints_the_table(tmp_path, idx_folder):
+    result = _train(tmp_path / "w", f"--config.data.dir={idx_folder}",
+                    "--config.data.train_per_task=48", "--config.model.width=0.25",
+                    "--config.data.num_tasks=2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "| derpp |" in result.stdout
+    results = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert results["preset"] == "derpp" and len(results["class_il_matrix"]) == 2
+
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not os.path.isdir(FASHION_MNIST_DIR),
+    reason="Debian's dataset-fashion-mnist is not installed (.ci/run and the README install it)")
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_derpp_beats_finetune_by_ten_points_on_split_fashion_mnist(tmp_path):
+    quick = ["--config.epochs_per_task=1", "--config.data.train_per_task=1000",
+             "--config.data.test_per_task=500", "--quiet"]
+    scores = {}
+    for preset in ("derpp", "finetune"):
+        result = _train(tmp_path / preset, *quick, preset=preset)
+        assert result.returncode == 0, result.stderr
+        scores[preset] = json.loads((tmp_path / preset / "results.json").read_text())
+    assert scores["derpp"]["class_il"] >= scores["finetune"]["class_il"] + 10
+    assert scores["derpp"]["task_il"] > scores["derpp"]["class_il"]
