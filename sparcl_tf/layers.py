@@ -14,9 +14,16 @@ from keras import ops
 class _MaskedKernelMixin:
     """Shared mask bookkeeping for the masked layers."""
 
-    def _add_mask(self, shape):
+    def _build_masked_weights(self, kernel_shape, outputs):
+        self.kernel = self.add_weight(
+            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer)
         self.mask = self.add_weight(
-            name="mask", shape=shape, initializer="ones", trainable=False, dtype=self.dtype)
+            name="mask", shape=kernel_shape, initializer="ones", trainable=False, dtype=self.dtype)
+        self.bias = self.add_weight(
+            name="bias", shape=(outputs,), initializer="zeros") if self.use_bias else None
+
+    def _add_bias(self, outputs):
+        return outputs if self.bias is None else outputs + self.bias
 
     def masked_kernel(self):
         return self.kernel * ops.cast(self.mask, self.kernel.dtype)
@@ -52,19 +59,12 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
         self.sparsifiable = sparsifiable
 
     def build(self, input_shape):
-        kernel_shape = self.kernel_size + (int(input_shape[-1]), self.filters)
-        self.kernel = self.add_weight(
-            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer)
-        self._add_mask(kernel_shape)
-        self.bias = self.add_weight(
-            name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
+        self._build_masked_weights(
+            self.kernel_size + (int(input_shape[-1]), self.filters), self.filters)
 
     def call(self, inputs):
-        outputs = ops.conv(inputs, self.masked_kernel(), strides=self.strides,
-                           padding=self.padding)
-        if self.bias is not None:
-            outputs = outputs + self.bias
-        return outputs
+        return self._add_bias(ops.conv(inputs, self.masked_kernel(), strides=self.strides,
+                                       padding=self.padding))
 
     def compute_output_shape(self, input_shape):
         return keras.layers.Conv2D(
@@ -94,18 +94,10 @@ class MaskedDense(_MaskedKernelMixin, keras.layers.Layer):
         self.sparsifiable = sparsifiable
 
     def build(self, input_shape):
-        kernel_shape = (int(input_shape[-1]), self.units)
-        self.kernel = self.add_weight(
-            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer)
-        self._add_mask(kernel_shape)
-        self.bias = self.add_weight(
-            name="bias", shape=(self.units,), initializer="zeros") if self.use_bias else None
+        self._build_masked_weights((int(input_shape[-1]), self.units), self.units)
 
     def call(self, inputs):
-        outputs = ops.matmul(inputs, self.masked_kernel())
-        if self.bias is not None:
-            outputs = outputs + self.bias
-        return outputs
+        return self._add_bias(ops.matmul(inputs, self.masked_kernel()))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)

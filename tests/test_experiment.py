@@ -91,3 +91,22 @@ def test_synthetic_tasks_are_learned(tmp_path, make_config):
     # The generated classes are trivially separable: a broken train step would stay near chance.
     results = Experiment(make_config("joint", epochs_per_task=3), str(tmp_path), verbose=0).run()
     assert results["task_il"] > 80.0
+
+
+def test_split_mnist_config_with_the_mlp_on_a_permuted_domain_stream(tmp_path, idx_folder):
+    from configs.split_mnist import get_config
+    config = get_config("er")
+    config.data.dir = idx_folder
+    config.data.scenario, config.data.num_tasks = "permuted", 2
+    config.data.train_per_task, config.data.test_per_task = 64, 24
+    config.batch_size = config.replay.batch_size = 16
+    config.log.progress = False
+    results = Experiment(config, str(tmp_path), verbose=0).run()
+    assert results["model"] == "mlp" and len(results["class_il_matrix"]) == 2
+    assert set(results["layer_sparsity"]) == {"fc1", "fc2"}
+
+
+def test_mnist_without_a_folder_is_a_config_error(tmp_path):
+    from configs.split_mnist import get_config
+    with pytest.raises(ConfigError, match="data.dir"):
+        Experiment(get_config("er"), str(tmp_path), verbose=0)

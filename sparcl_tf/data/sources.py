@@ -14,7 +14,6 @@ from sparcl_tf.data.idx import find_idx_file, read_idx
 from sparcl_tf.errors import ConfigError, DataError
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-DEBIAN_MNIST_DIR = "/usr/share/datasets/mnist"
 TFDS_NAMES = {"cifar10": ("cifar10", 10), "cifar100": ("cifar100", 100)}
 
 
@@ -141,7 +140,10 @@ def load_source(data_config):
     if source == "fashion_mnist":
         return load_idx_folder(data_config.dir or DEBIAN_FASHION_MNIST_DIR, source)
     if source == "mnist":
-        return load_idx_folder(data_config.dir or DEBIAN_MNIST_DIR, source)
+        if not data_config.dir:  # Debian packages no MNIST: the user brings the IDX files
+            raise ConfigError("data.source='mnist' needs data.dir=<folder with the MNIST IDX "
+                              "files>")
+        return load_idx_folder(data_config.dir, source)
     if source in TFDS_NAMES:
         return load_tfds(source, data_config.dir, data_config.tfds_download)
     if source == "tiny_imagenet":

@@ -1,0 +1,66 @@
+import importlib
+
+import pytest
+
+from sparcl_tf.config import validate
+from sparcl_tf.errors import ConfigError
+
+CONFIG_FILES = ("configs.split_fmnist", "configs.split_mnist", "configs.split_cifar10",
+                "configs.split_tinyimagenet")
+REQUIRED_PRESETS = ("finetune", "joint", "er", "der", "derpp")
+
+
+@pytest.mark.parametrize("module", CONFIG_FILES)
+@pytest.mark.parametrize("preset", REQUIRED_PRESETS)
+def test_every_config_file_has_every_preset_and_it_validates(module, preset):
+    config = importlib.import_module(module).get_config(preset)
+    assert config.preset == preset and config.method.name == preset
+    validate(config)
+
+
+def test_cifar10_config_carries_the_papers_settings():
+    config = importlib.import_module("configs.split_cifar10").get_config("derpp")
+    assert (config.optimizer.learning_rate, config.optimizer.momentum) == (0.03, 0.0)
+    assert (config.batch_size, config.epochs_per_task, config.replay.buffer_size) == (32, 50, 500)
+    assert (config.method.alpha, config.method.beta, config.method.cl_mask) == (0.1, 0.5, True)
+    assert (config.model.name, config.data.augment, config.data.crop_padding) == (
+        "resnet18", "crop_flip", 4)
+    assert config.data.source == "cifar10" and config.data.classes_per_task == 2
+
+
+def test_tinyimagenet_config_has_ten_tasks_of_twenty_classes():
+    config = importlib.import_module("configs.split_tinyimagenet").get_config("derpp")
+    assert config.data.source == "tiny_imagenet" and config.data.classes_per_task == 20
+
+
+@pytest.mark.parametrize("path, value, field", [
+    ("replay.buffer_size", -1, "replay.buffer_size"),
+    ("replay.buffer_size", 0, "replay.buffer_size"),  # a replay method without a buffer
+    ("epochs_per_task", 0, "epochs_per_task"),
+    ("batch_size", 2.5, "batch_size"),
+    ("optimizer.learning_rate", 0.0, "optimizer.learning_rate"),
+    ("optimizer.momentum", 1.0, "optimizer.momentum"),
+    ("method.name", "ewc", "method.name"),
+    ("method.alpha", -0.1, "method.alpha"),
+    ("data.source", "imagenet", "data.source"),
+    ("data.scenario", "task_il", "data.scenario"),
+    ("data.class_order", "random", "data.class_order"),
+    ("data.augment", "mixup", "data.augment"),
+    ("data.train_per_task", -1, "data.train_per_task"),
+    ("model.name", "vgg", "model.name"),
+    ("model.width", 0.0, "model.width"),
+])
+def test_invalid_field_is_named_in_the_error(path, value, field):
+    config = importlib.import_module("configs.split_fmnist").get_config("derpp")
+    section, _, leaf = path.rpartition(".")
+    target = config[section] if section else config
+    with target.ignore_type():
+        target[leaf] = value
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        validate(config)
+
+
+def test_finetune_needs_no_buffer():
+    config = importlib.import_module("configs.split_fmnist").get_config("finetune")
+    config.replay.buffer_size = 0
+    validate(config)
