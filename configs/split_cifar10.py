@@ -6,9 +6,9 @@ prepare it once where there is network (`tfds build cifar10 --data_dir=DIR`) and
 `--config.data.dir=DIR`. On two CPU cores this is a multi-day run; it is meant for a GPU.
 """
 
-from sparcl_tf.config import METHOD_PRESETS, apply_preset, base_config
+from sparcl_tf.config import ALL_PRESETS, apply_preset, base_config
 
-PRESETS = dict(METHOD_PRESETS)
+PRESETS = dict(ALL_PRESETS)
 
 
 def get_config(preset="derpp"):

@@ -7,9 +7,9 @@ buffer 500. A full DER++ run (60k training images) takes a few minutes; add
 Usage: python -m tools.train --config=configs/split_fmnist.py:derpp --workdir=runs/fmnist_derpp
 """
 
-from sparcl_tf.config import METHOD_PRESETS, apply_preset, base_config
+from sparcl_tf.config import ALL_PRESETS, apply_preset, base_config
 
-PRESETS = dict(METHOD_PRESETS)
+PRESETS = dict(ALL_PRESETS)
 
 
 def get_config(preset="derpp"):

@@ -5,9 +5,9 @@ MNIST is not packaged by Debian: pass the folder holding its four IDX files (pla
 `rotated` (with `--config.data.num_tasks`, default 5, and `--config.data.rotation_step`).
 """
 
-from sparcl_tf.config import METHOD_PRESETS, apply_preset, base_config
+from sparcl_tf.config import ALL_PRESETS, apply_preset, base_config
 
-PRESETS = dict(METHOD_PRESETS)
+PRESETS = dict(ALL_PRESETS)
 
 
 def get_config(preset="derpp"):

@@ -5,9 +5,9 @@ Needs the standard `tiny-imagenet-200` folder: `--config.data.dir=/path/to/tiny-
 50 epochs per task, buffer 500, random crop (padding 4, as in mammoth) + horizontal flip.
 """
 
-from sparcl_tf.config import METHOD_PRESETS, apply_preset, base_config
+from sparcl_tf.config import ALL_PRESETS, apply_preset, base_config
 
-PRESETS = dict(METHOD_PRESETS)
+PRESETS = dict(ALL_PRESETS)
 
 
 def get_config(preset="derpp"):

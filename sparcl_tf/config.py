@@ -10,13 +10,39 @@ import ml_collections
 
 from sparcl_tf.errors import ConfigError
 
+_DERPP = {"method.name": "derpp", "method.alpha": 0.1, "method.beta": 0.5}
 METHOD_PRESETS = {
     "finetune": {"method.name": "finetune"},
     "joint": {"method.name": "joint"},
     "er": {"method.name": "er"},
     "der": {"method.name": "der", "method.alpha": 0.3},
-    "derpp": {"method.name": "derpp", "method.alpha": 0.1, "method.beta": 0.5},
+    "derpp": _DERPP,
 }
+
+
+def _sparcl(weight_sparsity, gradient_sparsity, method=None):
+    """SparCL: TDM weight masks + DGM gradient masks + DDR data removal on a replay method."""
+    return {**(method or _DERPP), "sparsity.schedule": "tdm",
+            "sparsity.weight_sparsity": weight_sparsity, "dgm.enabled": True,
+            "dgm.gradient_sparsity": gradient_sparsity, "ddr.enabled": True}
+
+
+_SPARCL_90 = _sparcl(0.90, 0.92)
+SPARCL_PRESETS = {
+    "sparcl_er": _sparcl(0.75, 0.80, method={"method.name": "er"}),
+    "sparcl_derpp": _sparcl(0.75, 0.80),
+    "sparcl_derpp_90": _SPARCL_90,
+    "sparcl_derpp_95": _sparcl(0.95, 0.96),
+    # Sparse-training baselines on DER++, at the 0.90 of the main comparison.
+    "static_derpp_90": {**_DERPP, "sparsity.schedule": "static", "sparsity.weight_sparsity": 0.9},
+    "rigl_derpp_90": {**_DERPP, "sparsity.schedule": "rigl", "sparsity.weight_sparsity": 0.9,
+                      "sparsity.grow": "gradient"},
+    # Ablations: SparCL-DER++ 0.90 with one part switched off (TDM off = the initial mask stays).
+    "sparcl_derpp_90_no_tdm": {**_SPARCL_90, "sparsity.schedule": "static"},
+    "sparcl_derpp_90_no_ddr": {**_SPARCL_90, "ddr.enabled": False},
+    "sparcl_derpp_90_no_dgm": {**_SPARCL_90, "dgm.enabled": False},
+}
+ALL_PRESETS = {**METHOD_PRESETS, **SPARCL_PRESETS}
 
 
 def base_config():
@@ -56,6 +82,29 @@ def base_config():
     config.data.augment = "none"
     config.data.crop_padding = 4
     config.data.rotation_step = 45.0
+
+    config.sparsity = ml_collections.ConfigDict()
+    config.sparsity.schedule = "none"     # none | static | tdm | rigl
+    config.sparsity.weight_sparsity = 0.0
+    config.sparsity.layer_sparsity = ml_collections.ConfigDict()  # layer name -> own target
+    config.sparsity.importance_lambda = 0.5
+    config.sparsity.grow = "random"       # random (official code) | gradient (RigL-style)
+    config.sparsity.updates_per_task = 10  # mask updates at every 10 % of a task
+    config.sparsity.open_fraction = 0.01  # grown at a task's first update
+    config.sparsity.swap_fraction = 0.01  # pruned and regrown at the middle updates
+    config.sparsity.rigl_drop_fraction = 0.3
+    config.sparsity.rigl_end_fraction = 0.75
+
+    config.dgm = ml_collections.ConfigDict()
+    config.dgm.enabled = False
+    config.dgm.gradient_sparsity = 0.80   # total sparsity of the kernel update
+    config.dgm.refresh_every = 30
+    config.dgm.threshold = "topk"         # topk | bisection
+
+    config.ddr = ml_collections.ConfigDict()
+    config.ddr.enabled = False
+    config.ddr.total_fraction = 0.3       # of each task's training data
+    config.ddr.stages = 4                 # at the task's mask updates 1..stages
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "edge_cnn"
@@ -137,4 +186,6 @@ def validate(config):
     _require(config.model.name in MODELS, "model.name", config.model.name,
              f"one of {sorted(MODELS)}")
     _require(config.model.width > 0, "model.width", config.model.width, "> 0")
+    from sparcl_tf.sparsity import schedule
+    schedule.validate(config.sparsity, config.ddr, config.dgm)
     return config

@@ -1,30 +1,40 @@
 """The continual-learning train step: a Keras 3 `Model` around a network of masked layers.
 
-One step, in the order of the algorithm:
+One step, in the order of the algorithm (SparCL's parts marked):
   1. augment the current batch; forward; current-task loss (CL mask per the method);
   2. when replay is on and the buffer holds data: draw replay batches, augment them again, add the
      method's replay terms;
-  3. gradients; kernel gradients multiplied by the gradient mask (the weight mask: a masked weight
-     never receives an update, optimizer slots included);
-  4. apply; re-mask kernels so masked entries are exactly zero;
-  5. offer the un-augmented batch, labels and logits to the reservoir;
-  6. record per-example correctness for data removal.
-Which task is current, its class mask and whether replay is on live in variables, so the step is
-traced once per run.
+  3. gradients; keep the sparse layers' dense kernel gradients for the next mask update (TDM);
+  4. kernel gradients of sparse layers multiplied by the weight mask and, with DGM, by the gradient
+     mask (refreshed here every k steps or when the loop asks);
+  5. apply; re-mask kernels so masked entries stay exactly zero;
+  6. offer the un-augmented batch, labels and logits to the reservoir;
+  7. record per-example correctness and margin (DDR) and charge the step's FLOPs.
+Which task is current, its class mask, the replay switch and the densities live in variables, so
+the step is traced once per run.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from sparcl_tf.layers import masked_layers, sparsifiable_layers
+from sparcl_tf.flops import FlopsLedger
+from sparcl_tf.layers import sparsifiable_layers
+from sparcl_tf.sparsity import dgm
+from sparcl_tf.sparsity.masks import active_count
 
 
 class ContinualModel(keras.Model):
-    """Trains `network` with `method`; `fit` takes batches of (images, labels, example_ids)."""
+    """Trains `network` with `method`; `fit` takes batches of (images, labels, example_ids).
+
+    `gradient_masks`: None (no DGM) or settings with `gradient_sparsity`, `refresh_every` and
+    `threshold` ('topk' or 'bisection'). `track_gradients`: keep the last dense kernel gradients of
+    the sparse layers for mask updates.
+    """
 
     def __init__(self, network, method, num_classes, augment, generator, buffer=None,
-                 stats=None, replay_batch_size=32, **kwargs):
+                 stats=None, replay_batch_size=32, gradient_masks=None, track_gradients=False,
+                 **kwargs):
         super().__init__(**kwargs)
         if method.uses_buffer and buffer is None:
             raise ValueError(f"method {method.name!r} needs a replay buffer")
@@ -35,16 +45,33 @@ class ContinualModel(keras.Model):
         self.buffer = buffer
         self.stats = stats
         self.replay_batch_size = replay_batch_size
-        self.masked = masked_layers(network)
         self.sparse = sparsifiable_layers(network)
-        self.task_index = tf.Variable(0, trainable=False, name="task_index")
-        self.class_mask = tf.Variable(tf.zeros((num_classes,), tf.bool), trainable=False,
-                                      name="class_mask")
-        self.replay_enabled = tf.Variable(False, trainable=False, name="replay_enabled")
-        self.gradient_density_sum = tf.Variable(tf.zeros((len(self.sparse),)), trainable=False,
-                                                name="gradient_density_sum")
-        self.gradient_density_steps = tf.Variable(0.0, trainable=False,
-                                                  name="gradient_density_steps")
+        self.ledger = FlopsLedger(network)
+        self.dgm = gradient_masks
+        self.track_gradients = track_gradients
+
+        def variable(value, name, dtype=None):
+            return tf.Variable(value, trainable=False, name=name, dtype=dtype)
+
+        sparse_count = len(self.sparse)
+        self.task_index = variable(0, "task_index")
+        self.class_mask = variable(tf.zeros((num_classes,), tf.bool), "class_mask")
+        self.replay_enabled = variable(False, "replay_enabled")
+        self.weight_density = variable(tf.ones((sparse_count,)), "weight_density")
+        self.gradient_density_sum = variable(tf.zeros((sparse_count,)), "gradient_density_sum")
+        self.gradient_density_steps = variable(0.0, "gradient_density_steps")
+        self.last_gradients = [
+            variable(tf.zeros(layer.kernel.shape), f"last_gradient_{layer.name}")
+            for layer in self.sparse] if track_gradients else []
+        if gradient_masks is not None:
+            self.gradient_mask_vars = [
+                variable(tf.ones(layer.kernel.shape), f"gradient_mask_{layer.name}")
+                for layer in self.sparse]
+            self.gradient_keep = [
+                active_count(int(np.prod(layer.kernel.shape)), gradient_masks.gradient_sparsity)
+                for layer in self.sparse]
+            self.refresh_pending = variable(True, "gradient_mask_refresh_pending")
+            self.steps_since_refresh = variable(0, "gradient_mask_steps_since_refresh")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
 
@@ -57,32 +84,69 @@ class ContinualModel(keras.Model):
 
     def state(self):
         """Name -> variable for the run state this object owns (not weights or optimizer)."""
-        return {v.name.split(":")[0]: v for v in (
-            self.task_index, self.class_mask, self.replay_enabled, self.gradient_density_sum,
-            self.gradient_density_steps)}
+        variables = [self.task_index, self.class_mask, self.replay_enabled, self.weight_density,
+                     self.gradient_density_sum, self.gradient_density_steps,
+                     *self.last_gradients, *self.ledger.state().values()]
+        if self.dgm is not None:
+            variables += [*self.gradient_mask_vars, self.refresh_pending,
+                          self.steps_since_refresh]
+        return {v.name.split(":")[0]: v for v in variables}
 
     def begin_task(self, task_index, classes, replay_enabled):
         self.task_index.assign(task_index)
         self.class_mask.assign(np.isin(np.arange(self.class_mask.shape[0]), classes))
         self.replay_enabled.assign(bool(replay_enabled))
 
+    def masks_changed(self):
+        """Called after the sparse layers' masks change: new densities, fresh gradient masks."""
+        self.weight_density.assign(
+            np.array([np.mean(layer.mask.numpy()) for layer in self.sparse], np.float32))
+        if self.dgm is not None:
+            self.refresh_pending.assign(True)
+
+    def request_gradient_mask_refresh(self):
+        if self.dgm is not None:
+            self.refresh_pending.assign(True)
+
     def _replay_loss(self):
+        """(replay loss, examples forwarded for it); zero when replay is off or the buffer empty."""
         def forward(images):
             return self.network(self.augment(images), training=True)
 
         def replay_terms():
             draws = [self.buffer.sample(self.replay_batch_size)[:3]
                      for _ in range(self.method.replay_draws)]
-            return self.method.replay_loss(forward, draws)
+            examples = tf.add_n([tf.shape(images)[0] for images, _, _ in draws])
+            return self.method.replay_loss(forward, draws), examples
+
+        def nothing():
+            return tf.constant(0.0), tf.constant(0)
 
         if not self.method.uses_buffer:
-            return tf.constant(0.0)
-        active = self.replay_enabled & (self.buffer.size() > 0)
-        return tf.cond(active, replay_terms, lambda: tf.constant(0.0))
+            return nothing()
+        return tf.cond(self.replay_enabled & (self.buffer.size() > 0), replay_terms, nothing)
 
-    def gradient_masks(self):
-        """Per sparse layer, the multiplier of its kernel gradient (the weight mask for now)."""
-        return [layer.mask for layer in self.sparse]
+    def _refreshed_gradient_masks(self, masked_gradients):
+        def refresh():
+            for variable, gradient, keep in zip(self.gradient_mask_vars, masked_gradients,
+                                                self.gradient_keep):
+                variable.assign(dgm.gradient_mask(gradient, keep, self.dgm.threshold))
+            self.steps_since_refresh.assign(0)
+            self.refresh_pending.assign(False)
+            return tf.constant(True)
+
+        due = self.refresh_pending | (self.steps_since_refresh >= self.dgm.refresh_every)
+        with tf.control_dependencies([tf.cond(due, refresh, lambda: tf.constant(False))]):
+            self.steps_since_refresh.assign_add(1)
+            return [tf.identity(v) for v in self.gradient_mask_vars]
+
+    def gradient_multipliers(self, sparse_gradients):
+        """Per sparse layer, what its kernel gradient is multiplied by before the update."""
+        weight_masks = [tf.cast(layer.mask, tf.float32) for layer in self.sparse]
+        if self.dgm is None:
+            return weight_masks
+        masked = [g * m for g, m in zip(sparse_gradients, weight_masks)]
+        return [m * g for m, g in zip(weight_masks, self._refreshed_gradient_masks(masked))]
 
     def train_step(self, data):
         images, labels, example_ids = data
@@ -90,28 +154,54 @@ class ContinualModel(keras.Model):
         with tf.GradientTape() as tape:
             logits = self.network(self.augment(images), training=True)
             loss = self.method.current_loss(labels, logits, self.class_mask)
-            loss += self._replay_loss()
+            replay_loss, replay_examples = self._replay_loss()
+            loss += replay_loss
         gradients = tape.gradient(loss, variables)
 
-        multipliers = {id(layer.kernel): layer.mask for layer in self.masked}
-        for layer, mask in zip(self.sparse, self.gradient_masks()):
-            multipliers[id(layer.kernel)] = mask
-        gradients = [g * tf.cast(multipliers[id(v)], g.dtype) if id(v) in multipliers else g
-                     for g, v in zip(gradients, variables)]
+        kernel_position = {id(v): i for i, v in enumerate(variables)}
+        positions = [kernel_position[id(layer.kernel)] for layer in self.sparse]
+        sparse_gradients = [gradients[i] for i in positions]
+        for stored, gradient in zip(self.last_gradients, sparse_gradients):
+            stored.assign(gradient)
+        multipliers = self.gradient_multipliers(sparse_gradients)
+        for position, multiplier in zip(positions, multipliers):
+            gradients[position] = gradients[position] * multiplier
         self.optimizer.apply(gradients, variables)
-        for layer in self.masked:
+        for layer in self.sparse:
             layer.apply_mask_to_kernel()
-        if self.sparse:
-            self.gradient_density_sum.assign_add(tf.stack(
-                [tf.reduce_mean(tf.cast(m, tf.float32)) for m in self.gradient_masks()]))
+
+        gradient_density = tf.stack([tf.reduce_mean(m) for m in multipliers]) if multipliers \
+            else tf.zeros((0,))
+        self.gradient_density_sum.assign_add(gradient_density)
         self.gradient_density_steps.assign_add(1.0)
+        self._charge_flops(tf.shape(labels)[0] + replay_examples, gradient_density)
 
         if self.method.uses_buffer:
             task_ids = tf.fill(tf.shape(labels), self.task_index)
             self.buffer.add(images, labels, logits, task_ids, example_ids)
         correct = tf.equal(tf.argmax(logits, axis=-1), tf.cast(labels, tf.int64))
         if self.stats is not None:
-            self.stats.observe(example_ids, correct)
+            self.stats.observe(example_ids, correct, _margin(logits, labels))
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(tf.reduce_mean(tf.cast(correct, tf.float32)))
         return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+
+    def _charge_flops(self, examples, sparse_gradient_density):
+        sparse_index = {layer.name: i for i, layer in enumerate(self.sparse)}
+        weight, gradient = [], []
+        for name in self.ledger.names:
+            if name in sparse_index:
+                weight.append(self.weight_density[sparse_index[name]])
+                gradient.append(sparse_gradient_density[sparse_index[name]])
+            else:
+                weight.append(tf.constant(1.0))
+                gradient.append(tf.constant(1.0))
+        self.ledger.charge(examples, tf.stack(weight), tf.stack(gradient))
+
+
+def _margin(logits, labels):
+    """True-class logit minus the largest other logit (positive = correct with room to spare)."""
+    labels = tf.cast(labels, tf.int32)
+    true = tf.gather(logits, labels, axis=1, batch_dims=1)
+    others = tf.where(tf.one_hot(labels, tf.shape(logits)[1]) > 0, -np.inf, logits)
+    return true - tf.reduce_max(others, axis=1)

@@ -1,9 +1,9 @@
 """Per-example training statistics keyed by stable example id, kept in variables.
 
 The train step records, for every current-task example it trains on, whether the training forward
-pass classified it correctly (argmax over all logits, no CL mask). From that follow presentation
-counts, correct counts and forgetting events (correct at one presentation, wrong at the next),
-which dynamic data removal ranks examples by.
+pass classified it correctly (argmax over all logits, no CL mask) and by what margin. From that
+follow presentation counts, correct counts and forgetting events (correct at one presentation, wrong
+at the next), which dynamic data removal ranks examples by.
 """
 
 import numpy as np
@@ -21,13 +21,18 @@ class ExampleStats:
         self.correct = table("stats_correct")
         self.last_correct = table("stats_last_correct")
         self.forgetting_events = table("stats_forgetting_events")
+        self.last_margin = table("stats_last_margin", tf.float32)
 
     def state(self):
         return {v.name.split(":")[0]: v for v in (
-            self.presentations, self.correct, self.last_correct, self.forgetting_events)}
+            self.presentations, self.correct, self.last_correct, self.forgetting_events,
+            self.last_margin)}
 
-    def observe(self, example_ids, correct):
-        """Records one presentation of each example in the batch (ids distinct within a batch)."""
+    def observe(self, example_ids, correct, margin):
+        """Records one presentation of each example in the batch (ids distinct within a batch).
+
+        `margin`: the true class's logit minus the largest other logit, per example.
+        """
         index = tf.cast(example_ids, tf.int64)[:, None]
         correct = tf.cast(correct, tf.int32)
         seen_before = tf.gather(self.presentations, index[:, 0]) > 0
@@ -37,6 +42,7 @@ class ExampleStats:
         self.correct.scatter_nd_add(index, correct)
         self.forgetting_events.scatter_nd_add(index, forgot)
         self.last_correct.scatter_nd_update(index, correct)
+        self.last_margin.scatter_nd_update(index, tf.cast(margin, tf.float32))
 
     def reset(self):
         for variable in self.state().values():

@@ -1,9 +1,15 @@
 """Runs a whole continual-learning experiment from a config: the task loop and its hooks.
 
-The loop owns order and bookkeeping only: begin task (fresh optimizer state, class mask, replay
-switch), epochs of `ContinualModel.fit`, end task (evaluate every seen task, checkpoint). What a
-method or a sparsity part decides lives in those parts. Everything a run needs to continue is in
-its checkpoints; running again on the same workdir resumes at the step where it stopped.
+The loop owns order and bookkeeping only. Per task: begin (fresh optimizer state, class mask,
+replay switch), epochs of `ContinualModel.fit` cut into segments at the task's events (mask
+updates, data-removal stages), end (evaluate every seen task, checkpoint). What a method or a
+sparsity part decides lives in those parts. Everything a run needs to continue is in its
+checkpoints; running again on the same workdir resumes at the step where it stopped.
+
+Events sit at fractions of an epoch's examples, so they land where the schedule says even when
+an epoch is shorter than the gap between events. An epoch walks a seeded permutation of the
+examples not yet removed; a segment trains the full batches that fit before the next event and
+leaves a partial batch's examples to the segment after it.
 """
 
 import dataclasses
@@ -28,6 +34,7 @@ from sparcl_tf.example_stats import ExampleStats
 from sparcl_tf.methods import build_method
 from sparcl_tf.models import build_model
 from sparcl_tf.replay import ReservoirBuffer
+from sparcl_tf.sparsity import SparseTraining, ddr
 
 # Fields that may differ when a run is resumed: they change how it reports, not what it computes.
 _RESUME_FREE_FIELDS = ("log", "checkpoint")
@@ -38,9 +45,17 @@ class Progress:
     """Host-side run state saved beside the variables in every checkpoint."""
     task: int = 0
     epoch: int = 0
-    step_in_epoch: int = 0
+    epoch_order: list = None          # rows of the task's arrays this epoch walks
+    cursor: int = 0                   # position in epoch_order trained up to
+    events_done: int = 0              # events of this epoch already applied
+    removed: list = dataclasses.field(default_factory=list)  # example ids removed this task
+    task_steps: int = 0
+    task_dense_flops_start: float = 0.0
     global_step: int = 0
     examples_presented: int = 0
+    examples_removed: int = 0
+    dense_flops_without_removal: float = 0.0
+    train_time_s: float = 0.0
     wall_clock_s: float = 0.0
     class_il_matrix: list = dataclasses.field(default_factory=list)
     task_il_matrix: list = dataclasses.field(default_factory=list)
@@ -52,13 +67,15 @@ class _StepHook(keras.callbacks.Callback):
     def __init__(self, run):
         super().__init__()
         self.run = run
+        self.cursor_after_batch = None  # set per segment: epoch position after each batch
 
     def on_train_batch_end(self, batch, logs=None):
-        run = self.run
-        run.progress.step_in_epoch += 1
-        run.progress.global_step += 1
-        run.progress.examples_presented += run.config.batch_size
-        step = run.progress.global_step
+        run, progress = self.run, self.run.progress
+        progress.cursor = int(self.cursor_after_batch[batch])
+        progress.task_steps += 1
+        progress.global_step += 1
+        progress.examples_presented += run.config.batch_size
+        step = progress.global_step
         if run.writer is not None and step % run.config.log.scalars_every_steps == 0:
             with run.writer.as_default(step=step):
                 for key, value in (logs or {}).items():
@@ -90,22 +107,26 @@ class Experiment:
         self.stats = ExampleStats(self.tasks.num_example_ids)
         augment = make_augment(config.data.augment, config.data.crop_padding,
                                self.normalizer.zero_value, self.generator)
+        schedule = config.sparsity.schedule
         self.model = ContinualModel(
             self.network, self.method, self.tasks.num_classes, augment, self.generator,
-            buffer=self.buffer, stats=self.stats, replay_batch_size=config.replay.batch_size)
+            buffer=self.buffer, stats=self.stats, replay_batch_size=config.replay.batch_size,
+            gradient_masks=config.dgm if config.dgm.enabled else None,
+            track_gradients=schedule in ("tdm", "rigl"))
         self.model.compile(optimizer=keras.optimizers.SGD(
             learning_rate=config.optimizer.learning_rate, momentum=config.optimizer.momentum))
         self.model.optimizer.build(self.network.trainable_variables)
+        self.sparse_training = SparseTraining(config, self.model, self.model.optimizer)
         self.evaluator = Evaluator(self.network, self.normalizer, config.log.eval_batch_size)
 
         self.checkpoints = CheckpointManager(os.path.join(workdir, "checkpoints"),
                                              self._variables(), keep=config.checkpoint.keep)
         os.makedirs(workdir, exist_ok=True)
         self._check_or_write_config(resuming=self.checkpoints.latest() is not None)
-        self.progress = Progress()
         restored = self.checkpoints.restore()
-        if restored is not None:
-            self.progress = Progress(**restored)
+        self.progress = Progress(**restored) if restored is not None else Progress()
+        if restored is None:
+            self.sparse_training.initialize()
         self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) \
             if config.log.tensorboard else None
         self._clock_start = time.perf_counter()
@@ -142,17 +163,42 @@ class Experiment:
         self._clock_start = now
         self.checkpoints.save(self.progress.global_step, dataclasses.asdict(self.progress))
 
+    # --- task hooks -------------------------------------------------------------------------
+
     def _begin_task(self, task):
-        starting_fresh = self.progress.epoch == 0 and self.progress.step_in_epoch == 0
-        if starting_fresh:
+        progress = self.progress
+        if progress.epoch == 0 and progress.epoch_order is None:  # a fresh start of this task
             for variable in self.model.optimizer.variables:  # a fresh optimizer per task
                 if "learning_rate" not in variable.path:
                     variable.assign(tf.zeros_like(variable))
             self.stats.reset()
+            progress.removed = []
+            progress.task_steps = 0
+            progress.task_dense_flops_start = float(self.model.ledger.dense_flops.numpy())
         self.model.begin_task(task.index, task.classes,
                               replay_enabled=task.index >= self.config.replay.from_task)
 
-    def _end_task(self, task_index):
+    def _apply_event(self, event, task_index, ids):
+        if event.mask_update:
+            self.sparse_training.update_masks(event, task_index, len(self.tasks))
+        if event.removal_stage:
+            removed = set(self.progress.removed)
+            candidates = np.array([i for i in ids if i not in removed], np.int64)
+            count = self.sparse_training.removal_count(event.removal_stage, len(ids))
+            chosen = ddr.select_removals(candidates, self.stats.snapshot(candidates), count,
+                                         seed=self.config.seed + 1000 * task_index
+                                         + event.removal_stage)
+            self.progress.removed += [int(i) for i in chosen]
+            self.progress.examples_removed += len(chosen)
+            self.stats.reset()  # the next stage ranks by its own window
+
+    def _end_task(self, task_index, planned_steps):
+        progress = self.progress
+        # The dense reference trains every planned step: scale this task's dense count up by
+        # the steps data removal saved.
+        task_dense = float(self.model.ledger.dense_flops.numpy()) - progress.task_dense_flops_start
+        progress.dense_flops_without_removal += task_dense * planned_steps / max(
+            progress.task_steps, 1)
         class_row, task_row = [], []
         for task in self.tasks.tasks:
             if task.index <= task_index:
@@ -161,61 +207,99 @@ class Experiment:
                 class_il = task_il = None
             class_row.append(class_il)
             task_row.append(task_il)
-        self.progress.class_il_matrix.append(class_row)
-        self.progress.task_il_matrix.append(task_row)
+        progress.class_il_matrix.append(class_row)
+        progress.task_il_matrix.append(task_row)
         seen_class, seen_task = class_row[:task_index + 1], task_row[:task_index + 1]
         if self.writer is not None:
-            with self.writer.as_default(step=self.progress.global_step):
+            with self.writer.as_default(step=progress.global_step):
                 tf.summary.scalar("eval/class_il_average", np.mean(seen_class))
                 tf.summary.scalar("eval/task_il_average", np.mean(seen_task))
                 for index, value in enumerate(seen_class):
                     tf.summary.scalar(f"eval/class_il_task{index}", value)
+                tf.summary.scalar("cost/training_flops", self.model.ledger.training_flops.numpy())
             self.writer.flush()
         if self.verbose:
-            print(f"after task {task_index}: class-IL {np.mean(seen_class):.2f}  task-IL "
-                  f"{np.mean(seen_task):.2f}  per task "
+            print(f"after task {task_index + 1}/{len(self.tasks)}: class-IL "
+                  f"{np.mean(seen_class):.2f}  task-IL {np.mean(seen_task):.2f}  per task "
                   f"{' '.join(f'{v:.1f}' for v in seen_class)}", flush=True)
-        self.progress.task = task_index + 1
-        self.progress.epoch = self.progress.step_in_epoch = 0
+        progress.task = task_index + 1
+        progress.epoch, progress.epoch_order, progress.cursor, progress.events_done = 0, None, 0, 0
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _train_segment(self, arrays, boundary, hook):
+        """Trains the full batches of not-removed examples between the cursor and `boundary`."""
+        x, y, ids = arrays
+        progress, batch_size = self.progress, self.config.batch_size
+        order = np.asarray(progress.epoch_order)
+        removed = set(progress.removed)
+        positions = np.array([p for p in range(progress.cursor, boundary)
+                              if int(ids[order[p]]) not in removed], np.int64)
+        batches = len(positions) // batch_size
+        if batches == 0:
+            return
+        used = positions[:batches * batch_size]
+        hook.cursor_after_batch = used[batch_size - 1::batch_size] + 1
+        rows = order[used]
+        dataset = train_dataset(x, y, ids, rows, batch_size, self.normalizer)
+        started = time.perf_counter()
+        self.model.fit(dataset, epochs=1, verbose=self.verbose and self.config.log.progress,
+                       callbacks=[hook], shuffle=False)
+        progress.train_time_s += time.perf_counter() - started
+
+    def _train_epoch(self, task, arrays, events, hook):
+        config, progress = self.config, self.progress
+        x, y, ids = arrays
+        if progress.epoch_order is None:
+            removed = set(progress.removed)
+            rows = np.array([r for r in range(len(ids)) if int(ids[r]) not in removed], np.int64)
+            shuffled = epoch_order(len(rows), config.seed, task.index, progress.epoch)
+            progress.epoch_order = [int(r) for r in rows[shuffled]]
+            progress.cursor, progress.events_done = 0, 0
+            self.model.request_gradient_mask_refresh()  # DGM: fresh masks on each epoch's start
+        if self.verbose:
+            print(f"task {task.index + 1}/{len(self.tasks)}  epoch "
+                  f"{progress.epoch + 1}/{config.epochs_per_task}", flush=True)
+        length = len(progress.epoch_order)
+        epoch_events = [e for e in events if progress.epoch <= e.progress < progress.epoch + 1]
+        for event in epoch_events[progress.events_done:]:
+            self._train_segment(arrays, round((event.progress - progress.epoch) * length), hook)
+            self._apply_event(event, task.index, ids)
+            progress.events_done += 1
+        self._train_segment(arrays, length, hook)
+        progress.epoch += 1
+        progress.epoch_order, progress.cursor, progress.events_done = None, 0, 0
 
     def run(self):
         """Trains the remaining tasks, then writes results.json and plots; returns the results."""
         config, progress = self.config, self.progress
         hook = _StepHook(self)
+        events = self.sparse_training.task_events()
         for task in self.tasks.tasks[progress.task:]:
             self._begin_task(task)
-            x, y, ids = self.method.task_training_data(self.tasks, task.index)
-            if len(x) < config.batch_size:
-                raise ConfigError(f"task {task.index} has {len(x)} training examples, fewer than "
-                                  f"batch_size={config.batch_size}")
+            arrays = self.method.task_training_data(self.tasks, task.index)
+            if len(arrays[0]) < config.batch_size:
+                raise ConfigError(f"task {task.index} has {len(arrays[0])} training examples, "
+                                  f"fewer than batch_size={config.batch_size}")
             while progress.epoch < config.epochs_per_task:
-                if self.verbose:
-                    print(f"task {task.index + 1}/{len(self.tasks)}  epoch "
-                          f"{progress.epoch + 1}/{config.epochs_per_task}", flush=True)
-                order = epoch_order(len(x), config.batch_size, config.seed, task.index,
-                                    progress.epoch)
-                dataset = train_dataset(x, y, ids, order, config.batch_size, self.normalizer,
-                                        skip_batches=progress.step_in_epoch)
-                self.model.fit(dataset, epochs=1, verbose=self.verbose and config.log.progress,
-                               callbacks=[hook], shuffle=False)
-                progress.epoch += 1
-                progress.step_in_epoch = 0
+                self._train_epoch(task, arrays, events, hook)
                 if progress.epoch < config.epochs_per_task:
                     self.save()
-            self._end_task(task.index)
+            self._end_task(task.index, config.epochs_per_task * (len(arrays[0])
+                                                                 // config.batch_size))
             self.save()
         results = self.results()
         self._write_results(results)
         return results
 
     def results(self):
-        progress = self.progress
+        progress, model = self.progress, self.model
         class_matrix = np.array(progress.class_il_matrix, dtype=float)
         task_matrix = np.array(progress.task_il_matrix, dtype=float)
         class_summary, task_summary = metrics.summarize(class_matrix), metrics.summarize(
             task_matrix)
-        steps = float(self.model.gradient_density_steps.numpy())
-        density = self.model.gradient_density_sum.numpy() / max(steps, 1.0)
+        steps = float(model.gradient_density_steps.numpy())
+        density = model.gradient_density_sum.numpy() / max(steps, 1.0)
         return {
             "preset": self.config.preset,
             "method": self.method.name,
@@ -233,13 +317,19 @@ class Experiment:
             "task_il_forgetting": task_summary["forgetting"],
             "backward_transfer": class_summary["backward_transfer"],
             "learning_accuracy": class_summary["learning_accuracy"],
+            "training_flops": float(model.ledger.training_flops.numpy()),
+            "dense_training_flops": progress.dense_flops_without_removal,
+            "forward_flops_per_example": model.ledger.forward_flops(),
             "wall_clock_s": progress.wall_clock_s,
+            "train_time_s": progress.train_time_s,
+            "steps": progress.global_step,
+            "train_step_ms": 1000.0 * progress.train_time_s / max(progress.global_step, 1),
             "examples_presented": progress.examples_presented,
-            "examples_removed": 0,
-            "layer_sparsity": {layer.name: float(np.mean(layer.masked_kernel().numpy() == 0))
-                               for layer in self.model.sparse},
+            "examples_removed": progress.examples_removed,
+            "layer_sparsity": {layer.name: float(np.mean(layer.kernel.numpy() == 0))
+                               for layer in model.sparse},
             "gradient_density": {layer.name: float(value)
-                                 for layer, value in zip(self.model.sparse, density)},
+                                 for layer, value in zip(model.sparse, density)},
             "parameters": int(sum(np.prod(v.shape) for v in self.network.trainable_variables)),
         }
 

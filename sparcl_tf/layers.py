@@ -5,10 +5,27 @@ sparsity is a matter of writing the mask. The mask is a non-trainable weight: it
 model, travels into checkpoints and into a converted .tflite, and is never touched by the optimizer.
 Whoever changes the mask (the TDM schedule) or applies gradients (the trainer) keeps the kernel's
 masked entries at exactly zero; the layers only guarantee that masked entries never reach the output.
+The kernel gradient is the gradient of the effective kernel (dense, straight through the mask): the
+trainer masks it before applying it, and sparse training reads it to decide where to grow.
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
+
+
+@tf.custom_gradient
+def _straight_through_mask(kernel, mask):
+    """kernel * mask whose kernel gradient is the gradient of the effective (masked) kernel.
+
+    The trainer multiplies that dense gradient by the mask before applying it, so masked weights
+    still never move; keeping it dense gives prune-and-regrow (RigL-style growth) the gradient of
+    inactive positions at no extra cost.
+    """
+    def gradient(upstream):
+        return upstream, tf.zeros_like(mask)
+
+    return kernel * mask, gradient
 
 
 class _MaskedKernelMixin:
@@ -26,11 +43,13 @@ class _MaskedKernelMixin:
         return outputs if self.bias is None else outputs + self.bias
 
     def masked_kernel(self):
-        return self.kernel * ops.cast(self.mask, self.kernel.dtype)
+        if not self.sparsifiable:  # dense-only layers keep an all-ones mask: skip the multiply
+            return self.kernel
+        return _straight_through_mask(self.kernel.value, ops.cast(self.mask, self.kernel.dtype))
 
     def apply_mask_to_kernel(self):
         """Sets masked kernel entries to exactly zero."""
-        self.kernel.assign(self.masked_kernel())
+        self.kernel.assign(self.kernel * ops.cast(self.mask, self.kernel.dtype))
 
 
 @keras.saving.register_keras_serializable(package="sparcl_tf")
@@ -41,7 +60,7 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
       filters, kernel_size, strides, padding, use_bias: as in `keras.layers.Conv2D`; padding is
         "same" or "valid" (use an explicit `ZeroPadding2D` for PyTorch-style stride-2 padding).
       sparsifiable: whether the sparsity schedule may prune this layer. Dense-only layers (stems,
-        shortcuts, heads in the paper's setting) still carry an all-ones mask.
+        shortcuts, heads in the paper's setting) carry an all-ones mask that their forward skips.
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding="same", use_bias=True,

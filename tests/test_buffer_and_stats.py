@@ -82,8 +82,9 @@ def test_forgetting_events_count_correct_then_wrong_transitions():
     for presentation in range(4):
         ids = tf.constant([0, 1, 2, 3])
         correct = tf.constant([bool(sequence[i][presentation]) for i in range(4)])
-        stats.observe(ids, correct)
+        stats.observe(ids, correct, tf.constant([0.5, 1.0, -2.0, float(presentation)]))
     snapshot = stats.snapshot([0, 1, 2, 3])
+    np.testing.assert_array_equal(snapshot["last_margin"], [0.5, 1.0, -2.0, 3.0])
     np.testing.assert_array_equal(snapshot["forgetting_events"], [2, 0, 0, 1])
     np.testing.assert_array_equal(snapshot["presentations"], [4, 4, 4, 4])
     np.testing.assert_array_equal(snapshot["correct"], [2, 4, 0, 2])

@@ -78,12 +78,13 @@ def test_train_step_offers_unaugmented_inputs_and_training_logits_to_the_buffer(
 def test_replay_terms_only_when_enabled_and_buffer_has_data():
     model = _model()
     model.begin_task(1, [2, 3], replay_enabled=True)
-    assert float(model._replay_loss()) == 0.0  # empty buffer
+    assert [float(v) for v in model._replay_loss()] == [0.0, 0.0]  # empty buffer
     model.begin_task(0, [0, 1], replay_enabled=False)
     model.fit(_batches(2), epochs=1, verbose=0)
-    assert float(model._replay_loss()) == 0.0  # first task: replay off
+    assert [float(v) for v in model._replay_loss()] == [0.0, 0.0]  # first task: replay off
     model.begin_task(1, [2, 3], replay_enabled=True)
-    assert float(model._replay_loss()) > 0.0
+    loss, examples = model._replay_loss()
+    assert float(loss) > 0.0 and int(examples) == 2 * 8  # DER++: two draws of 8
 
 
 def test_finetune_never_touches_a_buffer():

@@ -9,6 +9,7 @@ from sparcl_tf.errors import ConfigError
 from sparcl_tf.experiment import Experiment
 
 DESIGN_KEYS = {"class_il", "task_il", "class_il_matrix", "task_il_matrix", "forgetting",
+               "training_flops", "dense_training_flops",
                "learning_accuracy", "wall_clock_s", "examples_presented", "examples_removed",
                "layer_sparsity", "gradient_density", "seed", "preset"}
 
@@ -17,7 +18,8 @@ def test_a_run_writes_results_plots_config_and_tensorboard(tmp_path, make_config
     results = Experiment(make_config("derpp"), str(tmp_path), verbose=0).run()
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert DESIGN_KEYS <= set(on_disk) and on_disk == json.loads(json.dumps(results))
-    assert "training_flops" not in on_disk  # not counted yet: left out rather than invented
+    # A dense run without removal costs exactly its dense reference.
+    assert on_disk["training_flops"] == on_disk["dense_training_flops"] > 0
     assert len(on_disk["class_il_matrix"]) == 5
     assert all(row[t + 1:] == [None] * (4 - t) for t, row in enumerate(on_disk["class_il_matrix"]))
     assert on_disk["class_il"] == pytest.approx(np.mean(on_disk["class_il_matrix"][-1]))

@@ -1,9 +1,9 @@
 """tf.data pipelines over a task's arrays.
 
 Each epoch's order is a seeded permutation of (seed, task, epoch), so an interrupted epoch resumes
-exactly where it stopped by skipping the batches already trained. Incomplete last batches are
-dropped, as in the paper's code. Images are normalised here, per channel; augmentation happens in
-the train step, because replayed images are augmented again too.
+exactly where it stopped. Incomplete last batches are dropped, as in the paper's code. Images are
+normalised here, per channel; augmentation happens in the train step, because replayed images are
+augmented again too.
 """
 
 import numpy as np
@@ -27,15 +27,13 @@ class Normalizer:
         return -self.mean / self.std
 
 
-def epoch_order(num_examples, batch_size, seed, task_index, epoch):
-    """Indices of the examples trained in one epoch, in order (full batches only)."""
-    order = np.random.default_rng([seed, 23, task_index, epoch]).permutation(num_examples)
-    return order[:num_examples // batch_size * batch_size]
+def epoch_order(num_examples, seed, task_index, epoch):
+    """The order in which one epoch visits `num_examples` examples."""
+    return np.random.default_rng([seed, 23, task_index, epoch]).permutation(num_examples)
 
 
-def train_dataset(x, y, ids, order, batch_size, normalizer, skip_batches=0):
-    """Batches of (image, label, example id) following `order`, from batch `skip_batches` on."""
-    order = order[skip_batches * batch_size:]
+def train_dataset(x, y, ids, order, batch_size, normalizer):
+    """Full batches of (image, label, example id) of the rows `order`, in that order."""
     dataset = tf.data.Dataset.from_tensor_slices((x[order], y[order], ids[order]))
     return dataset.batch(batch_size, drop_remainder=True).map(
         lambda images, labels, example_ids: (normalizer(images), labels, example_ids),

@@ -1,0 +1,66 @@
+"""SparCL's three kinds of sparsity, each its own module, and the loop's view of them.
+
+`masks` (mask math), `schedule` (when and to what targets), `tdm` (mask updates on layers),
+`dgm` (gradient masks, used inside the train step), `ddr` (which examples to remove).
+"""
+
+import numpy as np
+
+from sparcl_tf.errors import ConfigError
+from sparcl_tf.sparsity import schedule
+from sparcl_tf.sparsity.tdm import MaskUpdater
+
+
+class SparseTraining:
+    """Decides and applies the mask updates of one run (TDM, RigL, static or none)."""
+
+    def __init__(self, config, model, optimizer):
+        self.config = config
+        self.model = model
+        s = config.sparsity
+        names = [layer.name for layer in model.sparse]
+        unknown = sorted(set(s.layer_sparsity) - set(names))
+        if unknown:
+            raise ConfigError(f"sparsity.layer_sparsity names {unknown}, which are not sparse "
+                              f"layers of {config.model.name} ({names})")
+        targets = {name: float(s.layer_sparsity.get(name, s.weight_sparsity)) for name in names}
+        self.updater = MaskUpdater(model.sparse, targets, optimizer, config.seed,
+                                   importance_lambda=s.importance_lambda, grow=s.grow)
+
+    @property
+    def schedule(self):
+        return self.config.sparsity.schedule
+
+    def initialize(self):
+        """Initial masks of a fresh run: magnitude pruning of the initial weights to the targets."""
+        if self.schedule != "none":
+            self.updater.initialize()
+            self.model.masks_changed()
+
+    def task_events(self):
+        return schedule.task_events(self.config.sparsity, self.config.ddr,
+                                    self.config.epochs_per_task)
+
+    def update_masks(self, event, task_index, num_tasks):
+        s = self.config.sparsity
+        if self.schedule == "tdm":
+            rule = "tdm"
+
+            def targets_of(target):
+                return schedule.tdm_targets(event.update_index, s.updates_per_task, target,
+                                            s.open_fraction, s.swap_fraction)
+        else:
+            rule = "rigl"
+            run_progress = (task_index + event.progress / self.config.epochs_per_task) / num_tasks
+
+            def targets_of(target):
+                return schedule.rigl_targets(run_progress, target, s.rigl_drop_fraction,
+                                             s.rigl_end_fraction)
+        gradients = [v.numpy() for v in self.model.last_gradients]
+        rng = np.random.default_rng([self.config.seed, 37, task_index, event.update_index])
+        self.updater.update(targets_of, gradients, rng, rule=rule)
+        self.model.masks_changed()
+
+    def removal_count(self, stage, num_examples):
+        ddr = self.config.ddr
+        return schedule.removal_counts(num_examples, ddr.total_fraction, ddr.stages)[stage - 1]

@@ -1,0 +1,33 @@
+"""Dynamic data removal: drop the current task's examples that are never forgotten.
+
+At each removal stage the examples presented since the previous stage are ranked by forgetting
+events in that window (correct at one presentation, wrong at the next); an example never classified
+correctly in the window counts as the maximum, so the hardest are kept. The official code breaks the
+many ties arbitrarily; here the rule is deterministic and meaningful when windows are short (one or
+two presentations, where counts collapse to 0 for almost everyone): among equal counts, the example
+with the larger classification margin at its last presentation (true logit minus the largest other
+logit) goes first, and a seeded permutation settles exact ties. Only presented examples are
+candidates. Removed examples leave the training stream (and so are never offered to the replay
+buffer); the buffer itself is never filtered.
+"""
+
+import numpy as np
+
+
+def removal_order(example_ids, stats, seed):
+    """`example_ids` of presented examples, easiest (first to remove) first.
+
+    `stats` is `ExampleStats.snapshot(example_ids)`.
+    """
+    example_ids = np.asarray(example_ids)
+    presented = stats["presentations"] > 0
+    events = np.where(stats["correct"] > 0, stats["forgetting_events"],
+                      np.iinfo(np.int32).max).astype(np.int64)
+    shuffle = np.random.default_rng([seed, 31]).permutation(len(example_ids))
+    order = np.lexsort((shuffle, -stats["last_margin"], events))  # last key is primary
+    return example_ids[order][presented[order]]
+
+
+def select_removals(example_ids, stats, count, seed):
+    """The `count` easiest presented examples (fewer if fewer were presented)."""
+    return removal_order(example_ids, stats, seed)[:count]

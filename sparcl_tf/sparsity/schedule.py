@@ -1,0 +1,107 @@
+"""When masks change and data is removed inside a task, and to what targets. No tensors here.
+
+Events sit at fractions of a task's epochs: update i of U at epoch progress i * epochs / U (the
+official code: U = 10 updates at epochs 0, 5, ..., 45 of 50). With fewer epochs than updates the
+events fall inside epochs; the loop places them by the share of the epoch's examples consumed.
+"""
+
+import dataclasses
+import math
+
+from sparcl_tf.errors import ConfigError
+
+SCHEDULES = ("none", "static", "tdm", "rigl")
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    progress: float          # in epochs since the task started
+    update_index: int        # 0 .. updates_per_task - 1
+    mask_update: bool
+    removal_stage: int       # 1-based DDR stage at this event, 0 for none
+
+
+def task_events(sparsity_config, ddr_config, epochs):
+    """Events of one task, in order."""
+    updates = sparsity_config.updates_per_task
+    has_updates = sparsity_config.schedule in ("tdm", "rigl")
+    events = []
+    for index in range(updates):
+        stage = index if ddr_config.enabled and 1 <= index <= ddr_config.stages else 0
+        if has_updates or stage:
+            events.append(Event(index * epochs / updates, index, has_updates, stage))
+    return events
+
+
+def tdm_targets(update_index, updates_per_task, sparsity, open_fraction, swap_fraction):
+    """(prune_to, grow_to) of TDM update `update_index` for a layer at target `sparsity`.
+
+    First update of a task: open `open_fraction` of the layer (plasticity for the new task); middle
+    updates: prune `swap_fraction` more, then regrow to the target (swap); last update: prune back
+    to the target and grow nothing (the mask is frozen at the target for the end of the task).
+    """
+    if update_index == 0:
+        return sparsity, max(0.0, sparsity - open_fraction)
+    if update_index == updates_per_task - 1:
+        return sparsity, sparsity
+    return min(1.0, sparsity + swap_fraction), sparsity
+
+
+def rigl_targets(run_progress, sparsity, drop_fraction, end_fraction):
+    """(prune_to, grow_to) of a RigL update at `run_progress` (0..1 of the whole run).
+
+    A cosine-decayed share of the active weights is dropped and as many regrown (Evci et al. 2020);
+    no updates after `end_fraction` of training.
+    """
+    if run_progress >= end_fraction:
+        return sparsity, sparsity
+    drop = drop_fraction / 2 * (1 + math.cos(math.pi * run_progress / end_fraction))
+    return sparsity + drop * (1 - sparsity), sparsity
+
+
+def removal_counts(num_examples, total_fraction, stages):
+    """Examples removed at each of `stages` stages; they add up to round(total * n) exactly."""
+    total = round(total_fraction * num_examples)
+    cumulative = [round(total * stage / stages) for stage in range(stages + 1)]
+    return [cumulative[i + 1] - cumulative[i] for i in range(stages)]
+
+
+def validate(sparsity_config, ddr_config, dgm_config):
+    s = sparsity_config
+    if s.schedule not in SCHEDULES:
+        raise ConfigError(f"sparsity.schedule={s.schedule!r} is unknown; choose one of "
+                          f"{list(SCHEDULES)}")
+    if not 0.0 <= s.weight_sparsity < 1.0:
+        raise ConfigError(f"sparsity.weight_sparsity={s.weight_sparsity} must be in [0, 1)")
+    for name, value in s.layer_sparsity.items():
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"sparsity.layer_sparsity[{name!r}]={value} must be in [0, 1)")
+    if s.grow not in ("random", "gradient"):
+        raise ConfigError(f"sparsity.grow={s.grow!r} must be 'random' or 'gradient'")
+    if s.updates_per_task < 2:
+        raise ConfigError(f"sparsity.updates_per_task={s.updates_per_task} must be >= 2")
+    for field in ("open_fraction", "swap_fraction", "importance_lambda", "rigl_drop_fraction"):
+        if s[field] < 0:
+            raise ConfigError(f"sparsity.{field}={s[field]} must be >= 0")
+    if ddr_config.enabled:
+        if not 0.0 < ddr_config.total_fraction < 1.0:
+            raise ConfigError(f"ddr.total_fraction={ddr_config.total_fraction} must be in (0, 1)")
+        if not 1 <= ddr_config.stages < s.updates_per_task:
+            raise ConfigError(f"ddr.stages={ddr_config.stages} must be in [1, "
+                              f"sparsity.updates_per_task - 1]")
+    if dgm_config.enabled:
+        if s.schedule == "none":
+            raise ConfigError("dgm.enabled needs a sparsity.schedule other than 'none'")
+        if not 0.0 < dgm_config.gradient_sparsity < 1.0:
+            raise ConfigError(f"dgm.gradient_sparsity={dgm_config.gradient_sparsity} must be in "
+                              f"(0, 1)")
+        if dgm_config.gradient_sparsity <= s.weight_sparsity:
+            raise ConfigError(f"dgm.gradient_sparsity={dgm_config.gradient_sparsity} must exceed "
+                              f"sparsity.weight_sparsity={s.weight_sparsity} (it is the total "
+                              f"sparsity of the update; at or below the weight sparsity it masks "
+                              f"nothing)")
+        if dgm_config.refresh_every < 1:
+            raise ConfigError(f"dgm.refresh_every={dgm_config.refresh_every} must be >= 1")
+        if dgm_config.threshold not in ("topk", "bisection"):
+            raise ConfigError(f"dgm.threshold={dgm_config.threshold!r} must be 'topk' or "
+                              f"'bisection'")
