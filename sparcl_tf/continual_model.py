@@ -126,11 +126,11 @@ class ContinualModel(keras.Model):
             return nothing()
         return tf.cond(self.replay_enabled & (self.buffer.size() > 0), replay_terms, nothing)
 
-    def _refreshed_gradient_masks(self, masked_gradients):
+    def _refreshed_gradient_masks(self, masked_gradients, weight_masks):
         def refresh():
-            for variable, gradient, keep in zip(self.gradient_mask_vars, masked_gradients,
-                                                self.gradient_keep):
-                variable.assign(dgm.gradient_mask(gradient, keep, self.dgm.threshold))
+            for variable, gradient, keep, active in zip(
+                    self.gradient_mask_vars, masked_gradients, self.gradient_keep, weight_masks):
+                variable.assign(dgm.gradient_mask(gradient, keep, self.dgm.threshold, active))
             self.steps_since_refresh.assign(0)
             self.refresh_pending.assign(False)
             return tf.constant(True)
@@ -146,7 +146,8 @@ class ContinualModel(keras.Model):
         if self.dgm is None:
             return weight_masks
         masked = [g * m for g, m in zip(sparse_gradients, weight_masks)]
-        return [m * g for m, g in zip(weight_masks, self._refreshed_gradient_masks(masked))]
+        return [m * g for m, g in zip(
+            weight_masks, self._refreshed_gradient_masks(masked, weight_masks))]
 
     def train_step(self, data):
         images, labels, example_ids = data

@@ -184,7 +184,9 @@ class Experiment:
         if event.removal_stage:
             removed = set(self.progress.removed)
             candidates = np.array([i for i in ids if i not in removed], np.int64)
-            count = self.sparse_training.removal_count(event.removal_stage, len(ids))
+            # Cumulative plan: a stage that finds too few candidates leaves the rest to the next.
+            count = self.sparse_training.removal_target(event.removal_stage, len(ids)) - len(
+                removed)
             chosen = ddr.select_removals(candidates, self.stats.snapshot(candidates), count,
                                          seed=self.config.seed + 1000 * task_index
                                          + event.removal_stage)

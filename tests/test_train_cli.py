@@ -58,15 +58,32 @@ needs_fashion_mnist = pytest.mark.skipif(
     reason="Debian's dataset-fashion-mnist is not installed (.ci/run and the README install it)")
 
 
-@pytest.mark.slow
-@needs_fashion_mnist
-def test_derpp_beats_finetune_by_ten_points_on_split_fashion_mnist(tmp_path):
-    quick = ["--config.epochs_per_task=1", "--config.data.train_per_task=1000",
+def _quick_runs(tmp_path, presets, epochs):
+    quick = [f"--config.epochs_per_task={epochs}", "--config.data.train_per_task=1000",
              "--config.data.test_per_task=500", "--quiet"]
     scores = {}
-    for preset in ("derpp", "finetune"):
+    for preset in presets:
         result = _train(tmp_path / preset, *quick, preset=preset)
         assert result.returncode == 0, result.stderr
         scores[preset] = json.loads((tmp_path / preset / "results.json").read_text())
+    return scores
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_derpp_beats_finetune_by_ten_points_on_split_fashion_mnist(tmp_path):
+    scores = _quick_runs(tmp_path, ("derpp", "finetune"), epochs=1)
     assert scores["derpp"]["class_il"] >= scores["finetune"]["class_il"] + 10
     assert scores["derpp"]["task_il"] > scores["derpp"]["class_il"]
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_sparcl_derpp_90_meets_its_targets_on_split_fashion_mnist(tmp_path):
+    scores = _quick_runs(tmp_path, ("sparcl_derpp_90", "finetune"), epochs=2)
+    sparcl = scores["sparcl_derpp_90"]
+    for name, value in sparcl["layer_sparsity"].items():
+        assert abs(value - 0.90) <= 0.002, name
+    assert sparcl["examples_removed"] == 5 * 300  # 30 % of 1000 per task
+    assert sparcl["dense_training_flops"] / sparcl["training_flops"] >= 8
+    assert sparcl["class_il"] >= scores["finetune"]["class_il"] + 10

@@ -61,6 +61,7 @@ class SparseTraining:
         self.updater.update(targets_of, gradients, rng, rule=rule)
         self.model.masks_changed()
 
-    def removal_count(self, stage, num_examples):
+    def removal_target(self, stage, num_examples):
+        """Examples of the task removed in total once `stage` (1-based) is done."""
         ddr = self.config.ddr
-        return schedule.removal_counts(num_examples, ddr.total_fraction, ddr.stages)[stage - 1]
+        return sum(schedule.removal_counts(num_examples, ddr.total_fraction, ddr.stages)[:stage])

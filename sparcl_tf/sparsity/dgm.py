@@ -1,10 +1,10 @@
 """Dynamic gradient masks: update only the largest-magnitude kernel gradients of sparse layers.
 
-A refresh computes, per layer, the threshold that keeps `keep` entries of |weight-masked gradient|
-(the layer's total gradient sparsity: 0.80 at weight sparsity 0.75 keeps 20 % of all entries) and
-stores the surviving pattern; the steps in between multiply gradients by the stored pattern. The
+A refresh keeps, per layer, the `keep` entries of largest |weight-masked gradient| (the layer's
+total gradient sparsity: 0.80 at weight sparsity 0.75 keeps 20 % of all entries) and stores the
+surviving pattern; the steps in between multiply gradients by the stored pattern. The
 official code refreshes every 30 iterations and at each epoch's first batch; a refresh also follows
-every mask update. Thresholds are exact top-k (`topk`) or a 16-step bisection (`bisection`, builtin
+every mask update. Selection is an exact top-k (`topk`) or a 16-step threshold bisection (`bisection`, builtin
 ops only: what an exported .tflite or a microcontroller can run); refreshing rarely is what makes
 either cheap (an exact top-k every step triples the step time).
 """
@@ -12,13 +12,6 @@ either cheap (an exact top-k every step triples the step time).
 import tensorflow as tf
 
 BISECTION_STEPS = 16
-
-
-def threshold_topk(magnitudes, keep):
-    """The `keep`-th largest value of `magnitudes` (flattened)."""
-    flat = tf.reshape(magnitudes, [-1])
-    keep = tf.clip_by_value(keep, 1, tf.size(flat))
-    return tf.math.top_k(flat, k=keep, sorted=True).values[keep - 1]
 
 
 def threshold_bisection(magnitudes, keep, steps=BISECTION_STEPS):
@@ -33,9 +26,23 @@ def threshold_bisection(magnitudes, keep, steps=BISECTION_STEPS):
     return high
 
 
-def gradient_mask(masked_gradient, keep, method="topk"):
-    """1.0 where |masked_gradient| is among the `keep` largest (and non-zero), else 0.0."""
+def gradient_mask(masked_gradient, keep, method="topk", active=None):
+    """1.0 at the `keep` entries of largest |masked_gradient|, else 0.0.
+
+    `topk` keeps exactly `keep` entries, all among `active` (the weight mask) when given: where
+    fewer gradients than `keep` are non-zero at the refresh, active zero-gradient entries fill the
+    rest, since the cached mask serves the following steps, whose gradients differ. `bisection`
+    keeps at most `keep`, and only non-zero gradients.
+    """
     magnitudes = tf.abs(masked_gradient)
-    find = threshold_topk if method == "topk" else threshold_bisection
-    threshold = find(magnitudes, keep)
-    return tf.cast((magnitudes >= threshold) & (magnitudes > 0), masked_gradient.dtype)
+    if method == "bisection":
+        threshold = threshold_bisection(magnitudes, keep)
+        return tf.cast((magnitudes >= threshold) & (magnitudes > 0), masked_gradient.dtype)
+    flat = tf.reshape(magnitudes, [-1])
+    if active is not None:  # inactive entries rank below every active one, zeros included
+        flat = tf.where(tf.reshape(active, [-1]) > 0, flat, -1.0)
+    keep = tf.clip_by_value(keep, 1, tf.size(flat))
+    _, index = tf.math.top_k(flat, k=keep, sorted=False)
+    kept = tf.scatter_nd(index[:, None], tf.ones_like(index, masked_gradient.dtype),
+                         tf.shape(flat))
+    return tf.reshape(kept, tf.shape(masked_gradient))

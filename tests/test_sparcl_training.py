@@ -1,0 +1,161 @@
+"""SparCL inside real (tiny) runs: targets, exact zeros, gradient masks, data removal, ablations."""
+
+import numpy as np
+import pytest
+
+from sparcl_tf import experiment as experiment_module
+from sparcl_tf.experiment import Experiment
+from sparcl_tf.sparsity import SparseTraining, masks, schedule
+
+
+def _masks(run):
+    return {layer.name: layer.mask.numpy().copy() for layer in run.model.sparse}
+
+
+def test_initial_masks_are_magnitude_masks_at_the_target(tmp_path, make_config):
+    run = Experiment(make_config("sparcl_derpp_90"), str(tmp_path), verbose=0)
+    for layer in run.model.sparse:
+        mask, kernel = layer.mask.numpy(), layer.kernel.numpy()
+        assert mask.size - mask.sum() == round(0.9 * mask.size)
+        assert np.all(kernel[mask == 0] == 0)
+
+
+def test_every_schedule_point_hits_its_targets_with_exact_zeros(tmp_path, make_config,
+                                                                 monkeypatch):
+    config = make_config("sparcl_derpp_90", epochs_per_task=2, data__num_tasks=2)
+    checked = []
+    original = SparseTraining.update_masks
+
+    def checked_update(self, event, task_index, num_tasks):
+        before = {layer.name: layer.mask.numpy().copy() for layer in self.model.sparse}
+        original(self, event, task_index, num_tasks)
+        _, grow_to = schedule.tdm_targets(event.update_index, 10, 0.9, 0.01, 0.01)
+        for layer in self.model.sparse:
+            mask, kernel = layer.mask.numpy(), layer.kernel.numpy()
+            assert abs(masks.sparsity(mask) - grow_to) <= 1.0 / mask.size, (layer.name, event)
+            assert np.all(kernel[mask == 0] == 0.0)
+            grown = (mask == 1) & (before[layer.name] == 0)
+            assert np.all(kernel[grown] == 0.0)  # grown weights start at exactly zero
+            if event.update_index in (0, 4):
+                assert grown.any()  # the open and swap updates really grow
+        checked.append(event.update_index)
+
+    monkeypatch.setattr(SparseTraining, "update_masks", checked_update)
+    results = Experiment(config, str(tmp_path), verbose=0).run()
+    assert checked == list(range(10)) * 2
+    for name, value in results["layer_sparsity"].items():
+        assert abs(value - 0.9) < 0.01, name  # the last update of a task freezes at the target
+
+
+def test_gradient_masks_keep_exactly_the_target_count_after_a_refresh(tmp_path, make_config):
+    run = Experiment(make_config("sparcl_derpp_90", data__num_tasks=2), str(tmp_path), verbose=0)
+    results = run.run()
+    for layer, mask, keep in zip(run.model.sparse, run.model.gradient_mask_vars,
+                                 run.model.gradient_keep):
+        size = mask.numpy().size
+        assert keep == size - round(0.92 * size)
+        assert mask.numpy().sum() == keep
+        assert results["gradient_density"][layer.name] == pytest.approx(keep / size, rel=1e-5)
+
+
+def test_gradient_masks_are_cached_between_refreshes(tmp_path, make_config):
+    config = make_config("sparcl_derpp_90", dgm__refresh_every=3, data__num_tasks=1)
+    run = Experiment(config, str(tmp_path), verbose=0)
+    task = run.tasks.tasks[0]
+    run.model.begin_task(0, task.classes, replay_enabled=False)
+    from sparcl_tf.data.pipeline import train_dataset
+    batches = iter(train_dataset(task.x_train, task.y_train, task.ids_train,
+                                 np.arange(64), 16, run.normalizer))
+    history = []
+    for _ in range(4):
+        run.model.train_step(next(batches))
+        history.append(run.model.gradient_mask_vars[0].numpy().copy())
+    np.testing.assert_array_equal(history[0], history[1])  # refreshed at step 0, cached 1 and 2
+    np.testing.assert_array_equal(history[1], history[2])
+    assert not np.array_equal(history[2], history[3])  # refreshed again at step 3
+
+
+def test_data_removal_takes_the_planned_count_and_never_touches_the_buffer(tmp_path,
+                                                                           make_config):
+    # Capacity above every offer of the run (5 tasks x 2 epochs x 64): nothing is ever replaced.
+    config = make_config("sparcl_derpp_90", epochs_per_task=2, replay__buffer_size=700)
+    run = Experiment(config, str(tmp_path), verbose=0)
+    results = run.run()
+    per_task = sum(schedule.removal_counts(64, 0.3, 4))
+    assert per_task == 19 and results["examples_removed"] == 5 * per_task
+    removed = np.array(run.progress.removed)  # the last task's removals
+    assert len(removed) == per_task
+    # Removed examples were trained before their stage (so offered to the reservoir, which here
+    # holds everything) and are still in the buffer: the buffer is never filtered...
+    assert set(removed) <= set(run.buffer.example_ids.numpy())
+    # ...and after the last stage they were never presented again.
+    assert run.stats.snapshot(removed)["presentations"].sum() == 0
+    assert results["examples_presented"] < 5 * 2 * 64
+
+
+@pytest.mark.parametrize("preset", ["sparcl_derpp_90_no_tdm", "static_derpp_90"])
+def test_without_tdm_the_initial_mask_never_changes(tmp_path, make_config, preset):
+    run = Experiment(make_config(preset, data__num_tasks=2), str(tmp_path), verbose=0)
+    initial = _masks(run)
+    run.run()
+    for name, mask in _masks(run).items():
+        np.testing.assert_array_equal(mask, initial[name])
+
+
+def test_tdm_and_rigl_really_move_the_mask(tmp_path, make_config):
+    for preset in ("sparcl_derpp_90", "rigl_derpp_90"):
+        run = Experiment(make_config(preset, data__num_tasks=2), str(tmp_path / preset), verbose=0)
+        initial = _masks(run)
+        results = run.run()
+        assert any(not np.array_equal(m, initial[n]) for n, m in _masks(run).items()), preset
+        for name, mask in _masks(run).items():
+            assert abs(masks.sparsity(mask) - 0.9) <= 1.0 / mask.size, (preset, name)
+        assert results["training_flops"] < results["dense_training_flops"]
+
+
+def test_without_ddr_nothing_is_removed(tmp_path, make_config):
+    results = Experiment(make_config("sparcl_derpp_90_no_ddr", data__num_tasks=2), str(tmp_path),
+                         verbose=0).run()
+    assert results["examples_removed"] == 0 and results["examples_presented"] == 2 * 64
+
+
+def test_without_dgm_every_active_weight_is_updated(tmp_path, make_config):
+    run = Experiment(make_config("sparcl_derpp_90_no_dgm", data__num_tasks=2), str(tmp_path),
+                     verbose=0)
+    assert run.model.dgm is None
+    results = run.run()
+    for layer in run.model.sparse:
+        size = layer.mask.numpy().size
+        assert results["gradient_density"][layer.name] == pytest.approx(
+            (size - round(0.9 * size)) / size, rel=1e-5)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_sparcl_run_interrupted_mid_task_resumes_to_the_same_result(tmp_path, make_config,
+                                                                    monkeypatch):
+    config = make_config("sparcl_derpp_90", epochs_per_task=2, data__num_tasks=3,
+                         checkpoint__every_steps=2)
+    reference = Experiment(config, str(tmp_path / "reference"), verbose=0)
+    expected = reference.run()
+    original = experiment_module._StepHook.on_train_batch_end
+
+    def stop(self, batch, logs=None):
+        original(self, batch, logs)
+        if self.run.progress.global_step == 11:  # inside task 2, after removals, between saves
+            raise _Interrupt()
+
+    monkeypatch.setattr(experiment_module._StepHook, "on_train_batch_end", stop)
+    with pytest.raises(_Interrupt):
+        Experiment(config, str(tmp_path / "resumed"), verbose=0).run()
+    monkeypatch.setattr(experiment_module._StepHook, "on_train_batch_end", original)
+    resumed = Experiment(config, str(tmp_path / "resumed"), verbose=0)
+    assert resumed.progress.global_step == 10
+    results = resumed.run()
+    for key in ("class_il_matrix", "examples_removed", "examples_presented", "training_flops",
+                "dense_training_flops", "layer_sparsity"):
+        assert results[key] == expected[key], key
+    for a, b in zip(resumed.network.variables, reference.network.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

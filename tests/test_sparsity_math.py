@@ -1,0 +1,151 @@
+"""Mask math, schedules, gradient-mask thresholds, removal ranking and the FLOPs ledger."""
+
+import keras
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sparcl_tf.flops import FlopsLedger, layer_forward_flops
+from sparcl_tf.layers import MaskedConv2D, MaskedDense
+from sparcl_tf.sparsity import ddr, dgm, masks, schedule
+
+
+def _tie_break(size):
+    return np.random.default_rng(0).permutation(size)
+
+
+def test_magnitude_mask_keeps_exactly_the_largest_weights():
+    weights = np.random.default_rng(1).normal(size=(7, 9))
+    mask = masks.magnitude_mask(weights, 0.75, _tie_break(63))
+    assert mask.sum() == 63 - round(0.75 * 63)
+    assert np.abs(weights[mask == 1]).min() > np.abs(weights[mask == 0]).max()
+
+
+def test_prune_keeps_the_highest_scores_among_active_entries_only():
+    mask = np.array([1, 1, 1, 1, 0, 0, 1, 1], np.float32)
+    scores = np.array([5, 1, 7, 2, 100, 100, 3, 8], np.float32)
+    pruned = masks.prune(mask, scores, prune_to=0.5, tie_break=_tie_break(8))
+    np.testing.assert_array_equal(pruned, [1, 0, 1, 0, 0, 0, 1, 1])  # inactive 100s never kept
+    # A mask already sparser than the target is left as it is.
+    np.testing.assert_array_equal(masks.prune(pruned, scores, 0.25, _tie_break(8)), pruned)
+
+
+def test_random_growth_activates_exactly_the_missing_count_among_inactive():
+    mask = np.zeros(100, np.float32)
+    mask[:10] = 1
+    grown = masks.grow_random(mask, grow_to=0.8, rng=np.random.default_rng(0))
+    assert grown.sum() == 20 and np.all(grown[:10] == 1)
+    again = masks.grow_random(mask, grow_to=0.8, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(grown, again)
+
+
+def test_gradient_growth_picks_the_largest_scores_among_inactive():
+    mask = np.array([1, 0, 0, 0, 0, 1], np.float32)
+    scores = np.array([9, 1, 4, 3, 0.5, 9], np.float32)
+    grown = masks.grow_by_score(mask, scores, grow_to=1 - 4 / 6, tie_break=_tie_break(6))
+    np.testing.assert_array_equal(grown, [1, 0, 1, 1, 0, 1])
+
+
+def test_ties_are_broken_by_the_seeded_permutation_not_by_position():
+    weights = np.ones(10)
+    first = masks.magnitude_mask(weights, 0.5, np.random.default_rng(0).permutation(10))
+    second = masks.magnitude_mask(weights, 0.5, np.random.default_rng(1).permutation(10))
+    assert first.sum() == second.sum() == 5 and not np.array_equal(first, second)
+
+
+def test_tdm_targets_open_swap_and_freeze():
+    assert schedule.tdm_targets(0, 10, 0.9, 0.01, 0.01) == (0.9, pytest.approx(0.89))
+    assert schedule.tdm_targets(4, 10, 0.9, 0.01, 0.01) == (pytest.approx(0.91), 0.9)
+    assert schedule.tdm_targets(9, 10, 0.9, 0.01, 0.01) == (0.9, 0.9)
+
+
+def _configs(schedule_name="tdm", ddr_enabled=True, stages=4):
+    sparsity = ml_collections.ConfigDict(dict(schedule=schedule_name, updates_per_task=10))
+    return sparsity, ml_collections.ConfigDict(dict(enabled=ddr_enabled, stages=stages))
+
+
+def test_official_schedule_at_50_epochs_updates_every_5_and_removes_at_5_to_20():
+    events = schedule.task_events(*_configs(), epochs=50)
+    assert [e.progress for e in events] == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45]
+    assert [e.progress for e in events if e.removal_stage] == [5, 10, 15, 20]
+    assert all(e.mask_update for e in events)
+
+
+def test_short_schedules_place_events_inside_epochs_and_static_has_only_removals():
+    events = schedule.task_events(*_configs(), epochs=2)
+    assert [e.progress for e in events] == pytest.approx([0.2 * i for i in range(10)])
+    static = schedule.task_events(*_configs("static"), epochs=2)
+    assert [e.removal_stage for e in static] == [1, 2, 3, 4]
+    assert not any(e.mask_update for e in static)
+    assert schedule.task_events(*_configs("none", ddr_enabled=False), epochs=2) == []
+
+
+def test_removal_counts_add_up_to_the_total_exactly():
+    assert schedule.removal_counts(10000, 0.3, 4) == [750, 750, 750, 750]
+    counts = schedule.removal_counts(1001, 0.3, 4)
+    assert sum(counts) == 300 and max(counts) - min(counts) <= 1
+
+
+def test_rigl_drop_fraction_decays_to_nothing():
+    prune_start, grow = schedule.rigl_targets(0.0, 0.9, 0.3, 0.75)
+    assert prune_start == pytest.approx(0.9 + 0.3 * 0.1) and grow == 0.9
+    assert schedule.rigl_targets(0.8, 0.9, 0.3, 0.75) == (0.9, 0.9)
+    assert schedule.rigl_targets(0.5, 0.9, 0.3, 0.75)[0] < prune_start
+
+
+def test_topk_gradient_mask_keeps_exactly_keep_entries():
+    gradient = tf.constant(np.random.default_rng(2).normal(size=(3, 3, 8, 16)), tf.float32)
+    mask = dgm.gradient_mask(gradient, 115, "topk").numpy()
+    assert mask.sum() == 115
+    assert np.abs(gradient.numpy()[mask == 1]).min() >= np.abs(gradient.numpy()[mask == 0]).max()
+
+
+def test_bisection_gradient_mask_is_within_a_few_entries_of_exact():
+    gradient = tf.constant(np.random.default_rng(3).normal(size=(4000,)), tf.float32)
+    kept = dgm.gradient_mask(gradient, 800, "bisection").numpy().sum()
+    assert 790 <= kept <= 800
+
+
+def test_gradient_mask_fills_with_active_zero_gradients_never_inactive_ones():
+    gradient = tf.constant([0.0, 0.0, 3.0, -1.0, 0.0, 0.0])
+    active = tf.constant([0.0, 1.0, 1.0, 1.0, 0.0, 1.0])
+    topk = dgm.gradient_mask(gradient, 4, "topk", active).numpy()
+    np.testing.assert_array_equal(topk, [0, 1, 1, 1, 0, 1])
+    # Bisection (the exportable threshold) keeps only non-zero gradients, at most `keep`.
+    np.testing.assert_array_equal(dgm.gradient_mask(gradient, 4, "bisection"), [0, 0, 1, 1, 0, 0])
+
+
+def test_removal_ranks_by_events_then_margin_and_keeps_never_correct_last():
+    ids = np.array([10, 11, 12, 13, 14, 15])
+    stats = {"presentations": np.array([2, 2, 2, 2, 2, 0]),
+             "correct": np.array([2, 1, 0, 2, 1, 0]),
+             "forgetting_events": np.array([0, 1, 0, 0, 0, 0]),
+             "last_margin": np.array([0.5, 2.0, -1.0, 3.0, -0.2, 9.0])}
+    order = ddr.removal_order(ids, stats, seed=0)
+    # 0 events: 13 (margin 3), 10 (0.5), 14 (-0.2); then 1 event: 11; never correct: 12.
+    # 15 was not presented in the window: not a candidate.
+    np.testing.assert_array_equal(order, [13, 10, 14, 11, 12])
+    np.testing.assert_array_equal(ddr.select_removals(ids, stats, 2, seed=0), [13, 10])
+
+
+def test_flops_ledger_matches_a_hand_computed_two_layer_network():
+    inputs = keras.Input((4,))
+    hidden = MaskedDense(3, name="sparse")(inputs)
+    outputs = MaskedDense(2, sparsifiable=False, name="dense")(hidden)
+    ledger = FlopsLedger(keras.Model(inputs, outputs))
+    assert ledger.layer_flops == {"sparse": 12, "dense": 6}
+    # 5 examples; sparse layer at weight density 0.5 and gradient density 0.25:
+    # 5 * (12 * (0.5 + 0.5 + 0.25) + 6 * 3) = 5 * 33 = 165; dense reference 5 * 3 * 18 = 270.
+    ledger.charge(5, tf.constant([0.5, 1.0]), tf.constant([0.25, 1.0]))
+    assert float(ledger.training_flops) == 165.0 and float(ledger.dense_flops) == 270.0
+
+
+def test_conv_forward_flops_count_output_positions_times_kernel_size():
+    inputs = keras.Input((5, 5, 2))
+    same = MaskedConv2D(4, 3, padding="same", name="same")(inputs)
+    MaskedConv2D(1, 3, strides=2, padding="valid", name="strided")(same)
+    flops = layer_forward_flops(keras.Model(inputs, same))
+    assert flops == {"same": 25 * 3 * 3 * 2 * 4}
+    model = keras.Model(inputs, MaskedConv2D(1, 3, strides=2, padding="valid", name="s2")(inputs))
+    assert layer_forward_flops(model) == {"s2": 2 * 2 * 3 * 3 * 2 * 1}
