@@ -27,17 +27,20 @@ from sparcl_tf.sparsity.masks import active_count
 class ContinualModel(keras.Model):
     """Trains `network` with `method`; `fit` takes batches of (images, labels, example_ids).
 
-    `gradient_masks`: None (no DGM) or settings with `gradient_sparsity`, `refresh_every` and
-    `threshold` ('topk' or 'bisection'). `track_gradients`: keep the last dense kernel gradients of
-    the sparse layers for mask updates.
+    `masking`: False for a dense run: no mask multiplies, gradient masking or re-masking at all,
+    the plain model. `gradient_masks`: None (no DGM) or settings with `gradient_sparsity`,
+    `refresh_every` and `threshold` ('topk' or 'bisection'). `track_gradients`: keep the last
+    dense kernel gradients of the sparse layers for mask updates.
     """
 
     def __init__(self, network, method, num_classes, augment, generator, buffer=None,
-                 stats=None, replay_batch_size=32, gradient_masks=None, track_gradients=False,
-                 **kwargs):
+                 stats=None, replay_batch_size=32, masking=True, gradient_masks=None,
+                 track_gradients=False, **kwargs):
         super().__init__(**kwargs)
         if method.uses_buffer and buffer is None:
             raise ValueError(f"method {method.name!r} needs a replay buffer")
+        if not masking and (gradient_masks is not None or track_gradients):
+            raise ValueError("gradient masks and mask updates need masking=True")
         self.network = network
         self.method = method
         self.augment = augment
@@ -46,6 +49,9 @@ class ContinualModel(keras.Model):
         self.stats = stats
         self.replay_batch_size = replay_batch_size
         self.sparse = sparsifiable_layers(network)
+        self.masking = masking
+        for layer in self.sparse:
+            layer.mask_enabled = masking
         self.ledger = FlopsLedger(network)
         self.dgm = gradient_masks
         self.track_gradients = track_gradients
@@ -164,15 +170,18 @@ class ContinualModel(keras.Model):
         sparse_gradients = [gradients[i] for i in positions]
         for stored, gradient in zip(self.last_gradients, sparse_gradients):
             stored.assign(gradient)
-        multipliers = self.gradient_multipliers(sparse_gradients)
-        for position, multiplier in zip(positions, multipliers):
-            gradients[position] = gradients[position] * multiplier
+        if self.masking:
+            multipliers = self.gradient_multipliers(sparse_gradients)
+            for position, multiplier in zip(positions, multipliers):
+                gradients[position] = gradients[position] * multiplier
         self.optimizer.apply(gradients, variables)
-        for layer in self.sparse:
-            layer.apply_mask_to_kernel()
-
-        gradient_density = tf.stack([tf.reduce_mean(m) for m in multipliers]) if multipliers \
-            else tf.zeros((0,))
+        if self.masking:
+            for layer in self.sparse:
+                layer.apply_mask_to_kernel()
+            gradient_density = tf.stack([tf.reduce_mean(m) for m in multipliers]) \
+                if multipliers else tf.zeros((0,))
+        else:
+            gradient_density = tf.ones((len(self.sparse),))
         self.gradient_density_sum.assign_add(gradient_density)
         self.gradient_density_steps.assign_add(1.0)
         self._charge_flops(tf.shape(labels)[0] + replay_examples, gradient_density)

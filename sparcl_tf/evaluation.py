@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from sparcl_tf.data.pipeline import eval_dataset
+from sparcl_tf.data.pipeline import eval_batches
 
 
 class Evaluator:
@@ -14,8 +14,8 @@ class Evaluator:
         self._batch_size = batch_size
 
     def logits(self, x):
-        batches = eval_dataset(x, np.zeros(len(x), np.int64), self._batch_size, self._normalizer)
-        return np.concatenate([self._forward(images).numpy() for images, _ in batches])
+        return np.concatenate([self._forward(images).numpy()
+                               for images in eval_batches(x, self._batch_size, self._normalizer)])
 
     def task_accuracies(self, task):
         """(class-IL %, task-IL %) on `task`'s test set.

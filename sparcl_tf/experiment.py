@@ -1,8 +1,8 @@
 """Runs a whole continual-learning experiment from a config: the task loop and its hooks.
 
 The loop owns order and bookkeeping only. Per task: begin (fresh optimizer state, class mask,
-replay switch), epochs of `ContinualModel.fit` cut into segments at the task's events (mask
-updates, data-removal stages), end (evaluate every seen task, checkpoint). What a method or a
+replay switch), epochs of the model's Keras train function cut into segments at the task's events
+(mask updates, data-removal stages), end (evaluate every seen task, checkpoint). What a method or a
 sparsity part decides lives in those parts. Everything a run needs to continue is in its
 checkpoints; running again on the same workdir resumes at the step where it stopped.
 
@@ -61,30 +61,6 @@ class Progress:
     task_il_matrix: list = dataclasses.field(default_factory=list)
 
 
-class _StepHook(keras.callbacks.Callback):
-    """Counts steps, writes TensorBoard scalars and saves periodic checkpoints during `fit`."""
-
-    def __init__(self, run):
-        super().__init__()
-        self.run = run
-        self.cursor_after_batch = None  # set per segment: epoch position after each batch
-
-    def on_train_batch_end(self, batch, logs=None):
-        run, progress = self.run, self.run.progress
-        progress.cursor = int(self.cursor_after_batch[batch])
-        progress.task_steps += 1
-        progress.global_step += 1
-        progress.examples_presented += run.config.batch_size
-        step = progress.global_step
-        if run.writer is not None and step % run.config.log.scalars_every_steps == 0:
-            with run.writer.as_default(step=step):
-                for key, value in (logs or {}).items():
-                    tf.summary.scalar(f"train/{key}", float(value))
-        every = run.config.checkpoint.every_steps
-        if every and step % every == 0:
-            run.save()
-
-
 class Experiment:
     """One run: data, model, method and state built from `config`, living in `workdir`."""
 
@@ -111,7 +87,7 @@ class Experiment:
         self.model = ContinualModel(
             self.network, self.method, self.tasks.num_classes, augment, self.generator,
             buffer=self.buffer, stats=self.stats, replay_batch_size=config.replay.batch_size,
-            gradient_masks=config.dgm if config.dgm.enabled else None,
+            masking=schedule != "none", gradient_masks=config.dgm if config.dgm.enabled else None,
             track_gradients=schedule in ("tdm", "rigl"))
         self.model.compile(optimizer=keras.optimizers.SGD(
             learning_rate=config.optimizer.learning_rate, momentum=config.optimizer.momentum))
@@ -229,7 +205,7 @@ class Experiment:
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def _train_segment(self, arrays, boundary, hook):
+    def _train_segment(self, arrays, boundary, progress_bar):
         """Trains the full batches of not-removed examples between the cursor and `boundary`."""
         x, y, ids = arrays
         progress, batch_size = self.progress, self.config.batch_size
@@ -241,15 +217,36 @@ class Experiment:
         if batches == 0:
             return
         used = positions[:batches * batch_size]
-        hook.cursor_after_batch = used[batch_size - 1::batch_size] + 1
-        rows = order[used]
-        dataset = train_dataset(x, y, ids, rows, batch_size, self.normalizer)
+        cursor_after_batch = used[batch_size - 1::batch_size] + 1
+        iterator = iter(train_dataset(x, y, ids, order[used], batch_size, self.normalizer))
         started = time.perf_counter()
-        self.model.fit(dataset, epochs=1, verbose=self.verbose and self.config.log.progress,
-                       callbacks=[hook], shuffle=False)
+        for batch in range(batches):
+            logs = self.model.train_function(iterator)
+            self._after_batch(int(cursor_after_batch[batch]), logs, progress_bar)
         progress.train_time_s += time.perf_counter() - started
 
-    def _train_epoch(self, task, arrays, events, hook):
+    def _after_batch(self, cursor, logs, progress_bar):
+        """Bookkeeping after every step: counters, progress bar, scalars, periodic checkpoint."""
+        progress, config = self.progress, self.config
+        progress.cursor = cursor
+        progress.task_steps += 1
+        progress.global_step += 1
+        progress.examples_presented += config.batch_size
+        step = progress.global_step
+        if progress_bar is not None or (self.writer is not None
+                                        and step % config.log.scalars_every_steps == 0):
+            values = [(key, float(value)) for key, value in logs.items()]
+            if progress_bar is not None:
+                progress_bar.update(min(progress_bar.target, progress_bar._seen_so_far + 1),
+                                    values)
+            if self.writer is not None and step % config.log.scalars_every_steps == 0:
+                with self.writer.as_default(step=step):
+                    for key, value in values:
+                        tf.summary.scalar(f"train/{key}", value)
+        if config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0:
+            self.save()
+
+    def _train_epoch(self, task, arrays, events):
         config, progress = self.config, self.progress
         x, y, ids = arrays
         if progress.epoch_order is None:
@@ -263,19 +260,26 @@ class Experiment:
             print(f"task {task.index + 1}/{len(self.tasks)}  epoch "
                   f"{progress.epoch + 1}/{config.epochs_per_task}", flush=True)
         length = len(progress.epoch_order)
+        self.model.reset_metrics()
+        progress_bar = keras.utils.Progbar(
+            length // config.batch_size, stateful_metrics=["loss", "accuracy"]) \
+            if self.verbose and config.log.progress else None
         epoch_events = [e for e in events if progress.epoch <= e.progress < progress.epoch + 1]
         for event in epoch_events[progress.events_done:]:
-            self._train_segment(arrays, round((event.progress - progress.epoch) * length), hook)
+            self._train_segment(arrays, round((event.progress - progress.epoch) * length),
+                                progress_bar)
             self._apply_event(event, task.index, ids)
             progress.events_done += 1
-        self._train_segment(arrays, length, hook)
+        self._train_segment(arrays, length, progress_bar)
+        if progress_bar is not None:
+            progress_bar.update(progress_bar._seen_so_far, finalize=True)
         progress.epoch += 1
         progress.epoch_order, progress.cursor, progress.events_done = None, 0, 0
 
     def run(self):
         """Trains the remaining tasks, then writes results.json and plots; returns the results."""
         config, progress = self.config, self.progress
-        hook = _StepHook(self)
+        self.model.make_train_function()
         events = self.sparse_training.task_events()
         for task in self.tasks.tasks[progress.task:]:
             self._begin_task(task)
@@ -284,7 +288,7 @@ class Experiment:
                 raise ConfigError(f"task {task.index} has {len(arrays[0])} training examples, "
                                   f"fewer than batch_size={config.batch_size}")
             while progress.epoch < config.epochs_per_task:
-                self._train_epoch(task, arrays, events, hook)
+                self._train_epoch(task, arrays, events)
                 if progress.epoch < config.epochs_per_task:
                     self.save()
             self._end_task(task.index, config.epochs_per_task * (len(arrays[0])
@@ -328,6 +332,7 @@ class Experiment:
             "train_step_ms": 1000.0 * progress.train_time_s / max(progress.global_step, 1),
             "examples_presented": progress.examples_presented,
             "examples_removed": progress.examples_removed,
+            "training_examples": int(sum(len(task.x_train) for task in self.tasks.tasks)),
             "layer_sparsity": {layer.name: float(np.mean(layer.kernel.numpy() == 0))
                                for layer in model.sparse},
             "gradient_density": {layer.name: float(value)

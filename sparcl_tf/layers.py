@@ -42,8 +42,11 @@ class _MaskedKernelMixin:
     def _add_bias(self, outputs):
         return outputs if self.bias is None else outputs + self.bias
 
+    # Set False by a trainer of a dense run: the forward then skips the (all-ones) mask entirely.
+    mask_enabled = True
+
     def masked_kernel(self):
-        if not self.sparsifiable:  # dense-only layers keep an all-ones mask: skip the multiply
+        if not (self.sparsifiable and self.mask_enabled):  # all-ones mask: skip the multiply
             return self.kernel
         return _straight_through_mask(self.kernel.value, ops.cast(self.mask, self.kernel.dtype))
 

@@ -4,7 +4,6 @@ import os
 import numpy as np
 import pytest
 
-from sparcl_tf import experiment as experiment_module
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.experiment import Experiment
 
@@ -45,17 +44,17 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, make_config, monke
     reference = Experiment(config, str(tmp_path / "reference"), verbose=0)
     expected = reference.run()
 
-    original = experiment_module._StepHook.on_train_batch_end
+    original = Experiment._after_batch
 
-    def stop_at_step_14(self, batch, logs=None):
-        original(self, batch, logs)
-        if self.run.progress.global_step == 14:  # last checkpoint at 12: steps 13-14 are lost
+    def stop_at_step_14(self, *args):
+        original(self, *args)
+        if self.progress.global_step == 14:  # last checkpoint at 12: steps 13-14 are lost
             raise _Interrupt()
 
-    monkeypatch.setattr(experiment_module._StepHook, "on_train_batch_end", stop_at_step_14)
+    monkeypatch.setattr(Experiment, "_after_batch", stop_at_step_14)
     with pytest.raises(_Interrupt):
         Experiment(config, str(tmp_path / "resumed"), verbose=0).run()
-    monkeypatch.setattr(experiment_module._StepHook, "on_train_batch_end", original)
+    monkeypatch.setattr(Experiment, "_after_batch", original)
 
     resumed = Experiment(config, str(tmp_path / "resumed"), verbose=0)
     assert resumed.progress.global_step == 12 and resumed.progress.task == 1

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from sparcl_tf import experiment as experiment_module
 from sparcl_tf.experiment import Experiment
 from sparcl_tf.sparsity import SparseTraining, masks, schedule
 
@@ -140,17 +139,17 @@ def test_sparcl_run_interrupted_mid_task_resumes_to_the_same_result(tmp_path, ma
                          checkpoint__every_steps=2)
     reference = Experiment(config, str(tmp_path / "reference"), verbose=0)
     expected = reference.run()
-    original = experiment_module._StepHook.on_train_batch_end
+    original = Experiment._after_batch
 
-    def stop(self, batch, logs=None):
-        original(self, batch, logs)
-        if self.run.progress.global_step == 11:  # inside task 2, after removals, between saves
+    def stop(self, *args):
+        original(self, *args)
+        if self.progress.global_step == 11:  # inside task 2, after removals, between saves
             raise _Interrupt()
 
-    monkeypatch.setattr(experiment_module._StepHook, "on_train_batch_end", stop)
+    monkeypatch.setattr(Experiment, "_after_batch", stop)
     with pytest.raises(_Interrupt):
         Experiment(config, str(tmp_path / "resumed"), verbose=0).run()
-    monkeypatch.setattr(experiment_module._StepHook, "on_train_batch_end", original)
+    monkeypatch.setattr(Experiment, "_after_batch", original)
     resumed = Experiment(config, str(tmp_path / "resumed"), verbose=0)
     assert resumed.progress.global_step == 10
     results = resumed.run()

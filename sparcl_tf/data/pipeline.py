@@ -11,13 +11,20 @@ import tensorflow as tf
 
 
 class Normalizer:
-    """uint8 or [0, 1]-float images -> float32 (x / scale - mean) / std, per channel."""
+    """uint8 or [0, 1]-float images -> float32 (x / scale - mean) / std, per channel.
+
+    Works on numpy arrays (the training pipeline normalises a segment's images up front, so no
+    tf.data function is traced per segment) and on tensors.
+    """
 
     def __init__(self, mean, std):
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
 
     def __call__(self, images):
+        if isinstance(images, np.ndarray):
+            scale = np.float32(255.0 if images.dtype == np.uint8 else 1.0)
+            return (images.astype(np.float32) / scale - self.mean) / self.std
         scale = 255.0 if images.dtype == tf.uint8 else 1.0
         return (tf.cast(images, tf.float32) / scale - self.mean) / self.std
 
@@ -34,12 +41,12 @@ def epoch_order(num_examples, seed, task_index, epoch):
 
 def train_dataset(x, y, ids, order, batch_size, normalizer):
     """Full batches of (image, label, example id) of the rows `order`, in that order."""
-    dataset = tf.data.Dataset.from_tensor_slices((x[order], y[order], ids[order]))
-    return dataset.batch(batch_size, drop_remainder=True).map(
-        lambda images, labels, example_ids: (normalizer(images), labels, example_ids),
-        num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    order = np.asarray(order)[:len(order) // batch_size * batch_size]
+    dataset = tf.data.Dataset.from_tensor_slices((normalizer(x[order]), y[order], ids[order]))
+    return dataset.batch(batch_size, drop_remainder=True)
 
 
-def eval_dataset(x, y, batch_size, normalizer):
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-    return dataset.map(lambda images, labels: (normalizer(images), labels)).prefetch(2)
+def eval_batches(x, batch_size, normalizer):
+    """Normalised images of `x` in batches of `batch_size` (numpy; the last may be smaller)."""
+    for start in range(0, len(x), batch_size):
+        yield normalizer(x[start:start + batch_size])

@@ -13,13 +13,24 @@ def active_count(size, sparsity):
     return size - int(round(float(sparsity) * size))
 
 
-def _top_indices(scores, count, tie_break):
-    """Flat indices of the `count` largest scores; equal scores ordered by `tie_break`."""
+def _top_indices(scores, count, tie_break, candidates=None):
+    """Flat indices of the `count` largest scores among `candidates` (default: all entries);
+    among equal scores, lowest `tie_break` first.
+
+    Linear time (a partition, then a sort of the ties at the boundary only): mask updates on
+    ResNet-sized layers stay cheap.
+    """
+    candidates = np.arange(scores.size) if candidates is None else candidates
+    values = scores.ravel()[candidates]
     if count <= 0:
         return np.empty(0, np.int64)
-    flat = scores.ravel()
-    order = np.lexsort((tie_break, -flat))  # primary: score descending; then tie_break ascending
-    return order[:count]
+    if count >= len(values):
+        return candidates
+    boundary = np.partition(values, len(values) - count)[len(values) - count]
+    above = candidates[values > boundary]
+    ties = candidates[values == boundary]
+    ties = ties[np.argsort(tie_break[ties], kind="stable")][:count - len(above)]
+    return np.concatenate([above, ties])
 
 
 def magnitude_mask(weights, sparsity, tie_break):
@@ -35,12 +46,11 @@ def prune(mask, scores, prune_to, tie_break):
     Only active entries compete; a mask already at or above `prune_to` is returned unchanged.
     """
     keep = active_count(mask.size, prune_to)
-    active = mask.ravel() > 0
-    if active.sum() <= keep:
+    active = np.flatnonzero(mask.ravel() > 0)
+    if len(active) <= keep:
         return mask.copy()
-    masked_scores = np.where(active, scores.ravel(), -np.inf)
     pruned = np.zeros(mask.size, np.float32)
-    pruned[_top_indices(masked_scores, keep, tie_break)] = 1.0
+    pruned[_top_indices(scores, keep, tie_break, candidates=active)] = 1.0
     return pruned.reshape(mask.shape)
 
 
@@ -64,8 +74,7 @@ def grow_by_score(mask, scores, grow_to, tie_break):
     count = grow_count(mask, grow_to)
     grown = mask.ravel().copy()
     if count:
-        candidates = np.where(grown == 0, scores.ravel(), -np.inf)
-        grown[_top_indices(candidates, count, tie_break)] = 1.0
+        grown[_top_indices(scores, count, tie_break, candidates=np.flatnonzero(grown == 0))] = 1.0
     return grown.reshape(mask.shape)
 
 

@@ -30,9 +30,14 @@ class MaskUpdater:
         self.seed = seed
         self.importance_lambda = importance_lambda
         self.grow = grow
+        self._tie_breaks = {}
 
     def _tie_break(self, index, size):
-        return np.random.default_rng([self.seed, 29, index]).permutation(size)
+        """Fixed per-layer ranks that order equal scores (seeded, so resumes agree)."""
+        if index not in self._tie_breaks:
+            self._tie_breaks[index] = np.random.default_rng([self.seed, 29, index]).permutation(
+                size).astype(np.int32)
+        return self._tie_breaks[index]
 
     def _write(self, layer, mask):
         layer.mask.assign(mask.astype(np.float32))

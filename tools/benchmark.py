@@ -1,0 +1,231 @@
+r"""Runs presets side by side on the same data, seed and epochs, and reports accuracy against cost.
+
+  python -m tools.benchmark --mode=quick --workdir=runs/benchmark_quick
+  python -m tools.benchmark --mode=full --workdir=runs/benchmark_full
+
+Every preset trains in its own process (`tools.train`, so peak resident memory is that run's alone)
+into WORKDIR/PRESET; a rerun resumes or reuses finished runs. Then the train step of dense DER++,
+SparCL-DER++ 0.90 (masks + DGM) and the same with masks only is timed side by side on identical
+batches (interleaved repeats, median), which is the overhead figure. Writes WORKDIR/benchmark.md,
+benchmark.json and accuracy_vs_flops.png.
+
+Modes (Split Fashion-MNIST, edge CNN, seed 0):
+  quick: 2000 training / 1000 test images per task, 3 epochs per task (about 15 min on 2 cores)
+  full:  all 12000 / 2000 images per task, 5 epochs per task (several hours on 2 cores)
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from tools import cli  # noqa: E402
+
+PRESETS = ("finetune", "derpp", "sparcl_derpp", "sparcl_derpp_90", "sparcl_derpp_95",
+           "static_derpp_90", "rigl_derpp_90", "sparcl_derpp_90_no_tdm",
+           "sparcl_derpp_90_no_ddr", "sparcl_derpp_90_no_dgm")
+MODES = {
+    "quick": {"data.train_per_task": 2000, "data.test_per_task": 1000, "epochs_per_task": 3},
+    "full": {"data.train_per_task": 0, "data.test_per_task": 0, "epochs_per_task": 5},
+}
+REFERENCE = "derpp"
+
+_MODE = flags.DEFINE_enum("mode", "quick", list(MODES), "Benchmark size.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Benchmark folder.", required=True)
+_CONFIG = flags.DEFINE_string("config_file", "configs/split_fmnist.py", "Config file of the runs.")
+_PRESETS = flags.DEFINE_list("presets", list(PRESETS), "Presets to run (must include derpp).")
+_OVERRIDES = flags.DEFINE_multi_string(
+    "override", [], "Extra --config.FIELD=VALUE for every run, e.g. model.name=resnet18.")
+_STEP_REPEATS = flags.DEFINE_integer("step_repeats", 7, "Interleaved repeats of the step timing.")
+
+
+def _run_preset(preset, workdir, overrides):
+    """Trains `preset` in a child process; returns (results, peak resident MiB of that child)."""
+    run_dir = os.path.join(workdir, preset)
+    memory_file = os.path.join(run_dir, "peak_rss.json")
+    results_file = os.path.join(run_dir, "results.json")
+    if os.path.exists(results_file) and os.path.exists(memory_file):
+        with open(results_file) as handle, open(memory_file) as memory:
+            return json.load(handle), json.load(memory)["peak_rss_mib"]
+    command = [sys.executable, "-m", "tools.train", f"--config={_CONFIG.value}:{preset}",
+               f"--workdir={run_dir}", "--quiet"] + [f"--config.{o}" for o in overrides]
+    print(f"[benchmark] {preset}: {' '.join(command[2:])}", flush=True)
+    started = time.perf_counter()
+    child = subprocess.Popen(command)
+    _, status, usage = os.wait4(child.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        cli.fail(f"preset {preset} failed (exit {os.waitstatus_to_exitcode(status)}); its output "
+                 f"is above")
+    peak_mib = usage.ru_maxrss / 1024.0  # Linux reports KiB
+    with open(memory_file, "w") as handle:
+        json.dump({"peak_rss_mib": peak_mib}, handle)
+    with open(results_file) as handle:
+        results = json.load(handle)
+    print(f"[benchmark] {preset}: class-IL {results['class_il']:.2f} in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)
+    return results, peak_mib
+
+
+def _config(preset, overrides):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("benchmark_config", _CONFIG.value)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(preset)
+    for override in overrides:
+        path, _, value = override.partition("=")
+        *parents, leaf = path.split(".")
+        node = config
+        for key in parents:
+            node = node[key]
+        node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else (
+            value.lower() in ("1", "true"))
+    return config
+
+
+def step_times(overrides, repeats):
+    """Median ms per train step, replay on, identical batches, interleaved across variants."""
+    import tempfile
+
+    import numpy as np
+
+    from sparcl_tf.data.pipeline import epoch_order, train_dataset
+    from sparcl_tf.experiment import Experiment
+
+    variants = {"dense DER++": "derpp", "SparCL-DER++ 0.90 (masks + DGM)": "sparcl_derpp_90",
+                "SparCL-DER++ 0.90 (masks only)": "sparcl_derpp_90_no_dgm"}
+    steps, models, batches = 40, {}, None
+    for label, preset in variants.items():
+        config = _config(preset, overrides)
+        config.log.progress = False
+        run = Experiment(config, tempfile.mkdtemp(prefix="sparcl_step_"), verbose=0)
+        task = run.tasks.tasks[1]
+        run.model.begin_task(1, task.classes, replay_enabled=True)
+        if batches is None:
+            steps = min(steps, len(task.x_train) // config.batch_size)
+            order = epoch_order(len(task.x_train), 0, 1, 0)
+            batches = train_dataset(task.x_train, task.y_train, task.ids_train, order,
+                                    config.batch_size, run.normalizer).take(steps).cache()
+        run.model.make_train_function()
+        for repeat in range(2):  # trace, fill the buffer, warm up (and fill the cache)
+            iterator = iter(batches)
+            for _ in range(steps):
+                run.model.train_function(iterator)
+        models[label] = run.model
+    timings = {label: [] for label in models}
+    for _ in range(repeats):
+        for label, model in models.items():
+            iterator = iter(batches)
+            started = time.perf_counter()
+            for _ in range(steps):
+                model.train_function(iterator)
+            timings[label].append(1000.0 * (time.perf_counter() - started) / steps)
+    return {label: float(np.median(values)) for label, values in timings.items()}
+
+
+def _table(rows, reference):
+    lines = ["| preset | class-IL | task-IL | forgetting | training FLOPs | FLOPs vs DER++ | "
+             "wall-clock (s) | wall-clock vs DER++ | peak RSS (MiB) | data removed |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(
+            f"| {row['preset']} | {row['class_il']:.2f} | {row['task_il']:.2f} | "
+            f"{row['forgetting']:.2f} | {row['training_flops']:.3g} | "
+            f"{reference['training_flops'] / row['training_flops']:.1f}x fewer | "
+            f"{row['wall_clock_s']:.0f} | "
+            f"{reference['wall_clock_s'] / row['wall_clock_s']:.2f}x faster | "
+            f"{row['peak_rss_mib']:.0f} | {100 * row['removed_fraction']:.0f} % |")
+    return "\n".join(lines)
+
+
+def _targets(by_preset, steps):
+    """The SparCL paper's claims, checked against this benchmark's numbers."""
+    reference = by_preset[REFERENCE]
+    checks = []
+
+    def check(name, measured, passed):
+        checks.append({"target": name, "measured": measured, "met": bool(passed)})
+
+    if "sparcl_derpp" in by_preset:
+        delta = by_preset["sparcl_derpp"]["class_il"] - reference["class_il"]
+        check("SparCL-DER++ 0.75 class-IL >= DER++ + 1 point", f"{delta:+.2f} points", delta >= 1)
+    if "sparcl_derpp_90" in by_preset:
+        delta = by_preset["sparcl_derpp_90"]["class_il"] - reference["class_il"]
+        check("SparCL-DER++ 0.90 class-IL >= DER++ - 0.5 point", f"{delta:+.2f} points",
+              delta >= -0.5)
+    if "sparcl_derpp_95" in by_preset:
+        ratio = reference["training_flops"] / by_preset["sparcl_derpp_95"]["training_flops"]
+        check("SparCL-DER++ 0.95 training FLOPs >= 25x below DER++", f"{ratio:.1f}x",
+              ratio >= 25)
+    if steps:
+        dense = steps["dense DER++"]
+        overhead = 100.0 * (steps["SparCL-DER++ 0.90 (masks + DGM)"] / dense - 1)
+        check("train-step overhead of masks + DGM <= 10 %", f"{overhead:+.1f} %", overhead <= 10)
+    return checks
+
+
+def _plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axis = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
+    for row in rows:
+        marker = "o" if row["preset"].startswith("sparcl") else "s"
+        axis.scatter(row["training_flops"], row["class_il"], marker=marker, s=40)
+        axis.annotate(row["preset"], (row["training_flops"], row["class_il"]), fontsize=7,
+                      xytext=(4, 3), textcoords="offset points")
+    axis.set_xscale("log")
+    axis.set(xlabel="training FLOPs (multiply-accumulates, log scale)",
+             ylabel="class-IL accuracy (%)", title="Split Fashion-MNIST: accuracy vs training cost")
+    axis.grid(True, which="both", alpha=0.3)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv):
+    del argv
+    presets = _PRESETS.value
+    if REFERENCE not in presets:
+        cli.fail(f"--presets must include {REFERENCE} (the reference of every ratio)")
+    overrides = [f"{k}={v}" for k, v in MODES[_MODE.value].items()] + list(_OVERRIDES.value)
+    workdir = _WORKDIR.value
+    os.makedirs(workdir, exist_ok=True)
+    rows = []
+    for preset in presets:
+        results, peak = _run_preset(preset, workdir, overrides)
+        rows.append(dict(results, preset=preset, peak_rss_mib=peak,
+                         removed_fraction=results["examples_removed"] / results[
+                             "training_examples"]))
+    by_preset = {row["preset"]: row for row in rows}
+    print("[benchmark] timing train steps side by side", flush=True)
+    steps = step_times(overrides, _STEP_REPEATS.value)
+    checks = _targets(by_preset, steps)
+    summary = {"mode": _MODE.value, "overrides": overrides, "runs": rows,
+               "step_ms": steps, "targets": checks}
+    with open(os.path.join(workdir, "benchmark.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    _plot(rows, os.path.join(workdir, "accuracy_vs_flops.png"))
+    lines = [f"Split Fashion-MNIST, {_MODE.value} mode ({', '.join(overrides)}), seed 0.",
+             "", _table(rows, by_preset[REFERENCE]), "",
+             "Train step, replay on, same batches, median of interleaved repeats:", "",
+             "| variant | ms / step | vs dense DER++ |", "|---|---:|---:|"]
+    dense = steps["dense DER++"]
+    lines += [f"| {label} | {ms:.2f} | {100 * (ms / dense - 1):+.1f} % |"
+              for label, ms in steps.items()]
+    lines += ["", "| target (paper) | measured | met |", "|---|---:|:-:|"]
+    lines += [f"| {c['target']} | {c['measured']} | {'yes' if c['met'] else 'no'} |"
+              for c in checks]
+    report = "\n".join(lines)
+    with open(os.path.join(workdir, "benchmark.md"), "w") as handle:
+        handle.write(report + "\n")
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_app(main))
