@@ -87,7 +87,8 @@ class Experiment:
         self.model = ContinualModel(
             self.network, self.method, self.tasks.num_classes, augment, self.generator,
             buffer=self.buffer, stats=self.stats, replay_batch_size=config.replay.batch_size,
-            masking=schedule != "none", gradient_masks=config.dgm if config.dgm.enabled else None,
+            masking=schedule != "none",
+            gradient_masks=config.dgm if config.dgm.enabled else None,
             track_gradients=schedule in ("tdm", "rigl"))
         self.model.compile(optimizer=keras.optimizers.SGD(
             learning_rate=config.optimizer.learning_rate, momentum=config.optimizer.momentum))
@@ -237,8 +238,8 @@ class Experiment:
                                         and step % config.log.scalars_every_steps == 0):
             values = [(key, float(value)) for key, value in logs.items()]
             if progress_bar is not None:
-                progress_bar.update(min(progress_bar.target, progress_bar._seen_so_far + 1),
-                                    values)
+                self._bar_position += 1
+                progress_bar.update(min(progress_bar.target, self._bar_position), values)
             if self.writer is not None and step % config.log.scalars_every_steps == 0:
                 with self.writer.as_default(step=step):
                     for key, value in values:
@@ -261,6 +262,7 @@ class Experiment:
                   f"{progress.epoch + 1}/{config.epochs_per_task}", flush=True)
         length = len(progress.epoch_order)
         self.model.reset_metrics()
+        self._bar_position = progress.cursor // config.batch_size
         progress_bar = keras.utils.Progbar(
             length // config.batch_size, stateful_metrics=["loss", "accuracy"]) \
             if self.verbose and config.log.progress else None
@@ -272,7 +274,7 @@ class Experiment:
             progress.events_done += 1
         self._train_segment(arrays, length, progress_bar)
         if progress_bar is not None:
-            progress_bar.update(progress_bar._seen_so_far, finalize=True)
+            progress_bar.update(min(progress_bar.target, self._bar_position), finalize=True)
         progress.epoch += 1
         progress.epoch_order, progress.cursor, progress.events_done = None, 0, 0
 

@@ -4,7 +4,8 @@ A dense model is the all-ones mask, so every model in the library is built from 
 sparsity is a matter of writing the mask. The mask is a non-trainable weight: it is saved with the
 model, travels into checkpoints and into a converted .tflite, and is never touched by the optimizer.
 Whoever changes the mask (the TDM schedule) or applies gradients (the trainer) keeps the kernel's
-masked entries at exactly zero; the layers only guarantee that masked entries never reach the output.
+masked entries at exactly zero; the layers only guarantee that masked entries never reach the
+output.
 The kernel gradient is the gradient of the effective kernel (dense, straight through the mask): the
 trainer masks it before applying it, and sparse training reads it to decide where to grow.
 """
@@ -105,7 +106,7 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="sparcl_tf")
 class MaskedDense(_MaskedKernelMixin, keras.layers.Layer):
-    """Fully connected layer with a masked kernel (`keras.layers.Dense` semantics, no activation)."""
+    """Fully connected layer with a masked kernel (`keras.layers.Dense`, no activation)."""
 
     def __init__(self, units, use_bias=True, kernel_initializer="he_uniform", sparsifiable=True,
                  **kwargs):

@@ -47,8 +47,8 @@ def test_reservoir_keeps_every_example_with_equal_probability():
     def fill_from_empty():
         buffer.num_seen.assign(0)
         for chunk in tf.unstack(ids):
-            buffer.add(tf.zeros((20, 2, 2, 1)), chunk % 3, tf.zeros((20, 3)), tf.zeros(20, tf.int32),
-                       chunk)
+            buffer.add(tf.zeros((20, 2, 2, 1)), chunk % 3, tf.zeros((20, 3)),
+                       tf.zeros(20, tf.int32), chunk)
         return buffer.example_ids.read_value()
 
     kept = np.zeros(stream)

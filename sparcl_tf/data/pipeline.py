@@ -43,7 +43,11 @@ def train_dataset(x, y, ids, order, batch_size, normalizer):
     """Full batches of (image, label, example id) of the rows `order`, in that order."""
     order = np.asarray(order)[:len(order) // batch_size * batch_size]
     dataset = tf.data.Dataset.from_tensor_slices((normalizer(x[order]), y[order], ids[order]))
-    return dataset.batch(batch_size, drop_remainder=True)
+    options = tf.data.Options()
+    # In-memory slices need no tuning, and the autotuner's thread makes deleting an unfinished
+    # iterator (every segment's, cut at an event) block for about a second.
+    options.autotune.enabled = False
+    return dataset.batch(batch_size, drop_remainder=True).with_options(options)
 
 
 def eval_batches(x, batch_size, normalizer):

@@ -93,7 +93,8 @@ def load_npz(path, num_classes=0):
     except (OSError, ValueError, EOFError) as error:
         if isinstance(error, DataError):
             raise
-        raise DataError(f"npz file {path} is not a readable .npz without pickles: {error}") from None
+        raise DataError(
+            f"npz file {path} is not a readable .npz without pickles: {error}") from None
     return _checked(os.path.basename(path), *arrays, num_classes=num_classes or None)
 
 

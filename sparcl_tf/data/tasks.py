@@ -74,7 +74,9 @@ def _rotate(images, degrees):
         images=tf.constant(images, tf.float32), transforms=transform,
         output_shape=[height, width], interpolation="BILINEAR", fill_mode="CONSTANT",
         fill_value=0.0).numpy()
-    return rotated.round().clip(0, 255).astype(images.dtype) if images.dtype == np.uint8 else rotated
+    if images.dtype == np.uint8:
+        return rotated.round().clip(0, 255).astype(np.uint8)
+    return rotated
 
 
 def _permute(images, permutation):

@@ -2,11 +2,11 @@
 
 A refresh keeps, per layer, the `keep` entries of largest |weight-masked gradient| (the layer's
 total gradient sparsity: 0.80 at weight sparsity 0.75 keeps 20 % of all entries) and stores the
-surviving pattern; the steps in between multiply gradients by the stored pattern. The
-official code refreshes every 30 iterations and at each epoch's first batch; a refresh also follows
-every mask update. Selection is an exact top-k (`topk`) or a 16-step threshold bisection (`bisection`, builtin
-ops only: what an exported .tflite or a microcontroller can run); refreshing rarely is what makes
-either cheap (an exact top-k every step triples the step time).
+surviving pattern; the steps in between multiply gradients by the stored pattern. The official
+code refreshes every 30 iterations and at each epoch's first batch; a refresh also follows every
+mask update. Selection is an exact top-k (`topk`) or a 16-step threshold bisection (`bisection`,
+builtin ops only: what an exported .tflite or a microcontroller can run); refreshing rarely is
+what makes either cheap (an exact top-k every step triples the step time).
 """
 
 import tensorflow as tf
