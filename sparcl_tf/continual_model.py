@@ -56,8 +56,8 @@ class ContinualModel(keras.Model):
         self.dgm = gradient_masks
         self.track_gradients = track_gradients
 
-        def variable(value, name, dtype=None):
-            return tf.Variable(value, trainable=False, name=name, dtype=dtype)
+        def variable(value, name):
+            return tf.Variable(value, trainable=False, name=name)
 
         sparse_count = len(self.sparse)
         self.task_index = variable(0, "task_index")
@@ -107,8 +107,7 @@ class ContinualModel(keras.Model):
         """Called after the sparse layers' masks change: new densities, fresh gradient masks."""
         self.weight_density.assign(
             np.array([np.mean(layer.mask.numpy()) for layer in self.sparse], np.float32))
-        if self.dgm is not None:
-            self.refresh_pending.assign(True)
+        self.request_gradient_mask_refresh()
 
     def request_gradient_mask_refresh(self):
         if self.dgm is not None:

@@ -51,6 +51,7 @@ def tiny_config(data_dir, preset="derpp", **overrides):
     from configs.split_fmnist import get_config
     config = get_config(preset)
     config.data.dir = data_dir
+    config.epochs_per_task = 1
     config.data.train_per_task = 64
     config.data.test_per_task = 24
     config.model.width = 0.25

@@ -60,6 +60,38 @@ def test_invalid_field_is_named_in_the_error(path, value, field):
         validate(config)
 
 
+@pytest.mark.parametrize("overrides, field", [
+    ({"sparsity.schedule": "lottery"}, "sparsity.schedule"),
+    ({"sparsity.weight_sparsity": 1.0}, "sparsity.weight_sparsity"),
+    ({"sparsity.grow": "magnitude"}, "sparsity.grow"),
+    ({"sparsity.updates_per_task": 1}, "sparsity.updates_per_task"),
+    ({"dgm.gradient_sparsity": 0.85}, "dgm.gradient_sparsity"),  # below the 0.90 weight sparsity
+    ({"dgm.threshold": "sort"}, "dgm.threshold"),
+    ({"ddr.total_fraction": 1.2}, "ddr.total_fraction"),
+    ({"ddr.stages": 10}, "ddr.stages"),
+    ({"sparsity.schedule": "none"}, "dgm.enabled"),  # gradient masks need weight masks
+])
+def test_invalid_sparcl_field_is_named_in_the_error(overrides, field):
+    config = importlib.import_module("configs.split_fmnist").get_config("sparcl_derpp_90")
+    for path, value in overrides.items():
+        section, leaf = path.split(".")
+        config[section][leaf] = value
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        validate(config)
+
+
+@pytest.mark.parametrize("module", CONFIG_FILES)
+def test_every_config_file_has_the_sparcl_presets(module):
+    get_config = importlib.import_module(module).get_config
+    for preset in ("sparcl_er", "sparcl_derpp", "sparcl_derpp_90", "sparcl_derpp_95",
+                   "static_derpp_90", "rigl_derpp_90", "sparcl_derpp_90_no_tdm",
+                   "sparcl_derpp_90_no_ddr", "sparcl_derpp_90_no_dgm"):
+        validate(get_config(preset))
+    config = get_config("sparcl_derpp_95")
+    assert (config.sparsity.weight_sparsity, config.dgm.gradient_sparsity) == (0.95, 0.96)
+    assert config.ddr.enabled and config.ddr.total_fraction == 0.3 and config.ddr.stages == 4
+
+
 def test_finetune_needs_no_buffer():
     config = importlib.import_module("configs.split_fmnist").get_config("finetune")
     config.replay.buffer_size = 0

@@ -3,12 +3,25 @@
 import numpy as np
 import pytest
 
+from sparcl_tf.errors import ConfigError
 from sparcl_tf.experiment import Experiment
 from sparcl_tf.sparsity import SparseTraining, masks, schedule
 
 
 def _masks(run):
     return {layer.name: layer.mask.numpy().copy() for layer in run.model.sparse}
+
+
+def test_per_layer_targets_override_the_uniform_sparsity(tmp_path, make_config):
+    config = make_config("sparcl_derpp_90")
+    config.sparsity.layer_sparsity = {"fc1": 0.5}
+    run = Experiment(config, str(tmp_path), verbose=0)
+    sparsity = {layer.name: masks.sparsity(layer.mask.numpy()) for layer in run.model.sparse}
+    assert sparsity["fc1"] == pytest.approx(0.5, abs=1e-4)
+    assert sparsity["conv3"] == pytest.approx(0.9, abs=1e-3)
+    config.sparsity.layer_sparsity = {"conv9": 0.5}
+    with pytest.raises(ConfigError, match="conv9"):
+        Experiment(config, str(tmp_path / "bad"), verbose=0)
 
 
 def test_initial_masks_are_magnitude_masks_at_the_target(tmp_path, make_config):

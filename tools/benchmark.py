@@ -173,16 +173,16 @@ def _plot(rows, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    figure, axis = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
-    for row in rows:
-        marker = "o" if row["preset"].startswith("sparcl") else "s"
-        axis.scatter(row["training_flops"], row["class_il"], marker=marker, s=40)
-        axis.annotate(row["preset"], (row["training_flops"], row["class_il"]), fontsize=7,
-                      xytext=(4, 3), textcoords="offset points")
+    figure, axis = plt.subplots(figsize=(9, 5), constrained_layout=True)
+    markers = "osD^v<>pPX*h"
+    for index, row in enumerate(rows):
+        axis.scatter(row["training_flops"], row["class_il"], s=55, marker=markers[index % 12],
+                     label=f"{row['preset']} ({row['class_il']:.1f} %)")
     axis.set_xscale("log")
     axis.set(xlabel="training FLOPs (multiply-accumulates, log scale)",
              ylabel="class-IL accuracy (%)", title="Split Fashion-MNIST: accuracy vs training cost")
     axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
