@@ -72,3 +72,23 @@ def tiny_config(data_dir, preset="derpp", **overrides):
 @pytest.fixture
 def make_config(idx_folder):
     return lambda preset="derpp", **overrides: tiny_config(idx_folder, preset, **overrides)
+
+
+class Interrupt(Exception):
+    """Stands in for a crash or Ctrl-C in the middle of a run."""
+
+
+def run_until_interrupted(config, workdir, step, monkeypatch):
+    """Runs `config` in `workdir` and stops it right after global step `step`."""
+    from sparcl_tf.experiment import Experiment
+    original = Experiment._after_batch
+
+    def stop(self, *args):
+        original(self, *args)
+        if self.progress.global_step == step:
+            raise Interrupt()
+
+    monkeypatch.setattr(Experiment, "_after_batch", stop)
+    with pytest.raises(Interrupt):
+        Experiment(config, workdir, verbose=0).run()
+    monkeypatch.setattr(Experiment, "_after_batch", original)

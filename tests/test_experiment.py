@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 
+from conftest import run_until_interrupted
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.experiment import Experiment
 
@@ -35,27 +36,13 @@ def _final_weights(run):
     return {v.path: v.numpy() for v in run.network.variables}
 
 
-class _Interrupt(Exception):
-    pass
-
-
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, make_config, monkeypatch):
     config = make_config("derpp", epochs_per_task=2, checkpoint__every_steps=3)
     reference = Experiment(config, str(tmp_path / "reference"), verbose=0)
     expected = reference.run()
 
-    original = Experiment._after_batch
-
-    def stop_at_step_14(self, *args):
-        original(self, *args)
-        if self.progress.global_step == 14:  # last checkpoint at 12: steps 13-14 are lost
-            raise _Interrupt()
-
-    monkeypatch.setattr(Experiment, "_after_batch", stop_at_step_14)
-    with pytest.raises(_Interrupt):
-        Experiment(config, str(tmp_path / "resumed"), verbose=0).run()
-    monkeypatch.setattr(Experiment, "_after_batch", original)
-
+    # Checkpoints at steps 3, 6, 9, 12: steps 13 and 14 are lost and trained again.
+    run_until_interrupted(config, str(tmp_path / "resumed"), 14, monkeypatch)
     resumed = Experiment(config, str(tmp_path / "resumed"), verbose=0)
     assert resumed.progress.global_step == 12 and resumed.progress.task == 1
     results = resumed.run()

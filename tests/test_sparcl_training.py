@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from conftest import run_until_interrupted
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.experiment import Experiment
 from sparcl_tf.sparsity import SparseTraining, masks, schedule
@@ -142,27 +143,14 @@ def test_without_dgm_every_active_weight_is_updated(tmp_path, make_config):
             (size - round(0.9 * size)) / size, rel=1e-5)
 
 
-class _Interrupt(Exception):
-    pass
-
-
 def test_sparcl_run_interrupted_mid_task_resumes_to_the_same_result(tmp_path, make_config,
                                                                     monkeypatch):
     config = make_config("sparcl_derpp_90", epochs_per_task=2, data__num_tasks=3,
                          checkpoint__every_steps=2)
     reference = Experiment(config, str(tmp_path / "reference"), verbose=0)
     expected = reference.run()
-    original = Experiment._after_batch
-
-    def stop(self, *args):
-        original(self, *args)
-        if self.progress.global_step == 11:  # inside task 2, after removals, between saves
-            raise _Interrupt()
-
-    monkeypatch.setattr(Experiment, "_after_batch", stop)
-    with pytest.raises(_Interrupt):
-        Experiment(config, str(tmp_path / "resumed"), verbose=0).run()
-    monkeypatch.setattr(Experiment, "_after_batch", original)
+    # Inside task 2, after its removals, between the checkpoints at steps 10 and 12.
+    run_until_interrupted(config, str(tmp_path / "resumed"), 11, monkeypatch)
     resumed = Experiment(config, str(tmp_path / "resumed"), verbose=0)
     assert resumed.progress.global_step == 10
     results = resumed.run()
