@@ -273,8 +273,8 @@ class Experiment:
             self._apply_event(event, task.index, ids)
             progress.events_done += 1
         self._train_segment(arrays, length, progress_bar)
-        if progress_bar is not None:
-            progress_bar.update(min(progress_bar.target, self._bar_position), finalize=True)
+        if progress_bar is not None and self._bar_position < progress_bar.target:
+            progress_bar.update(self._bar_position, finalize=True)  # removal shortened the epoch
         progress.epoch += 1
         progress.epoch_order, progress.cursor, progress.events_done = None, 0, 0
 
