@@ -98,3 +98,16 @@ def test_mnist_without_a_folder_is_a_config_error(tmp_path):
     from configs.split_mnist import get_config
     with pytest.raises(ConfigError, match="data.dir"):
         Experiment(get_config("er"), str(tmp_path), verbose=0)
+
+
+def test_user_npz_source_runs_end_to_end(tmp_path, make_config):
+    from conftest import class_pattern_images
+    rng = np.random.default_rng(3)
+    y_train, y_test = np.repeat(np.arange(4), 40), np.repeat(np.arange(4), 10)
+    path = tmp_path / "mine.npz"
+    np.savez(path, x_train=class_pattern_images(y_train, rng) / 255.0, y_train=y_train,
+             x_test=class_pattern_images(y_test, rng) / 255.0, y_test=y_test)
+    config = make_config("er", data__source="npz", data__path=str(path))
+    results = Experiment(config, str(tmp_path / "run"), verbose=0).run()
+    assert results["num_tasks"] == 2 and results["dataset"] == "npz"
+    assert len(results["class_il_matrix"]) == 2
