@@ -14,6 +14,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from sparcl_tf import ops as builtin_ops
+
 
 @tf.custom_gradient
 def _straight_through_mask(kernel, mask):
@@ -45,6 +47,8 @@ class _MaskedKernelMixin:
 
     # Set False by a trainer of a dense run: the forward then skips the (all-ones) mask entirely.
     mask_enabled = True
+    # Set True (`use_builtin_gradients`) for graphs exported to TFLite: gradients without Flex ops.
+    builtin_gradients = False
 
     def masked_kernel(self):
         if not (self.sparsifiable and self.mask_enabled):  # all-ones mask: skip the multiply
@@ -86,8 +90,12 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
             self.kernel_size + (int(input_shape[-1]), self.filters), self.filters)
 
     def call(self, inputs):
-        return self._add_bias(ops.conv(inputs, self.masked_kernel(), strides=self.strides,
-                                       padding=self.padding))
+        if self.builtin_gradients:
+            outputs = builtin_ops.conv2d(inputs, self.masked_kernel(), self.strides, self.padding)
+        else:
+            outputs = ops.conv(inputs, self.masked_kernel(), strides=self.strides,
+                               padding=self.padding)
+        return self._add_bias(outputs)
 
     def compute_output_shape(self, input_shape):
         return keras.layers.Conv2D(
@@ -134,7 +142,27 @@ class MaskedDense(_MaskedKernelMixin, keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="sparcl_tf")
+class ReLU(keras.layers.Layer):
+    """ReLU whose gradient avoids the Flex `ReluGrad` when `builtin_gradients` is set."""
+
+    builtin_gradients = False
+
+    def call(self, inputs):
+        return builtin_ops.relu(inputs) if self.builtin_gradients else tf.nn.relu(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 MASKED_LAYER_TYPES = (MaskedConv2D, MaskedDense)
+
+
+def use_builtin_gradients(model, enabled=True):
+    """Switches every conv and ReLU of `model` to gradients made of TFLite builtin ops."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, (MaskedConv2D, ReLU)):
+            layer.builtin_gradients = enabled
 
 
 def masked_layers(model):

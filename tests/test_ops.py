@@ -84,3 +84,31 @@ def test_stock_autodiff_needs_flex_ops_the_builtins_version_avoids():
     stock = _train_step(lambda a, b, s, p: tf.nn.conv2d(a, b, s, p.upper()), tf.nn.relu)
     with pytest.raises(Exception, match="ReluGrad|Conv2DBackpropFilter"):
         _convert_builtins_only(stock, *SPECS)
+
+
+@pytest.mark.parametrize("name, shape, width", [("edge_cnn", (28, 28, 1), 0.25),
+                                                ("resnet18", (16, 16, 3), 0.125),
+                                                ("mlp", (28, 28, 1), 0.5)])
+def test_whole_model_train_step_converts_to_builtins_only(name, shape, width):
+    from sparcl_tf.layers import use_builtin_gradients
+    from sparcl_tf.models import build_model
+    network = build_model(name, shape, 10, width=width)
+    use_builtin_gradients(network)
+    variables = network.trainable_variables
+
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = network(images, training=True)  # BatchNorm in training mode
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        return [loss] + tape.gradient(loss, variables)
+
+    module = tf.Module()
+    module.variables_ = [v.value for v in network.variables]  # tracked, so they are converted
+    module.step = tf.function(step, input_signature=[
+        tf.TensorSpec((4,) + shape, tf.float32), tf.TensorSpec((4,), tf.int32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.step.get_concrete_function()], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.experimental_enable_resource_variables = True
+    assert len(converter.convert()) > 0  # raises on any op outside the builtins

@@ -9,7 +9,7 @@ the paper's ResNet setting, because they are small and most sensitive).
 
 import keras
 
-from sparcl_tf.layers import MaskedConv2D, MaskedDense
+from sparcl_tf.layers import MaskedConv2D, MaskedDense, ReLU
 
 _CONVS = ((32, 1), (32, 2), (64, 1), (64, 2))
 
@@ -24,10 +24,10 @@ def edge_cnn(input_shape, num_classes, width=1.0, hidden_units=128):
         x = MaskedConv2D(max(1, round(filters * width)), 3, strides=stride, padding="same",
                          use_bias=False, sparsifiable=index > 0, name=name)(x)
         x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
-        x = keras.layers.ReLU(name=f"{name}_relu")(x)
+        x = ReLU(name=f"{name}_relu")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = MaskedDense(max(1, round(hidden_units * width)), name="fc1")(x)
-    x = keras.layers.ReLU(name="fc1_relu")(x)
+    x = ReLU(name="fc1_relu")(x)
     outputs = MaskedDense(num_classes, sparsifiable=False, kernel_initializer="glorot_uniform",
                           name="head")(x)
     return keras.Model(inputs, outputs, name="edge_cnn")

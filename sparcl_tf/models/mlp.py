@@ -2,7 +2,7 @@
 
 import keras
 
-from sparcl_tf.layers import MaskedDense
+from sparcl_tf.layers import MaskedDense, ReLU
 
 
 def mlp(input_shape, num_classes, width=1.0, hidden_units=100):
@@ -13,7 +13,7 @@ def mlp(input_shape, num_classes, width=1.0, hidden_units=100):
     x = keras.layers.Flatten(name="flatten")(inputs)
     for index in range(2):
         x = MaskedDense(units, name=f"fc{index + 1}")(x)
-        x = keras.layers.ReLU(name=f"fc{index + 1}_relu")(x)
+        x = ReLU(name=f"fc{index + 1}_relu")(x)
     outputs = MaskedDense(num_classes, sparsifiable=False, kernel_initializer="glorot_uniform",
                           name="head")(x)
     return keras.Model(inputs, outputs, name="mlp")

@@ -10,7 +10,7 @@ residual blocks are sparsifiable, as in the official SparCL code.
 
 import keras
 
-from sparcl_tf.layers import MaskedConv2D, MaskedDense
+from sparcl_tf.layers import MaskedConv2D, MaskedDense, ReLU
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 BLOCKS_PER_STAGE = (2, 2, 2, 2)
@@ -30,7 +30,7 @@ def _conv3x3(x, filters, stride, name):
 def _basic_block(x, filters, stride, name):
     shortcut = x
     y = _conv3x3(x, filters, stride, f"{name}_conv1")
-    y = keras.layers.ReLU(name=f"{name}_relu1")(_bn(f"{name}_bn1")(y))
+    y = ReLU(name=f"{name}_relu1")(_bn(f"{name}_bn1")(y))
     y = _conv3x3(y, filters, 1, f"{name}_conv2")
     y = _bn(f"{name}_bn2")(y)
     if stride != 1 or int(x.shape[-1]) != filters:
@@ -38,7 +38,7 @@ def _basic_block(x, filters, stride, name):
                                 sparsifiable=False, name=f"{name}_shortcut")(x)
         shortcut = _bn(f"{name}_shortcut_bn")(shortcut)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
-    return keras.layers.ReLU(name=f"{name}_out")(y)
+    return ReLU(name=f"{name}_out")(y)
 
 
 def resnet18(input_shape, num_classes, width=1.0):
@@ -49,7 +49,7 @@ def resnet18(input_shape, num_classes, width=1.0):
     stem_width = max(1, round(STAGE_WIDTHS[0] * width))
     x = MaskedConv2D(stem_width, 3, padding="same", use_bias=False, sparsifiable=False,
                      name="stem_conv")(inputs)
-    x = keras.layers.ReLU(name="stem_relu")(_bn("stem_bn")(x))
+    x = ReLU(name="stem_relu")(_bn("stem_bn")(x))
     for stage, (base, blocks) in enumerate(zip(STAGE_WIDTHS, BLOCKS_PER_STAGE)):
         filters = max(1, round(base * width))
         for block in range(blocks):
