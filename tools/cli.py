@@ -59,7 +59,7 @@ def fail(message):
 def _parse_flags(argv):
     try:
         remaining = flags.FLAGS(argv)
-        if "config" in flags.FLAGS:
+        if "config" in flags.FLAGS and flags.FLAGS["config"].present:
             flags.FLAGS["config"].value.keys()  # config_flags defers load errors to first use
         return remaining
     except Exception as error:  # flag errors, and whatever a config file raises while loading

@@ -1,0 +1,109 @@
+r"""Converts a run's network into a builtins-only .tflite with on-device training signatures.
+
+  python -m tools.convert --workdir=W [--config=configs/split_fmnist.py:sparcl_derpp_90]
+
+Takes W/config.json and W's latest checkpoint (or, for a workdir without a run, a fresh model
+from --config) and writes W/model.tflite, W/signatures.json (every signature's inputs and outputs:
+name, shape, dtype, meaning) and W/op_audit.json (ops per signature, Flex ops listed). A graph
+that would need a Flex op fails with one line naming the op.
+"""
+
+import json
+import os
+import re
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from tools import cli  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; receives the .tflite.", required=True)
+_CONFIG = cli.define_config_flag()
+
+MEANINGS = {
+    "images": "current batch, normalised like training (per-channel mean/std of the run)",
+    "labels": "current batch labels (class ids after the run's class order)",
+    "class_mask": "1.0 for the current task's classes, 0.0 elsewhere (the CL mask)",
+    "replay_images": "replay batch from the host's reservoir buffer (re-augment on the host)",
+    "replay_labels": "labels of the replay batch",
+    "replay_logits": "logits stored with the replay batch (from infer when it was stored)",
+    "replay_weight": "1.0 to add DER++'s replay terms, 0.0 while the buffer is empty",
+    "logits": "network outputs for the batch",
+    "loss": "total loss of the step",
+    "correct": "1.0 where argmax(logits) == label (feeds data removal)",
+    "variables": "number of variables assigned",
+}
+
+
+def _config_for(workdir):
+    import ml_collections
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as handle:
+            return ml_collections.ConfigDict(json.load(handle))
+    if flags.FLAGS["config"].present:
+        return _CONFIG.value
+    cli.fail(f"{workdir} holds no run (no config.json): pass --config=FILE:PRESET for a fresh "
+             f"model")
+
+
+def _describe(interpreter):
+    described = {}
+    for key in interpreter.get_signature_list():
+        runner = interpreter.get_signature_runner(key)
+
+        def entries(details):
+            return {name: {"shape": [int(d) for d in detail["shape"]],
+                           "dtype": detail["dtype"].__name__,
+                           "meaning": MEANINGS.get(name, "network variable (state)")}
+                    for name, detail in sorted(details.items())}
+
+        described[key] = {"inputs": entries(runner.get_input_details()),
+                          "outputs": entries(runner.get_output_details())}
+    return described
+
+
+def _flex_ops_in(error):
+    return sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op",
+                                 str(error))))
+
+
+def main(argv):
+    del argv
+    from ai_edge_litert.interpreter import Interpreter
+
+    from sparcl_tf.experiment import Experiment
+    from sparcl_tf.export.audit import op_audit
+    from sparcl_tf.export.module import TrainingModule, convert
+
+    workdir = _WORKDIR.value
+    config = _config_for(workdir)
+    run = cli.run_or_exit(lambda: Experiment(config, workdir, verbose=0))
+    module = TrainingModule(run.network, config.batch_size, config.replay.batch_size,
+                            config.optimizer.learning_rate, config.method.alpha,
+                            config.method.beta)
+    try:
+        model = convert(module, tempfile.mkdtemp(prefix="sparcl_saved_model_"))
+    except Exception as error:  # the converter raises its own types
+        ops = _flex_ops_in(error)
+        cli.fail(f"the training graph needs ops outside the TFLite builtins: {ops}"
+                 if ops else f"conversion failed: {cli.one_line(error)}")
+    path = os.path.join(workdir, "model.tflite")
+    with open(path, "wb") as handle:
+        handle.write(model)
+    audit = op_audit(model)
+    with open(os.path.join(workdir, "op_audit.json"), "w") as handle:
+        json.dump(audit, handle, indent=2)
+    with open(os.path.join(workdir, "signatures.json"), "w") as handle:
+        json.dump(_describe(Interpreter(model_content=model)), handle, indent=2)
+    print(f"{path}: {len(model):,} bytes")
+    for key, entry in audit.items():
+        print(f"  {key}: {sum(entry['ops'].values())} ops, Flex ops: {entry['flex_ops'] or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_app(main))
