@@ -1,4 +1,4 @@
-"""The training module converts to a builtins-only .tflite that matches TF before and after a step."""
+"""The training module converts to a builtins-only .tflite matching TF before and after a step."""
 
 import numpy as np
 import pytest
