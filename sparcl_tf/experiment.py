@@ -155,15 +155,18 @@ class Experiment:
         self.model.begin_task(task.index, task.classes,
                               replay_enabled=task.index >= self.config.replay.from_task)
 
+    def _kept(self, example_ids):
+        """True for the example ids that data removal has not taken out of this task."""
+        return ~np.isin(example_ids, self.progress.removed)
+
     def _apply_event(self, event, task_index, ids):
         if event.mask_update:
             self.sparse_training.update_masks(event, task_index, len(self.tasks))
         if event.removal_stage:
-            removed = set(self.progress.removed)
-            candidates = np.array([i for i in ids if i not in removed], np.int64)
+            candidates = ids[self._kept(ids)]
             # Cumulative plan: a stage that finds too few candidates leaves the rest to the next.
             count = self.sparse_training.removal_target(event.removal_stage, len(ids)) - len(
-                removed)
+                self.progress.removed)
             chosen = ddr.select_removals(candidates, self.stats.snapshot(candidates), count,
                                          seed=self.config.seed + 1000 * task_index
                                          + event.removal_stage)
@@ -211,9 +214,8 @@ class Experiment:
         x, y, ids = arrays
         progress, batch_size = self.progress, self.config.batch_size
         order = np.asarray(progress.epoch_order)
-        removed = set(progress.removed)
-        positions = np.array([p for p in range(progress.cursor, boundary)
-                              if int(ids[order[p]]) not in removed], np.int64)
+        window = np.arange(progress.cursor, boundary)
+        positions = window[self._kept(ids[order[window]])]
         batches = len(positions) // batch_size
         if batches == 0:
             return
@@ -251,8 +253,7 @@ class Experiment:
         config, progress = self.config, self.progress
         x, y, ids = arrays
         if progress.epoch_order is None:
-            removed = set(progress.removed)
-            rows = np.array([r for r in range(len(ids)) if int(ids[r]) not in removed], np.int64)
+            rows = np.flatnonzero(self._kept(ids))
             shuffled = epoch_order(len(rows), config.seed, task.index, progress.epoch)
             progress.epoch_order = [int(r) for r in rows[shuffled]]
             progress.cursor, progress.events_done = 0, 0

@@ -77,6 +77,3 @@ class MaskUpdater:
             else:
                 grown = mask_math.grow_random(pruned, grow_to, rng)
             self._write(layer, grown)
-
-    def densities(self):
-        return [float(np.mean(layer.mask.numpy())) for layer in self.layers]
