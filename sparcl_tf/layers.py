@@ -38,7 +38,8 @@ class _MaskedKernelMixin:
         self.kernel = self.add_weight(
             name="kernel", shape=kernel_shape, initializer=self.kernel_initializer)
         self.mask = self.add_weight(
-            name="mask", shape=kernel_shape, initializer="ones", trainable=False, dtype=self.dtype)
+            name="mask", shape=kernel_shape, initializer="ones", trainable=False,
+            dtype=self.mask_dtype or self.dtype)
         self.bias = self.add_weight(
             name="bias", shape=(outputs,), initializer="zeros") if self.use_bias else None
 
@@ -69,11 +70,14 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
         "same" or "valid" (use an explicit `ZeroPadding2D` for PyTorch-style stride-2 padding).
       sparsifiable: whether the sparsity schedule may prune this layer. Dense-only layers (stems,
         shortcuts, heads in the paper's setting) carry an all-ones mask that their forward skips.
+      mask_dtype: dtype of the stored mask; None = the layer's dtype. Exported models use "bool"
+        (a quarter of the bytes of a float32 mask in the .tflite).
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding="same", use_bias=True,
-                 kernel_initializer="he_uniform", sparsifiable=True, **kwargs):
+                 kernel_initializer="he_uniform", sparsifiable=True, mask_dtype=None, **kwargs):
         super().__init__(**kwargs)
+        self.mask_dtype = mask_dtype
         self.filters = int(filters)
         self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(
             kernel_size)
@@ -108,7 +112,7 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
             filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
             padding=self.padding, use_bias=self.use_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            sparsifiable=self.sparsifiable)
+            sparsifiable=self.sparsifiable, mask_dtype=self.mask_dtype)
         return config
 
 
@@ -117,8 +121,9 @@ class MaskedDense(_MaskedKernelMixin, keras.layers.Layer):
     """Fully connected layer with a masked kernel (`keras.layers.Dense`, no activation)."""
 
     def __init__(self, units, use_bias=True, kernel_initializer="he_uniform", sparsifiable=True,
-                 **kwargs):
+                 mask_dtype=None, **kwargs):
         super().__init__(**kwargs)
+        self.mask_dtype = mask_dtype
         self.units = int(units)
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -138,7 +143,7 @@ class MaskedDense(_MaskedKernelMixin, keras.layers.Layer):
         config.update(
             units=self.units, use_bias=self.use_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            sparsifiable=self.sparsifiable)
+            sparsifiable=self.sparsifiable, mask_dtype=self.mask_dtype)
         return config
 
 

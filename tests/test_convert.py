@@ -30,14 +30,70 @@ def test_convert_writes_a_builtins_only_model_with_its_interface(tmp_path, idx_f
     result = _tool("tools.convert", f"--workdir={workdir}")
     assert result.returncode == 0, result.stderr
     audit = json.loads((workdir / "op_audit.json").read_text())
-    assert set(audit) == {"infer", "train", "get_state", "set_state"}
+    assert set(audit) == {"infer", "train", "update_masks", "get_state", "set_state"}
     assert all(entry["flex_ops"] == [] for entry in audit.values())
     assert "CONV_2D" in audit["train"]["ops"] and "TRANSPOSE_CONV" in audit["train"]["ops"]
     signatures = json.loads((workdir / "signatures.json").read_text())
     assert signatures["train"]["inputs"]["images"]["shape"] == [32, 28, 28, 1]
     assert signatures["train"]["inputs"]["class_mask"]["meaning"].startswith("1.0 for")
-    assert set(signatures["train"]["outputs"]) == {"loss", "logits", "correct"}
-    assert (workdir / "model.tflite").stat().st_size > 0
+    assert set(signatures["train"]["outputs"]) == {"loss", "logits", "correct",
+                                                   "gradient_density"}
+    assert signatures["sparse_layers"] == ["conv2", "conv3", "conv4", "fc1"]
+    assert signatures["get_state"]["outputs"]["conv2__mask"]["dtype"] == "bool"
+    trained_state = _model_state(workdir / "model.tflite")
+
+    initial = _tool("tools.convert", f"--workdir={workdir}", "--state=initial")
+    assert initial.returncode == 0, initial.stderr
+    initial_state = _model_state(workdir / "model.tflite")
+    from sparcl_tf.experiment import Experiment
+    fresh = Experiment(_run_config(workdir), str(tmp_path / "fresh"), verbose=0)
+    for variable in fresh.network.variables:
+        name = variable.path.replace("/", "__")
+        assert (initial_state[name] == (variable.numpy() > 0 if variable.dtype == "bool"
+                                        else variable.numpy())).all(), name
+    assert not (initial_state["conv3__kernel"] == trained_state["conv3__kernel"]).all()
+
+
+def _model_state(path):
+    from ai_edge_litert.interpreter import Interpreter
+    return Interpreter(model_path=str(path)).get_signature_runner("get_state")()
+
+
+def _run_config(workdir):
+    import ml_collections
+    return ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+
+
+def test_flex_variant_adds_save_and_restore_only_there(tmp_path, idx_folder):
+    # Flex ops cannot run in this interpreter: the variant is checked by its conversion only.
+    result = _tool("tools.convert", f"--workdir={tmp_path}",
+                   "--config=configs/split_fmnist.py:sparcl_derpp", f"--config.data.dir={idx_folder}",
+                   "--config.model.width=0.25", "--flex")
+    assert result.returncode == 0, result.stderr
+    audit = json.loads((tmp_path / "op_audit.json").read_text())
+    assert audit["save"]["flex_ops"] == ["FlexSave"]
+    assert audit["restore"]["flex_ops"] == ["FlexRestore"]
+    assert all(not entry["flex_ops"] for key, entry in audit.items()
+               if key not in ("save", "restore"))
+    signatures = json.loads((tmp_path / "signatures.json").read_text())
+    assert "Select-TF" in signatures["save"]["inputs"]["checkpoint_path"]["meaning"]
+    assert signatures["train"]["inputs"]["images"]["shape"] == [32, 28, 28, 1]
+
+
+def test_flex_save_and_restore_round_trip_in_tensorflow(idx_folder, tmp_path):
+    from sparcl_tf.experiment import Experiment
+    from sparcl_tf.export.module import training_module
+    from tests.conftest import tiny_config
+    config = tiny_config(idx_folder, "sparcl_derpp")
+    module = training_module(config, Experiment(config, str(tmp_path / "run"), verbose=0).network,
+                             flex=True)
+    path = tf.constant(str(tmp_path / "state.ckpt"))
+    saved = {k: v.numpy() for k, v in module.get_state().items()}
+    module.save(path)
+    module.set_state({k: tf.zeros_like(v) for k, v in saved.items()})
+    module.restore(path)
+    for name, value in module.get_state().items():
+        assert (value.numpy() == saved[name]).all(), name
 
 
 def test_convert_without_a_run_or_config_is_one_line(tmp_path):

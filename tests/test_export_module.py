@@ -1,76 +1,177 @@
-"""The training module converts to a builtins-only .tflite matching TF before and after a step."""
+"""The exported training module, run in LiteRT, does what the Keras trainer does."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from sparcl_tf.export.module import TrainingModule, convert
-from sparcl_tf.layers import sparsifiable_layers
-from sparcl_tf.models import build_model
+from sparcl_tf.export.module import _state_name, convert, random_scores, training_module
+from sparcl_tf.sparsity.masks import active_count
 
-SHAPE, CLASSES, BATCH, REPLAY = (12, 12, 1), 4, 8, 8
+BATCH = 16  # tiny_config's batch and replay batch
+
+
+def _relative_error(actual, expected):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-12)
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    import keras
-    keras.utils.set_random_seed(0)
-    network = build_model("edge_cnn", SHAPE, CLASSES, width=0.25)
-    for index, layer in enumerate(sparsifiable_layers(network)):
-        mask = (np.random.default_rng(index).random(layer.kernel.shape) > 0.7).astype(np.float32)
-        layer.mask.assign(mask)
-        layer.apply_mask_to_kernel()
-    module = TrainingModule(network, BATCH, REPLAY, learning_rate=0.05)
-    model = convert(module, str(tmp_path_factory.mktemp("saved")))
+def exported(tmp_path_factory, idx_folder):
+    """A sparcl_derpp_90 run (momentum 0.5) before training, its module and its .tflite."""
     from ai_edge_litert.interpreter import Interpreter
-    return module, network, Interpreter(model_content=model)
+
+    from sparcl_tf.experiment import Experiment
+    from tests.conftest import tiny_config
+    config = tiny_config(idx_folder, "sparcl_derpp_90", optimizer__momentum=0.5)
+    run = Experiment(config, str(tmp_path_factory.mktemp("run")), verbose=0)
+    module = training_module(config, run.network)
+    model = convert(module, str(tmp_path_factory.mktemp("saved")))
+    return run, module, model, Interpreter(model_content=model)
 
 
-def _inputs(seed):
+def _batch(run, seed, task_classes=(2, 3)):
     rng = np.random.default_rng(seed)
-    return dict(images=rng.normal(size=(BATCH,) + SHAPE).astype(np.float32),
-                labels=rng.integers(2, 4, BATCH).astype(np.int32),
-                class_mask=np.array([0, 0, 1, 1], np.float32),
-                replay_images=rng.normal(size=(REPLAY,) + SHAPE).astype(np.float32),
-                replay_labels=rng.integers(0, 2, REPLAY).astype(np.int32),
-                replay_logits=rng.normal(size=(REPLAY, CLASSES)).astype(np.float32),
-                replay_weight=np.float32(1.0))
+    shape = run.tasks.image_shape
+    return dict(
+        images=rng.normal(size=(BATCH,) + shape).astype(np.float32),
+        labels=rng.choice(task_classes, BATCH).astype(np.int32),
+        class_mask=np.isin(np.arange(10), task_classes).astype(np.float32),
+        replay_images=rng.normal(size=(2, BATCH) + shape).astype(np.float32),
+        replay_labels=rng.integers(0, 2, (2, BATCH)).astype(np.int32),
+        replay_logits=rng.normal(size=(2, BATCH, 10)).astype(np.float32),
+        replay_weight=np.float32(1.0), refresh_gradient_masks=np.float32(1.0))
 
 
-def test_tflite_has_every_signature_and_infers_like_tf(converted):
-    module, _, interpreter = converted
-    assert set(interpreter.get_signature_list()) == {"infer", "train", "get_state", "set_state"}
-    images = _inputs(0)["images"]
+class _FixedDraws:
+    """A replay buffer that hands out given draws in order (the trainer samples at random)."""
+
+    def __init__(self, inputs):
+        self.draws = [(tf.constant(inputs["replay_images"][i]),
+                       tf.constant(inputs["replay_labels"][i]),
+                       tf.constant(inputs["replay_logits"][i])) for i in range(2)]
+
+    def size(self):
+        return tf.constant(1)
+
+    def sample(self, count):
+        assert count == BATCH
+        return self.draws.pop(0)
+
+    def add(self, *args):
+        del args
+
+
+def test_signatures_are_builtins_only_with_narrow_masks(exported):
+    from sparcl_tf.export.audit import op_audit
+    _, _, model, interpreter = exported
+    audit = op_audit(model)
+    assert set(audit) == {"infer", "train", "update_masks", "get_state", "set_state"}
+    assert all(not entry["flex_ops"] for entry in audit.values())
+    state = interpreter.get_signature_runner("get_state")()
+    assert state["conv2__mask"].dtype == np.bool_
+    assert state["gradient_mask__fc1"].dtype == np.bool_
+    assert "momentum__conv2__kernel" in state and "last_gradient__conv3" in state
+
+
+def test_infer_matches_tf_before_training(exported):
+    run, module, _, interpreter = exported
+    images = _batch(run, 0)["images"]
     lite = interpreter.get_signature_runner("infer")(images=images)["logits"]
-    np.testing.assert_allclose(lite, module.infer(images)["logits"], rtol=1e-5, atol=1e-5)
+    keras_logits = run.network(images, training=False).numpy()
+    np.testing.assert_allclose(lite, keras_logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(module.infer(images)["logits"], keras_logits, rtol=1e-5, atol=1e-6)
 
 
-def test_one_train_step_matches_tf_and_keeps_masked_weights_zero(converted):
-    module, network, interpreter = converted
-    state = {k: v.numpy() for k, v in module.get_state().items()}
-    inputs = _inputs(1)
+def test_one_litert_train_step_matches_the_keras_trainer_step(exported):
+    run, _, _, interpreter = exported
+    inputs = _batch(run, 1)
+    start = interpreter.get_signature_runner("get_state")()
     lite = interpreter.get_signature_runner("train")(**inputs)
-    lite_state = interpreter.get_signature_runner("get_state")()
-    interpreter.get_signature_runner("set_state")(**state)  # leave the interpreter as found
-    reference = module.train(**{k: tf.constant(v) for k, v in inputs.items()})
-    tf_state = {k: v.numpy() for k, v in module.get_state().items()}
-    module.set_state(state)
-    np.testing.assert_allclose(lite["loss"], reference["loss"], rtol=1e-5)
-    for name, value in tf_state.items():
-        np.testing.assert_allclose(lite_state[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
-    for layer in sparsifiable_layers(network):
-        name = layer.kernel.path.replace("/", "__")
-        mask = state[layer.mask.path.replace("/", "__")]
-        assert np.all(lite_state[name][mask == 0] == 0.0)
-        assert not np.allclose(lite_state[name], state[name])  # the step did train
+    after = interpreter.get_signature_runner("get_state")()
+    interpreter.get_signature_runner("set_state")(**start)  # leave the interpreter as found
+
+    model = run.model  # the trainer's train step, its augmentation off and its draws fixed
+    model.augment, model.buffer = (lambda images: images), _FixedDraws(inputs)
+    model.begin_task(1, [2, 3], replay_enabled=True)
+    before = {v.path: v.numpy() for v in run.network.variables}
+    model.train_step((tf.constant(inputs["images"]), tf.constant(inputs["labels"]),
+                      tf.range(BATCH)))
+    assert _relative_error(lite["loss"], model.loss_tracker.result().numpy()) < 1e-5
+    for variable in run.network.variables:
+        name = _state_name(variable)
+        assert _relative_error(after[name], variable.numpy()) < 1e-5, name
+        if variable.trainable:
+            assert not np.array_equal(variable.numpy(), before[variable.path]), name
+    for layer in model.sparse:
+        kernel, mask = after[f"{layer.name}__kernel"], after[f"{layer.name}__mask"]
+        assert np.all(kernel[~mask] == 0.0)
+        keep = active_count(mask.size, 0.92)
+        gradient_mask = after[f"gradient_mask__{layer.name}"]
+        assert gradient_mask.sum() == keep and np.all(mask[gradient_mask])
+        np.testing.assert_array_equal(gradient_mask, model.gradient_mask_vars[
+            model.sparse.index(layer)].numpy() > 0)
+        # float32 sums in another order: per-entry noise ~1e-6, so compare the whole tensor
+        assert _relative_error(after[f"last_gradient__{layer.name}"],
+                               model.last_gradients[model.sparse.index(layer)].numpy()) < 1e-4
+    np.testing.assert_allclose(lite["gradient_density"],
+                               [keep_fraction(layer, after) for layer in model.sparse], rtol=1e-6)
 
 
-def test_state_round_trips_through_set_and_get(converted):
-    module, _, interpreter = converted
-    state = {k: v.numpy() for k, v in module.get_state().items()}
-    changed = {k: (v + 1.0).astype(v.dtype) for k, v in state.items()}
-    interpreter.get_signature_runner("set_state")(**changed)
+def keep_fraction(layer, state):
+    mask = state[f"gradient_mask__{layer.name}"] & state[f"{layer.name}__mask"]
+    return mask.mean()
+
+
+def test_update_masks_hits_exact_counts_and_zeroes_dropped_weights(exported):
+    run, _, _, interpreter = exported
+    start = interpreter.get_signature_runner("get_state")()
+    interpreter.get_signature_runner("train")(**_batch(run, 2))
+    before = interpreter.get_signature_runner("get_state")()
+    names = [layer.name for layer in run.model.sparse]
+    sizes = [before[f"{name}__mask"].size for name in names]
+    prune_to = np.array([active_count(n, 0.92) for n in sizes], np.int32)
+    grow_to = np.array([active_count(n, 0.90) for n in sizes], np.int32)
+    update = interpreter.get_signature_runner("update_masks")
+    pruned_active = update(prune_to=prune_to, grow_to=prune_to, seed=np.int32(7))["active"]
+    pruned = interpreter.get_signature_runner("get_state")()
+    grown_active = update(prune_to=grow_to, grow_to=grow_to + 5, seed=np.int32(7))["active"]
+    after = interpreter.get_signature_runner("get_state")()
+    interpreter.get_signature_runner("set_state")(**start)
+    np.testing.assert_array_equal(pruned_active, prune_to)
+    np.testing.assert_array_equal(grown_active, grow_to + 5)
+    for name, kept in zip(names, prune_to):
+        old, survivors, new = (state[f"{name}__mask"] for state in (before, pruned, after))
+        assert survivors.sum() == kept and np.all(old[survivors])
+        kernel = pruned[f"{name}__kernel"]
+        assert np.all(kernel[~survivors] == 0)
+        assert np.all(pruned[f"momentum__{name}__kernel"][~survivors] == 0)
+        np.testing.assert_array_equal(kernel[survivors], before[f"{name}__kernel"][survivors])
+        importance = np.abs(before[f"{name}__kernel"]) + 0.5 * np.abs(
+            before[f"last_gradient__{name}"] * old)
+        assert importance[survivors].min() >= importance[old & ~survivors].max()
+        # growth only adds positions, and they start at exactly zero
+        assert new.sum() == kept + (grow_to - prune_to)[names.index(name)] + 5
+        assert np.all(new[survivors])
+        grown = new & ~survivors
+        assert np.all(after[f"{name}__kernel"][grown] == 0)
+        assert np.all(after[f"momentum__{name}__kernel"][grown] == 0)
+
+
+def test_random_growth_scores_are_distinct_and_seeded():
+    first = random_scores(50_000, tf.constant(3), 1).numpy()
+    assert len(np.unique(first)) == first.size and first.min() >= 1
+    np.testing.assert_array_equal(first, random_scores(50_000, tf.constant(3), 1).numpy())
+    assert not np.array_equal(first, random_scores(50_000, tf.constant(4), 1).numpy())
+
+
+def test_state_round_trips_through_set_and_get(exported):
+    _, _, _, interpreter = exported
+    state = interpreter.get_signature_runner("get_state")()
+    changed = {k: ~v if v.dtype == np.bool_ else (v + 1.0).astype(v.dtype)
+               for k, v in state.items()}
+    assert interpreter.get_signature_runner("set_state")(**changed)["variables"] == len(state)
     back = interpreter.get_signature_runner("get_state")()
     for name, value in changed.items():
         np.testing.assert_array_equal(back[name], value)
     interpreter.get_signature_runner("set_state")(**state)
+

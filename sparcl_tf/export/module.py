@@ -1,105 +1,320 @@
-"""A `tf.Module` whose signatures train a masked network continually, for conversion to TFLite.
+"""A `tf.Module` whose signatures run SparCL continual learning on a device, for TFLite.
 
-Signatures (builtins-only: the network is switched to `use_builtin_gradients`):
+Signatures (TFLite builtin ops only; the network's convs and ReLUs use `ops`' gradients):
   infer(images) -> logits
-  train(images, labels, class_mask, replay_images, replay_labels, replay_logits, replay_weight)
-      -> loss, logits, correct. One SGD step on the current batch (CE over the classes in
-      class_mask) plus, scaled by replay_weight (0 before the buffer has data), DER++'s replay terms
-      on one replay batch: alpha * MSE(logits, replay_logits) + beta * CE(replay_labels). Kernel
-      gradients of sparse layers are multiplied by their masks; kernels are re-masked after.
-  get_state() -> every variable, by name; set_state(every variable) -> number of variables.
-The host app owns the replay buffer and the data-removal bookkeeping.
-
-This is the first part of on-device training: mask updates and gradient-mask refresh signatures,
-the conversion binary and the LiteRT runner are not built yet.
+  train(images, labels, class_mask[, replay_images, replay_labels, replay_logits, replay_weight]
+        [, refresh_gradient_masks]) -> loss, logits, correct, gradient_density
+      One step of the Keras trainer's `train_step` on given batches: the method's current-batch
+      loss (CL mask from class_mask) plus, scaled by replay_weight (0 while the buffer is empty),
+      its replay terms on the replay draws (leading axis: one draw per `method.replay_draws`);
+      the sparse layers' dense kernel gradients kept for `update_masks`; kernel gradients times the
+      weight mask and, with DGM, the gradient mask (recomputed from this step's gradients when
+      refresh_gradient_masks > 0, exactly as the trainer's in-step refresh); SGD (momentum as
+      Keras' SGD); kernels re-masked. gradient_density: per sparse layer, the fraction of kernel
+      entries updated (for FLOPs accounting on the host).
+  update_masks(prune_to, grow_to, seed) -> active             (TDM / RigL schedules only)
+      Per sparse layer: keep the prune_to highest-scoring active weights (TDM: |W| + lambda |G|,
+      G the last step's masked gradient; RigL: |W|), then activate inactive positions up to
+      grow_to active weights (random by a seeded integer hash, or by |G|). Exact counts (a full
+      TOPK_V2 ranking, ties to the lower index). Dropped weights and their momentum are zeroed;
+      grown weights start at 0. The host runs the schedule and passes the counts.
+  get_state() -> every variable by name; set_state(every variable) -> number of variables.
+  save(checkpoint_path) / restore(checkpoint_path)            (the `flex` variant only)
+      Every variable to / from a TF checkpoint file through the Save / Restore ops, which only the
+      Select-TF ("Flex") runtime has; apps without it persist get_state's outputs themselves.
+The host owns the replay buffer, augmentation and the data-removal bookkeeping; the module owns
+everything that touches weights. Losses come from the method objects the Keras trainer uses and
+gradient masks from `sparsity.dgm`, so the two cannot drift apart.
 """
 
+import keras
+import numpy as np
 import tensorflow as tf
 
-from sparcl_tf.layers import sparsifiable_layers, use_builtin_gradients
+from sparcl_tf.layers import MASKED_LAYER_TYPES, sparsifiable_layers, use_builtin_gradients
+from sparcl_tf.sparsity import dgm
+from sparcl_tf.sparsity.masks import active_count
+
+# Park-Miller "minimal standard" generator, evaluated with Schrage's method so that every
+# intermediate fits in int32: a bijection on [1, M - 1], so distinct positions get distinct scores.
+_M, _A = 2147483647, 48271
+_Q, _R = _M // _A, _M % _A
+_HASH_ROUNDS = 3
 
 
 def _state_name(variable):
     return variable.path.replace("/", "__")
 
 
+def random_scores(size, seed, layer_index):
+    """Distinct pseudo-random int32 scores for `size` positions (the on-device random growth)."""
+    offset = tf.math.floormod(seed * 7919 + layer_index * 104729, _M - 1)
+    x = tf.math.floormod(tf.range(size, dtype=tf.int32) + offset, _M - 1) + 1
+    for _ in range(_HASH_ROUNDS):
+        x = _A * tf.math.floormod(x, _Q) - _R * tf.math.floordiv(x, _Q)
+        x = tf.where(x < 0, x + _M, x)
+    return x
+
+
+def _select_top(scores, candidates, count):
+    """Bool mask of the `count` highest `scores` among `candidates` (flat; exact count, capped
+    at the number of candidates; ties go to the lower index)."""
+    size = scores.shape[0]
+    floor = tf.reduce_min(scores) - tf.ones([], scores.dtype)
+    ranked = tf.where(candidates, scores, floor)
+    _, order = tf.math.top_k(ranked, k=size)
+    count = tf.minimum(count, tf.reduce_sum(tf.cast(candidates, tf.int32)))
+    chosen = tf.cast(tf.range(size) < count, tf.int32)
+    return tf.scatter_nd(order[:, None], chosen, [size]) > 0
+
+
+def export_network(network):
+    """A copy of `network` for export: bool masks, builtins-only gradients, the same weights."""
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, MASKED_LAYER_TYPES):
+            config["mask_dtype"] = "bool"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(network, clone_function=clone)
+    for source, target in zip(network.variables, copy.variables):
+        if source.path != target.path or tuple(source.shape) != tuple(target.shape):
+            raise ValueError(f"clone mismatch: {source.path} vs {target.path}")
+        value = source.numpy()
+        target.assign(value > 0 if target.dtype == "bool" else value)
+    use_builtin_gradients(copy)
+    return copy
+
+
 class TrainingModule(tf.Module):
-    def __init__(self, network, batch_size, replay_batch_size, learning_rate, alpha=0.1,
-                 beta=0.5):
+    """Signatures for on-device SparCL on `network` (see the module docstring).
+
+    `gradient_masks`: None (no DGM) or settings with `gradient_sparsity` and `threshold`.
+    `mask_rule`: None (masks fixed on device), "tdm" or "rigl"; `grow`: "random" or "gradient".
+    """
+
+    def __init__(self, network, method, batch_size, replay_batch_size, learning_rate,
+                 momentum=0.0, gradient_masks=None, mask_rule=None, grow="random",
+                 importance_lambda=0.5, flex=False):
         super().__init__()
-        use_builtin_gradients(network)
         self._network = network
+        self._method = method
         self._sparse = sparsifiable_layers(network)
+        self._learning_rate, self._momentum = float(learning_rate), float(momentum)
+        self._dgm = gradient_masks
+        self._mask_rule, self._grow = mask_rule, grow
+        self._importance_lambda = float(importance_lambda)
+
+        def variable(value, name):
+            return tf.Variable(value, trainable=False, name=name)
+
         # Keras 3 variables held only through the model convert uninitialised: track them here.
-        self._tracked = [v.value for v in network.variables]
-        self._alpha, self._beta = float(alpha), float(beta)
-        self._learning_rate = float(learning_rate)
-        self._state_names = [_state_name(v) for v in network.variables]
+        state = {_state_name(v): v.value for v in network.variables}
+        trainable = network.trainable_variables
+        self._velocities = [variable(tf.zeros(v.shape), f"momentum__{_state_name(v)}")
+                            for v in trainable] if self._momentum else []
+        self._last_gradients = [variable(tf.zeros(layer.kernel.shape), f"last_gradient__{layer.name}")
+                                for layer in self._sparse] if mask_rule else []
+        self._gradient_masks = [variable(tf.ones(layer.kernel.shape, tf.bool),
+                                         f"gradient_mask__{layer.name}")
+                                for layer in self._sparse] if gradient_masks else []
+        self._gradient_keep = [active_count(int(np.prod(layer.kernel.shape)),
+                                            gradient_masks.gradient_sparsity)
+                               for layer in self._sparse] if gradient_masks else []
+        for v in self._velocities + self._last_gradients + self._gradient_masks:
+            state[v.name.split(":")[0]] = v
+        self._state = state
+
         shape = tuple(network.input_shape[1:])
         classes = int(network.output_shape[-1])
         images = tf.TensorSpec((batch_size,) + shape, tf.float32, name="images")
+        train_inputs = [images, tf.TensorSpec((batch_size,), tf.int32, name="labels"),
+                        tf.TensorSpec((classes,), tf.float32, name="class_mask")]
+        self._replay_draws = method.replay_draws if method.uses_buffer else 0
+        if self._replay_draws:
+            draws = (self._replay_draws, replay_batch_size)
+            train_inputs += [
+                tf.TensorSpec(draws + shape, tf.float32, name="replay_images"),
+                tf.TensorSpec(draws, tf.int32, name="replay_labels"),
+                tf.TensorSpec(draws + (classes,), tf.float32, name="replay_logits"),
+                tf.TensorSpec((), tf.float32, name="replay_weight")]
+        if gradient_masks:
+            train_inputs.append(tf.TensorSpec((), tf.float32, name="refresh_gradient_masks"))
+        layers = len(self._sparse)
         self.infer = tf.function(self._infer, input_signature=[images])
-        self.train = tf.function(self._train, input_signature=[
-            images, tf.TensorSpec((batch_size,), tf.int32, name="labels"),
-            tf.TensorSpec((classes,), tf.float32, name="class_mask"),
-            tf.TensorSpec((replay_batch_size,) + shape, tf.float32, name="replay_images"),
-            tf.TensorSpec((replay_batch_size,), tf.int32, name="replay_labels"),
-            tf.TensorSpec((replay_batch_size, classes), tf.float32, name="replay_logits"),
-            tf.TensorSpec((), tf.float32, name="replay_weight")])
+        self.train = tf.function(self._train_signature, input_signature=train_inputs)
+        self.update_masks = tf.function(self._update_masks, input_signature=[
+            tf.TensorSpec((layers,), tf.int32, name="prune_to"),
+            tf.TensorSpec((layers,), tf.int32, name="grow_to"),
+            tf.TensorSpec((), tf.int32, name="seed")]) if mask_rule and layers else None
+        path = tf.TensorSpec((), tf.string, name="checkpoint_path")
+        self.save = tf.function(self._save, input_signature=[path]) if flex else None
+        self.restore = tf.function(self._restore, input_signature=[path]) if flex else None
         self.get_state = tf.function(self._get_state, input_signature=[])
         self.set_state = tf.function(self._set_state, input_signature=[
-            {name: tf.TensorSpec(v.shape, v.dtype, name=name)
-             for name, v in zip(self._state_names, network.variables)}])
+            {name: tf.TensorSpec(v.shape, v.dtype, name=name) for name, v in state.items()}])
+
+    @property
+    def sparse_layer_names(self):
+        return [layer.name for layer in self._sparse]
 
     def signatures(self):
-        return {"infer": self.infer, "train": self.train, "get_state": self.get_state,
-                "set_state": self.set_state}
+        signatures = {"infer": self.infer, "train": self.train, "get_state": self.get_state,
+                      "set_state": self.set_state}
+        for key in ("update_masks", "save", "restore"):
+            if getattr(self, key) is not None:
+                signatures[key] = getattr(self, key)
+        return signatures
 
     def _infer(self, images):
         return {"logits": self._network(images, training=False)}
 
-    def _train(self, images, labels, class_mask, replay_images, replay_labels, replay_logits,
-               replay_weight):
+    def _train_signature(self, images, labels, class_mask, *rest):
+        rest = list(rest)
+        draws, replay_weight = [], None
+        if self._replay_draws:
+            replay_images, replay_labels, replay_logits, replay_weight = rest[:4]
+            rest = rest[4:]
+            draws = [(replay_images[i], replay_labels[i], replay_logits[i])
+                     for i in range(self._replay_draws)]
+        refresh = rest[0] if rest else None
+        return self._train(images, labels, class_mask, draws, replay_weight, refresh)
+
+    def _train(self, images, labels, class_mask, draws, replay_weight, refresh):
         variables = self._network.trainable_variables
         with tf.GradientTape() as tape:
             logits = self._network(images, training=True)
-            masked_logits = logits + (class_mask - 1.0) * 1e9  # CL mask without SELECT
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels, masked_logits))
-            replayed = self._network(replay_images, training=True)
-            replay = self._alpha * tf.reduce_mean(tf.square(replayed - replay_logits))
-            replay += self._beta * tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(replay_labels, replayed))
-            loss += replay_weight * replay
+            loss = self._method.current_loss(labels, logits, class_mask > 0)
+            if draws:
+                replay = self._method.replay_loss(
+                    lambda x: self._network(x, training=True), draws)
+                loss += replay_weight * replay
         gradients = tape.gradient(loss, variables)
-        masks = {id(layer.kernel): layer.mask for layer in self._sparse}
-        for variable, gradient in zip(variables, gradients):
-            if id(variable) in masks:
-                gradient = gradient * masks[id(variable)]
-            variable.assign_sub(self._learning_rate * gradient)
+
+        position = {id(v): i for i, v in enumerate(variables)}
+        positions = [position[id(layer.kernel)] for layer in self._sparse]
+        multipliers = self._gradient_multipliers([gradients[i] for i in positions], refresh)
+        for stored, index in zip(self._last_gradients, positions):
+            stored.assign(gradients[index])
+        for index, multiplier in zip(positions, multipliers):
+            gradients[index] = gradients[index] * multiplier
+        self._apply_sgd(variables, gradients)
         for layer in self._sparse:
             layer.apply_mask_to_kernel()
         correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels),
                           tf.float32)
-        return {"loss": loss, "logits": logits, "correct": correct}
+        density = tf.stack([tf.reduce_mean(m) for m in multipliers]) if multipliers \
+            else tf.zeros((0,))
+        return {"loss": loss, "logits": logits, "correct": correct, "gradient_density": density}
+
+    def _gradient_multipliers(self, sparse_gradients, refresh):
+        weight_masks = [tf.cast(layer.mask, tf.float32) for layer in self._sparse]
+        if not self._dgm:
+            return weight_masks
+
+        def recompute():
+            for stored, gradient, keep, active in zip(
+                    self._gradient_masks, sparse_gradients, self._gradient_keep, weight_masks):
+                stored.assign(dgm.gradient_mask(gradient * active, keep, self._dgm.threshold,
+                                                active) > 0)
+            return tf.constant(1.0)
+
+        done = tf.cond(refresh > 0, recompute, lambda: tf.constant(0.0))
+        with tf.control_dependencies([done]):
+            return [w * tf.cast(g, tf.float32) for w, g in zip(weight_masks, self._gradient_masks)]
+
+    def _apply_sgd(self, variables, gradients):
+        if not self._momentum:
+            for variable, gradient in zip(variables, gradients):
+                variable.assign_sub(self._learning_rate * gradient)
+            return
+        for variable, velocity, gradient in zip(variables, self._velocities, gradients):
+            velocity.assign(self._momentum * velocity - self._learning_rate * gradient)
+            variable.assign_add(velocity)
+
+    def _momentum_of(self, layer):
+        if not self._velocities:
+            return None
+        index = [id(v) for v in self._network.trainable_variables].index(id(layer.kernel))
+        return self._velocities[index]
+
+    def _write_mask(self, layer, mask):
+        layer.mask.assign(mask)
+        layer.apply_mask_to_kernel()
+        velocity = self._momentum_of(layer)
+        if velocity is not None:
+            velocity.assign(velocity * tf.cast(mask, tf.float32))
+
+    def _update_masks(self, prune_to, grow_to, seed):
+        active_after = []
+        for index, (layer, gradient) in enumerate(zip(self._sparse, self._last_gradients)):
+            shape = layer.kernel.shape
+            mask = tf.reshape(layer.mask, [-1])
+            weights = tf.abs(tf.reshape(layer.kernel, [-1]))
+            dense_gradient = tf.abs(tf.reshape(gradient, [-1]))
+            if self._mask_rule == "rigl":
+                scores = weights
+            else:
+                scores = weights + self._importance_lambda * dense_gradient * tf.cast(
+                    mask, tf.float32)
+            pruned = _select_top(scores, mask, prune_to[index])
+            # Writing the pruned mask first zeroes dropped weights, so every grown position (one
+            # dropped and regrown in this update too) starts at exactly 0.
+            self._write_mask(layer, tf.reshape(pruned, shape))
+            growth = grow_to[index] - tf.reduce_sum(tf.cast(pruned, tf.int32))
+            if self._mask_rule == "rigl" or self._grow == "gradient":
+                grow_scores = dense_gradient
+            else:
+                grow_scores = random_scores(int(np.prod(shape)), seed, index)
+            grown = pruned | _select_top(grow_scores, ~pruned, tf.maximum(growth, 0))
+            self._write_mask(layer, tf.reshape(grown, shape))
+            active_after.append(tf.reduce_sum(tf.cast(grown, tf.int32)))
+        return {"active": tf.stack(active_after)}
 
     def _get_state(self):
-        return {name: tf.identity(v.value) for name, v in
-                zip(self._state_names, self._network.variables)}
+        return {name: tf.identity(v) for name, v in self._state.items()}
 
     def _set_state(self, state):
-        for name, variable in zip(self._state_names, self._network.variables):
+        for name, variable in self._state.items():
             variable.assign(state[name])
         # An output that depends on the assignments: a signature without outputs loses them.
-        return {"variables": tf.constant(len(self._state_names), tf.int32)}
+        return {"variables": tf.constant(len(self._state), tf.int32)}
+
+
+    def _save(self, checkpoint_path):
+        names = list(self._state)
+        tf.raw_ops.Save(filename=checkpoint_path, tensor_names=names,
+                        data=[self._state[name] for name in names])
+        return {"checkpoint_path": checkpoint_path}
+
+    def _restore(self, checkpoint_path):
+        for name, variable in self._state.items():
+            variable.assign(tf.raw_ops.Restore(file_pattern=checkpoint_path, tensor_name=name,
+                                               dt=variable.dtype))
+        return {"variables": tf.constant(len(self._state), tf.int32)}
+
+
+def training_module(config, network, flex=False):
+    """The module for a run's `config`, on an export copy of its trained `network`."""
+    from sparcl_tf.methods import build_method
+    schedule = config.sparsity.schedule
+    return TrainingModule(
+        export_network(network), build_method(config.method), config.batch_size,
+        config.replay.batch_size, config.optimizer.learning_rate, config.optimizer.momentum,
+        gradient_masks=config.dgm if config.dgm.enabled else None,
+        mask_rule=schedule if schedule in ("tdm", "rigl") else None, grow=config.sparsity.grow,
+        importance_lambda=config.sparsity.importance_lambda, flex=flex)
 
 
 def convert(module, directory):
-    """SavedModel in `directory`, then a builtins-only .tflite with every signature (bytes)."""
+    """SavedModel in `directory`, then a .tflite with every signature (bytes); builtins only
+    unless the module has the Flex save/restore signatures."""
+    flex = module.save is not None
     signatures = module.signatures()
     tf.saved_model.save(module, directory, signatures=signatures)
     converter = tf.lite.TFLiteConverter.from_saved_model(directory,
                                                          signature_keys=list(signatures))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS] + (
+        [tf.lite.OpsSet.SELECT_TF_OPS] if flex else [])
     converter.experimental_enable_resource_variables = True
     return converter.convert()
