@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sparcl_tf.example_stats import margin
 from sparcl_tf.flops import FlopsLedger
 from sparcl_tf.layers import sparsifiable_layers
 from sparcl_tf.sparsity import dgm
@@ -190,7 +191,7 @@ class ContinualModel(keras.Model):
             self.buffer.add(images, labels, logits, task_ids, example_ids)
         correct = tf.equal(tf.argmax(logits, axis=-1), tf.cast(labels, tf.int64))
         if self.stats is not None:
-            self.stats.observe(example_ids, correct, _margin(logits, labels))
+            self.stats.observe(example_ids, correct, margin(logits, labels))
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(tf.reduce_mean(tf.cast(correct, tf.float32)))
         return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
@@ -207,10 +208,3 @@ class ContinualModel(keras.Model):
                 gradient.append(tf.constant(1.0))
         self.ledger.charge(examples, tf.stack(weight), tf.stack(gradient))
 
-
-def _margin(logits, labels):
-    """True-class logit minus the largest other logit (positive = correct with room to spare)."""
-    labels = tf.cast(labels, tf.int32)
-    true = tf.gather(logits, labels, axis=1, batch_dims=1)
-    others = tf.where(tf.one_hot(labels, tf.shape(logits)[1]) > 0, -np.inf, logits)
-    return true - tf.reduce_max(others, axis=1)

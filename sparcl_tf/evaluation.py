@@ -18,11 +18,14 @@ class Evaluator:
                                for images in eval_batches(x, self._batch_size, self._normalizer)])
 
     def task_accuracies(self, task):
-        """(class-IL %, task-IL %) on `task`'s test set.
+        return accuracies(self.logits(task.x_test), task)
 
-        Class-IL: argmax over every logit. Task-IL: argmax over the logits of the task's classes.
-        """
-        logits = self.logits(task.x_test)
-        class_il = np.mean(np.argmax(logits, axis=1) == task.y_test)
-        task_il = np.mean(task.classes[np.argmax(logits[:, task.classes], axis=1)] == task.y_test)
-        return 100.0 * float(class_il), 100.0 * float(task_il)
+
+def accuracies(logits, task):
+    """(class-IL %, task-IL %) of `logits` for `task`'s test set.
+
+    Class-IL: argmax over every logit. Task-IL: argmax over the logits of the task's classes.
+    """
+    class_il = np.mean(np.argmax(logits, axis=1) == task.y_test)
+    task_il = np.mean(task.classes[np.argmax(logits[:, task.classes], axis=1)] == task.y_test)
+    return 100.0 * float(class_il), 100.0 * float(task_il)

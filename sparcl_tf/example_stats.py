@@ -53,3 +53,11 @@ class ExampleStats:
         example_ids = np.asarray(example_ids)
         return {name.removeprefix("stats_"): variable.numpy()[example_ids]
                 for name, variable in self.state().items()}
+
+
+def margin(logits, labels):
+    """True-class logit minus the largest other logit (positive = correct with room to spare)."""
+    labels = tf.cast(labels, tf.int32)
+    true = tf.gather(logits, labels, axis=1, batch_dims=1)
+    others = tf.where(tf.one_hot(labels, tf.shape(logits)[1]) > 0, -np.inf, logits)
+    return true - tf.reduce_max(others, axis=1)

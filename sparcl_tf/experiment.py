@@ -27,7 +27,7 @@ from sparcl_tf.config import validate
 from sparcl_tf.continual_model import ContinualModel
 from sparcl_tf.data import build_tasks, load_source
 from sparcl_tf.data.augment import make_augment
-from sparcl_tf.data.pipeline import Normalizer, epoch_order, train_dataset
+from sparcl_tf.data.pipeline import Normalizer, epoch_order, segment_batches, train_dataset
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.evaluation import Evaluator
 from sparcl_tf.example_stats import ExampleStats
@@ -212,16 +212,15 @@ class Experiment:
     def _train_segment(self, arrays, boundary, progress_bar):
         """Trains the full batches of not-removed examples between the cursor and `boundary`."""
         x, y, ids = arrays
-        progress, batch_size = self.progress, self.config.batch_size
-        order = np.asarray(progress.epoch_order)
-        window = np.arange(progress.cursor, boundary)
-        positions = window[self._kept(ids[order[window]])]
-        batches = len(positions) // batch_size
+        progress = self.progress
+        rows, cursor_after_batch = segment_batches(progress.epoch_order, progress.cursor,
+                                                   boundary, lambda r: self._kept(ids[r]),
+                                                   self.config.batch_size)
+        batches = len(rows)
         if batches == 0:
             return
-        used = positions[:batches * batch_size]
-        cursor_after_batch = used[batch_size - 1::batch_size] + 1
-        iterator = iter(train_dataset(x, y, ids, order[used], batch_size, self.normalizer))
+        iterator = iter(train_dataset(x, y, ids, rows.ravel(), self.config.batch_size,
+                                      self.normalizer))
         started = time.perf_counter()
         for batch in range(batches):
             logs = self.model.train_function(iterator)

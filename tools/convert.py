@@ -1,7 +1,7 @@
 r"""Converts a run's network into a builtins-only .tflite with on-device training signatures.
 
   python -m tools.convert --workdir=W [--config=configs/split_fmnist.py:sparcl_derpp_90]
-      [--state=checkpoint|initial] [--flex]
+      [--state=checkpoint|initial] [--flex] [--output_dir=DIR]
 
 Takes W/config.json and W's latest checkpoint (or, for a workdir without a run, a fresh model
 from --config) and writes W/model.tflite, W/signatures.json (every signature's inputs and outputs:
@@ -28,6 +28,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; receives the .tflit
 _CONFIG = cli.define_config_flag()
 _STATE = flags.DEFINE_enum("state", "checkpoint", ["checkpoint", "initial"],
                            "State embedded in the model: the run's latest checkpoint or its start.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
+                                  "Where the model and its descriptions go (default: --workdir).")
 _FLEX = flags.DEFINE_bool("flex", False, "Add save/restore signatures (Select-TF ops).")
 
 MEANINGS = {
@@ -109,13 +111,15 @@ def main(argv):
         ops = _flex_ops_in(error)
         cli.fail(f"the training graph needs ops outside the TFLite builtins: {ops}"
                  if ops else f"conversion failed: {cli.one_line(error)}")
-    path = os.path.join(workdir, "model.tflite")
+    output_dir = _OUTPUT_DIR.value or workdir
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "model.tflite")
     with open(path, "wb") as handle:
         handle.write(model)
     audit = op_audit(model)
-    with open(os.path.join(workdir, "op_audit.json"), "w") as handle:
+    with open(os.path.join(output_dir, "op_audit.json"), "w") as handle:
         json.dump(audit, handle, indent=2)
-    with open(os.path.join(workdir, "signatures.json"), "w") as handle:
+    with open(os.path.join(output_dir, "signatures.json"), "w") as handle:
         json.dump(_describe(Interpreter(model_content=model), module.sparse_layer_names),
                   handle, indent=2)
     print(f"{path}: {len(model):,} bytes")

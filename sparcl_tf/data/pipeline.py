@@ -39,6 +39,21 @@ def epoch_order(num_examples, seed, task_index, epoch):
     return np.random.default_rng([seed, 23, task_index, epoch]).permutation(num_examples)
 
 
+def segment_batches(order, cursor, boundary, kept, batch_size):
+    """The full batches an epoch trains between positions `cursor` and `boundary` of `order`.
+
+    `kept(rows)` -> bool per row (False for examples data removal took out). Returns the rows of
+    each batch [batches, batch_size] and the cursor after each batch; the examples of a partial
+    last batch are left to the next segment.
+    """
+    order = np.asarray(order)
+    window = np.arange(cursor, boundary)
+    positions = window[kept(order[window])]
+    batches = len(positions) // batch_size
+    used = positions[:batches * batch_size]
+    return order[used].reshape(batches, batch_size), used[batch_size - 1::batch_size] + 1
+
+
 def train_dataset(x, y, ids, order, batch_size, normalizer):
     """Full batches of (image, label, example id) of the rows `order`, in that order."""
     order = np.asarray(order)[:len(order) // batch_size * batch_size]

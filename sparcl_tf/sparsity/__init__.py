@@ -6,7 +6,6 @@
 
 import numpy as np
 
-from sparcl_tf.errors import ConfigError
 from sparcl_tf.sparsity import schedule
 from sparcl_tf.sparsity.tdm import MaskUpdater
 
@@ -18,12 +17,7 @@ class SparseTraining:
         self.config = config
         self.model = model
         s = config.sparsity
-        names = [layer.name for layer in model.sparse]
-        unknown = sorted(set(s.layer_sparsity) - set(names))
-        if unknown:
-            raise ConfigError(f"sparsity.layer_sparsity names {unknown}, which are not sparse "
-                              f"layers of {config.model.name} ({names})")
-        targets = {name: float(s.layer_sparsity.get(name, s.weight_sparsity)) for name in names}
+        targets = schedule.layer_targets(config, [layer.name for layer in model.sparse])
         self.updater = MaskUpdater(model.sparse, targets, optimizer, config.seed,
                                    importance_lambda=s.importance_lambda, grow=s.grow)
 
@@ -42,20 +36,7 @@ class SparseTraining:
                                     self.config.epochs_per_task)
 
     def update_masks(self, event, task_index, num_tasks):
-        s = self.config.sparsity
-        if self.schedule == "tdm":
-            rule = "tdm"
-
-            def targets_of(target):
-                return schedule.tdm_targets(event.update_index, s.updates_per_task, target,
-                                            s.open_fraction, s.swap_fraction)
-        else:
-            rule = "rigl"
-            run_progress = (task_index + event.progress / self.config.epochs_per_task) / num_tasks
-
-            def targets_of(target):
-                return schedule.rigl_targets(run_progress, target, s.rigl_drop_fraction,
-                                             s.rigl_end_fraction)
+        rule, targets_of = schedule.update_targets(self.config, event, task_index, num_tasks)
         gradients = [v.numpy() for v in self.model.last_gradients]
         rng = np.random.default_rng([self.config.seed, 37, task_index, event.update_index])
         self.updater.update(targets_of, gradients, rng, rule=rule)
@@ -63,5 +44,4 @@ class SparseTraining:
 
     def removal_target(self, stage, num_examples):
         """Examples of the task removed in total once `stage` (1-based) is done."""
-        ddr = self.config.ddr
-        return sum(schedule.removal_counts(num_examples, ddr.total_fraction, ddr.stages)[:stage])
+        return schedule.removal_target(self.config.ddr, stage, num_examples)

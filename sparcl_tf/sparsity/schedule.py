@@ -59,6 +59,33 @@ def rigl_targets(run_progress, sparsity, drop_fraction, end_fraction):
     return sparsity + drop * (1 - sparsity), sparsity
 
 
+def layer_targets(config, layer_names):
+    """Sparse layer name -> target sparsity (`sparsity.layer_sparsity` or the global target)."""
+    s = config.sparsity
+    unknown = sorted(set(s.layer_sparsity) - set(layer_names))
+    if unknown:
+        raise ConfigError(f"sparsity.layer_sparsity names {unknown}, which are not sparse "
+                          f"layers of {config.model.name} ({list(layer_names)})")
+    return {name: float(s.layer_sparsity.get(name, s.weight_sparsity)) for name in layer_names}
+
+
+def update_targets(config, event, task_index, num_tasks):
+    """(rule, targets_of) of the mask update at `event`: rule 'tdm' or 'rigl', and
+    targets_of(layer target sparsity) -> (prune_to, grow_to) sparsities."""
+    s = config.sparsity
+    if s.schedule == "tdm":
+        return "tdm", lambda target: tdm_targets(event.update_index, s.updates_per_task, target,
+                                                 s.open_fraction, s.swap_fraction)
+    run_progress = (task_index + event.progress / config.epochs_per_task) / num_tasks
+    return "rigl", lambda target: rigl_targets(run_progress, target, s.rigl_drop_fraction,
+                                               s.rigl_end_fraction)
+
+
+def removal_target(ddr_config, stage, num_examples):
+    """Examples of a task removed in total once DDR stage `stage` (1-based) is done."""
+    return sum(removal_counts(num_examples, ddr_config.total_fraction, ddr_config.stages)[:stage])
+
+
 def removal_counts(num_examples, total_fraction, stages):
     """Examples removed at each of `stages` stages; they add up to round(total * n) exactly."""
     total = round(total_fraction * num_examples)

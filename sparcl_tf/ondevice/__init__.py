@@ -1,0 +1,6 @@
+"""Continual learning driven through a converted training .tflite in the LiteRT interpreter."""
+
+from sparcl_tf.ondevice.device_model import DeviceModel
+from sparcl_tf.ondevice.session import OnDeviceSession
+
+__all__ = ["DeviceModel", "OnDeviceSession"]

@@ -1,0 +1,41 @@
+r"""Runs a continual-learning session through a converted training .tflite (LiteRT), as a device.
+
+  python -m tools.ondevice --model=W/model.tflite --config=configs/split_fmnist.py:sparcl_derpp_90 \
+      --workdir=W2 [--config.epochs_per_task=1 --config.data.train_per_task=1000 ...]
+
+The config supplies the task stream and the schedule; it must be the one the model was converted
+for (same model, batch sizes, method, sparsity switches). Every weight update runs in the
+interpreter; the host keeps the replay buffer, data removal and the mask schedule. Writes
+W2/results.json (the trainer's keys, plus runtime and model_file), plots, TensorBoard scalars,
+the model state after each task (W2/device_state/) and host checkpoints; running again resumes
+after the last finished task. A bad model, state file or config prints one line and exits 2.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags  # noqa: E402
+
+from tools import cli  # noqa: E402
+
+_MODEL = flags.DEFINE_string("model", None, "Training .tflite from tools.convert.", required=True)
+_CONFIG = cli.define_config_flag()
+_WORKDIR = flags.DEFINE_string("workdir", None, "Session folder (results, state).",
+                               required=True)
+_QUIET = flags.DEFINE_bool("quiet", False, "No progress bar or per-task lines.")
+
+
+def main(argv):
+    del argv
+    from sparcl_tf.ondevice import OnDeviceSession
+    results = cli.run_or_exit(lambda: OnDeviceSession(
+        _MODEL.value, _CONFIG.value, _WORKDIR.value, verbose=0 if _QUIET.value else 1).run())
+    print(cli.results_table([results]))
+    print(f"results: {os.path.join(_WORKDIR.value, 'results.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_app(main))
