@@ -128,6 +128,53 @@ def step_times(overrides, repeats):
     return {label: float(np.median(values)) for label, values in timings.items()}
 
 
+def litert_step_times(overrides, repeats, presets=("derpp", "sparcl_derpp_90"), steps=20):
+    """Median ms per call of the exported `train` signature: the same module as a TF graph
+    (tf.function) and as the .tflite in LiteRT, identical inputs (replay on, no DGM refresh),
+    interleaved repeats."""
+    import tempfile
+
+    import numpy as np
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from sparcl_tf.experiment import Experiment
+    from sparcl_tf.export.module import convert, training_module
+
+    callers = {}
+    for preset in presets:
+        config = _config(preset, overrides)
+        run = Experiment(config, tempfile.mkdtemp(prefix="sparcl_litert_"), verbose=0)
+        module = training_module(config, run.network)
+        lite = Interpreter(model_content=convert(module, tempfile.mkdtemp()))
+        runner = lite.get_signature_runner("train")
+        rng = np.random.default_rng(0)
+        inputs = {}
+        for name, detail in runner.get_input_details().items():
+            shape, dtype = tuple(detail["shape"]), detail["dtype"]
+            inputs[name] = (rng.integers(0, 2, shape) if dtype == np.int32
+                            else rng.normal(size=shape)).astype(dtype)
+        inputs["class_mask"] = np.isin(np.arange(len(inputs["class_mask"])), [2, 3]).astype(
+            np.float32)
+        inputs["replay_weight"] = np.float32(1.0)
+        if "refresh_gradient_masks" in inputs:
+            inputs["refresh_gradient_masks"] = np.float32(0.0)
+        arguments = [tf.constant(inputs[spec.name]) for spec in module.train.input_signature]
+        callers[f"{preset} TF graph"] = lambda m=module, a=arguments: m.train(*a)
+        callers[f"{preset} LiteRT"] = lambda r=runner, i=inputs: r(**i)
+        for call in (callers[f"{preset} TF graph"], callers[f"{preset} LiteRT"]):
+            for _ in range(3):  # trace / allocate, warm up
+                call()
+    timings = {label: [] for label in callers}
+    for _ in range(repeats):
+        for label, call in callers.items():
+            started = time.perf_counter()
+            for _ in range(steps):
+                call()
+            timings[label].append(1000.0 * (time.perf_counter() - started) / steps)
+    return {label: float(np.median(values)) for label, values in timings.items()}
+
+
 def _table(rows, reference):
     lines = ["| preset | class-IL | task-IL | forgetting | training FLOPs | FLOPs vs DER++ | "
              "wall-clock (s) | wall-clock vs DER++ | peak RSS (MiB) | data removed |",
@@ -204,9 +251,10 @@ def main(argv):
     by_preset = {row["preset"]: row for row in rows}
     print("[benchmark] timing train steps side by side", flush=True)
     steps = step_times(overrides, _STEP_REPEATS.value)
+    litert = litert_step_times(overrides, _STEP_REPEATS.value)
     checks = _targets(by_preset, steps)
     summary = {"mode": _MODE.value, "overrides": overrides, "runs": rows,
-               "step_ms": steps, "targets": checks}
+               "step_ms": steps, "export_train_ms": litert, "targets": checks}
     with open(os.path.join(workdir, "benchmark.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
     _plot(rows, os.path.join(workdir, "accuracy_vs_flops.png"))
@@ -217,6 +265,11 @@ def main(argv):
     dense = steps["dense DER++"]
     lines += [f"| {label} | {ms:.2f} | {100 * (ms / dense - 1):+.1f} % |"
               for label, ms in steps.items()]
+    lines += ["", "Exported train signature (tools.convert's module), same inputs, median ms per "
+              "call:", "", "| preset | TF graph | LiteRT | LiteRT / TF |", "|---|---:|---:|---:|"]
+    for preset in dict.fromkeys(label.rsplit(" ", 2)[0] for label in litert):
+        graph, lite = litert[f"{preset} TF graph"], litert[f"{preset} LiteRT"]
+        lines.append(f"| {preset} | {graph:.1f} | {lite:.1f} | {lite / graph:.2f}x |")
     lines += ["", "| target (paper) | measured | met |", "|---|---:|:-:|"]
     lines += [f"| {c['target']} | {c['measured']} | {'yes' if c['met'] else 'no'} |"
               for c in checks]

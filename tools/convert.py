@@ -70,8 +70,8 @@ def _config_for(workdir):
              f"model")
 
 
-def _describe(interpreter, sparse_layers):
-    described = {"sparse_layers": sparse_layers}
+def _describe(interpreter, sparse_layers, plan):
+    described = {"sparse_layers": sparse_layers, "session_plan": plan}
     for key in interpreter.get_signature_list():
         runner = interpreter.get_signature_runner(key)
 
@@ -85,6 +85,16 @@ def _describe(interpreter, sparse_layers):
                           "outputs": entries(runner.get_output_details())}
     return described
 
+
+
+def _plan(config, run):
+    import numpy as np
+
+    from sparcl_tf.export.plan import session_plan
+    sparse = run.model.sparse
+    return session_plan(config, [layer.name for layer in sparse],
+                        [int(np.prod(layer.kernel.shape)) for layer in sparse], len(run.tasks),
+                        run.tasks.mean, run.tasks.std)
 
 
 def _flex_ops_in(error):
@@ -120,8 +130,8 @@ def main(argv):
     with open(os.path.join(output_dir, "op_audit.json"), "w") as handle:
         json.dump(audit, handle, indent=2)
     with open(os.path.join(output_dir, "signatures.json"), "w") as handle:
-        json.dump(_describe(Interpreter(model_content=model), module.sparse_layer_names),
-                  handle, indent=2)
+        json.dump(_describe(Interpreter(model_content=model), module.sparse_layer_names,
+                            _plan(config, run)), handle, indent=2)
     print(f"{path}: {len(model):,} bytes")
     for key, entry in audit.items():
         print(f"  {key}: {sum(entry['ops'].values())} ops, Flex ops: {entry['flex_ops'] or 'none'}")

@@ -46,10 +46,17 @@ def _state_name(variable):
     return variable.path.replace("/", "__")
 
 
-def random_scores(size, seed, layer_index):
-    """Distinct pseudo-random int32 scores for `size` positions (the on-device random growth)."""
+def _positions(values):
+    """0, 1, ..., n-1 for a flat runtime tensor of n entries. Built from the tensor (not
+    tf.range) so the converter cannot fold it into an n-entry constant in the file."""
+    return tf.cumsum(tf.ones_like(values, dtype=tf.int32)) - 1
+
+
+def random_scores(like, seed, layer_index):
+    """Distinct pseudo-random int32 scores, one per entry of the flat tensor `like` (the
+    on-device random growth)."""
     offset = tf.math.floormod(seed * 7919 + layer_index * 104729, _M - 1)
-    x = tf.math.floormod(tf.range(size, dtype=tf.int32) + offset, _M - 1) + 1
+    x = tf.math.floormod(_positions(like) + offset, _M - 1) + 1
     for _ in range(_HASH_ROUNDS):
         x = _A * tf.math.floormod(x, _Q) - _R * tf.math.floordiv(x, _Q)
         x = tf.where(x < 0, x + _M, x)
@@ -64,7 +71,7 @@ def _select_top(scores, candidates, count):
     ranked = tf.where(candidates, scores, floor)
     _, order = tf.math.top_k(ranked, k=size)
     count = tf.minimum(count, tf.reduce_sum(tf.cast(candidates, tf.int32)))
-    chosen = tf.cast(tf.range(size) < count, tf.int32)
+    chosen = tf.cast(_positions(order) < count, tf.int32)
     return tf.scatter_nd(order[:, None], chosen, [size]) > 0
 
 
@@ -265,7 +272,7 @@ class TrainingModule(tf.Module):
             if self._mask_rule == "rigl" or self._grow == "gradient":
                 grow_scores = dense_gradient
             else:
-                grow_scores = random_scores(int(np.prod(shape)), seed, index)
+                grow_scores = random_scores(mask, seed, index)
             grown = pruned | _select_top(grow_scores, ~pruned, tf.maximum(growth, 0))
             self._write_mask(layer, tf.reshape(grown, shape))
             active_after.append(tf.reduce_sum(tf.cast(grown, tf.int32)))
