@@ -82,6 +82,7 @@ def test_interrupted_session_resumes_to_the_same_results(finished, idx_folder, m
     resumed = OnDeviceSession(model_path, _config(idx_folder), str(tmp_path), verbose=0)
     assert resumed.progress.task == 1
     results = resumed.run()
+    assert sorted(os.listdir(tmp_path / "device_state")) == ["task_0.npz", "task_1.npz"]
     expected, _ = finished
     for key in ("class_il_matrix", "task_il_matrix", "training_flops", "examples_removed",
                 "layer_sparsity", "gradient_density", "steps"):

@@ -300,6 +300,10 @@ class OnDeviceSession:
         self.progress.state_file = name
         self.progress.task = task_index + 1
         self.checkpoints.save(self.progress.global_step, dataclasses.asdict(self.progress))
+        # The two kept checkpoints name the last two state files; older ones are unreachable.
+        stale = os.path.join(self.workdir, "device_state", f"task_{task_index - 2}.npz")
+        if os.path.exists(stale):
+            os.remove(stale)
 
     def run(self, stop_after_task=None):
         """Trains the remaining tasks (or up to `stop_after_task`); writes results.json and plots
