@@ -136,3 +136,21 @@ def test_audit_lists_flex_ops_of_a_stock_gradient_model():
 def test_audit_of_a_corrupt_file_is_a_data_error():
     with pytest.raises(DataError, match="tflite"):
         op_audit(b"\x00\x01not a flatbuffer at all")
+
+
+def test_a_graph_needing_flex_ops_is_reported_by_op_and_layer(idx_folder, tmp_path):
+    from sparcl_tf.experiment import Experiment
+    from sparcl_tf.export.audit import flex_ops_by_layer
+    from sparcl_tf.export.module import convert, training_module
+    from sparcl_tf.layers import use_builtin_gradients
+    from tests.conftest import tiny_config
+    config = tiny_config(idx_folder, "derpp")
+    module = training_module(config, Experiment(config, str(tmp_path / "run"), verbose=0).network)
+    use_builtin_gradients(module._network, False)  # stock TF gradients: ReluGrad & co.
+    with pytest.raises(Exception) as failure:
+        convert(module, str(tmp_path / "saved"))
+    needs = flex_ops_by_layer(failure.value, [layer.name for layer in module._network.layers])
+    assert needs["ReluGrad"] == ["conv1_relu", "conv2_relu", "conv3_relu", "conv4_relu",
+                                 "fc1_relu"]
+    assert set(needs["Conv2DBackpropFilter"]) <= {"conv1", "conv2", "conv3", "conv4"}
+    assert needs["Conv2DBackpropFilter"]

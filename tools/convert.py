@@ -14,7 +14,6 @@ graph that would need a Flex op without --flex fails with one line naming the op
 
 import json
 import os
-import re
 import sys
 import tempfile
 
@@ -97,17 +96,12 @@ def _plan(config, run):
                         run.tasks.mean, run.tasks.std)
 
 
-def _flex_ops_in(error):
-    return sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op",
-                                 str(error))))
-
-
 def main(argv):
     del argv
     from ai_edge_litert.interpreter import Interpreter
 
     from sparcl_tf.experiment import Experiment
-    from sparcl_tf.export.audit import op_audit
+    from sparcl_tf.export.audit import flex_ops_by_layer, op_audit
     from sparcl_tf.export.module import convert, training_module
 
     workdir = _WORKDIR.value
@@ -118,9 +112,10 @@ def main(argv):
     try:
         model = convert(module, tempfile.mkdtemp(prefix="sparcl_saved_model_"))
     except Exception as error:  # the converter raises its own types
-        ops = _flex_ops_in(error)
-        cli.fail(f"the training graph needs ops outside the TFLite builtins: {ops}"
-                 if ops else f"conversion failed: {cli.one_line(error)}")
+        needs = flex_ops_by_layer(error, [layer.name for layer in run.network.layers])
+        cli.fail("the training graph needs ops outside the TFLite builtins: " + "; ".join(
+            f"{op} (layers {', '.join(layers)})" for op, layers in needs.items())
+            if needs else f"conversion failed: {cli.one_line(error)}")
     output_dir = _OUTPUT_DIR.value or workdir
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "model.tflite")

@@ -1,6 +1,7 @@
 """What a .tflite contains: the ops of each signature (Flex ops singled out) and its interface."""
 
 import collections
+import re
 
 from tensorflow.lite.python import schema_py_generated as schema
 
@@ -34,3 +35,22 @@ def op_audit(model_bytes):
     except Exception as error:  # a corrupt flatbuffer fails anywhere inside the accessors
         raise DataError(f"not a readable .tflite model: {error}") from None
     return audit
+
+
+_NEEDS_FLEX = re.compile(r'fused\["(\w+):", "(?:gradient_tape/)?[^/"]+/([^/"]+)/[^"]*"\][^\n]*?'
+                         r"'tf\.\1' op is neither a custom op nor a flex op")
+
+
+def flex_ops_by_layer(converter_error, layer_names):
+    """TF op -> layers needing it, read from a builtins-only conversion error.
+
+    The converter names each op by its graph scope (`model/layer_2/...`, `_2` counting calls);
+    the layer is the longest name in `layer_names` the scope starts with ('?' if none does).
+    """
+    found = collections.defaultdict(set)
+    by_length = sorted(layer_names, key=len, reverse=True)
+    for op, scope in _NEEDS_FLEX.findall(str(converter_error)):
+        layer = next((name for name in by_length if scope == name or re.fullmatch(
+            re.escape(name) + r"_\d+", scope)), "?")
+        found[op].add(layer)
+    return {op: sorted(layers) for op, layers in sorted(found.items())}
