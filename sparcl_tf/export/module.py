@@ -46,17 +46,18 @@ def _state_name(variable):
     return variable.path.replace("/", "__")
 
 
-def _positions(values):
-    """0, 1, ..., n-1 for a flat runtime tensor of n entries. Built from the tensor (not
-    tf.range) so the converter cannot fold it into an n-entry constant in the file."""
-    return tf.cumsum(tf.ones_like(values, dtype=tf.int32)) - 1
+def _positions(indices):
+    """0, 1, ..., n-1 from a runtime tensor of n indices (TOPK_V2's, so all >= 0). Computed from
+    their values because tf.range, ones_like or a cast of a bool get folded by the converter into
+    an n-entry constant (1.6 MB for the edge CNN's fc1)."""
+    return tf.cumsum(tf.cast(indices >= 0, tf.int32)) - 1
 
 
-def random_scores(like, seed, layer_index):
-    """Distinct pseudo-random int32 scores, one per entry of the flat tensor `like` (the
-    on-device random growth)."""
+def random_scores(positions, seed, layer_index):
+    """Distinct pseudo-random int32 scores for `positions` (0..n-1): the on-device random
+    growth."""
     offset = tf.math.floormod(seed * 7919 + layer_index * 104729, _M - 1)
-    x = tf.math.floormod(_positions(like) + offset, _M - 1) + 1
+    x = tf.math.floormod(positions + offset, _M - 1) + 1
     for _ in range(_HASH_ROUNDS):
         x = _A * tf.math.floormod(x, _Q) - _R * tf.math.floordiv(x, _Q)
         x = tf.where(x < 0, x + _M, x)
@@ -64,15 +65,16 @@ def random_scores(like, seed, layer_index):
 
 
 def _select_top(scores, candidates, count):
-    """Bool mask of the `count` highest `scores` among `candidates` (flat; exact count, capped
-    at the number of candidates; ties go to the lower index)."""
+    """(bool mask of the `count` highest `scores` among `candidates`, positions 0..n-1); flat;
+    exact count, capped at the number of candidates; ties go to the lower index."""
     size = scores.shape[0]
     floor = tf.reduce_min(scores) - tf.ones([], scores.dtype)
     ranked = tf.where(candidates, scores, floor)
     _, order = tf.math.top_k(ranked, k=size)
     count = tf.minimum(count, tf.reduce_sum(tf.cast(candidates, tf.int32)))
-    chosen = tf.cast(_positions(order) < count, tf.int32)
-    return tf.scatter_nd(order[:, None], chosen, [size]) > 0
+    positions = _positions(order)
+    chosen = tf.cast(positions < count, tf.int32)
+    return tf.scatter_nd(order[:, None], chosen, [size]) > 0, positions
 
 
 def export_network(network):
@@ -264,7 +266,7 @@ class TrainingModule(tf.Module):
             else:
                 scores = weights + self._importance_lambda * dense_gradient * tf.cast(
                     mask, tf.float32)
-            pruned = _select_top(scores, mask, prune_to[index])
+            pruned, positions = _select_top(scores, mask, prune_to[index])
             # Writing the pruned mask first zeroes dropped weights, so every grown position (one
             # dropped and regrown in this update too) starts at exactly 0.
             self._write_mask(layer, tf.reshape(pruned, shape))
@@ -272,8 +274,8 @@ class TrainingModule(tf.Module):
             if self._mask_rule == "rigl" or self._grow == "gradient":
                 grow_scores = dense_gradient
             else:
-                grow_scores = random_scores(mask, seed, index)
-            grown = pruned | _select_top(grow_scores, ~pruned, tf.maximum(growth, 0))
+                grow_scores = random_scores(positions, seed, index)
+            grown = pruned | _select_top(grow_scores, ~pruned, tf.maximum(growth, 0))[0]
             self._write_mask(layer, tf.reshape(grown, shape))
             active_after.append(tf.reduce_sum(tf.cast(grown, tf.int32)))
         return {"active": tf.stack(active_after)}
