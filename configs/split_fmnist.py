@@ -6,11 +6,12 @@ a second epoch to save anything: it drops examples already seen), SGD lr 0.05, b
 --config.data.test_per_task=500` for a half-minute check.
 
 Usage: python -m tools.train --config=configs/split_fmnist.py:derpp --workdir=runs/fmnist_derpp
+The `micro` preset is for the microcontroller path: python -m tools.micro --config=...:micro.
 """
 
-from sparcl_tf.config import ALL_PRESETS, apply_preset, base_config
+from sparcl_tf.config import ALL_PRESETS, MICRO_PRESETS, apply_preset, base_config
 
-PRESETS = dict(ALL_PRESETS)
+PRESETS = {**ALL_PRESETS, **MICRO_PRESETS}
 
 
 def get_config(preset="derpp"):

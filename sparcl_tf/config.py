@@ -44,6 +44,13 @@ SPARCL_PRESETS = {
 }
 ALL_PRESETS = {**METHOD_PRESETS, **SPARCL_PRESETS}
 
+# The microcontroller path (tools.micro): int8 frozen edge-CNN backbone, SparCL-DER++ on a small
+# sparse head over latent replay (batches of 16 keep the TFLM arena small).
+MICRO_PRESETS = {
+    "micro": {**_sparcl(0.5, 0.6), "model.width": 0.5, "batch_size": 16,
+              "replay.batch_size": 16},
+}
+
 
 def base_config():
     config = ml_collections.ConfigDict()
@@ -110,6 +117,14 @@ def base_config():
     config.model.name = "edge_cnn"
     config.model.width = 1.0
 
+    config.micro = ml_collections.ConfigDict()
+    config.micro.pretrain_tasks = 1      # the backbone trains on the first N tasks, then freezes
+    config.micro.pretrain_epochs = 3
+    config.micro.hidden_units = 64       # the head: F features -> H (sparse) -> classes
+    config.micro.buffer_bytes = 0        # latent replay buffer in bytes; 0 = replay.buffer_size
+    config.micro.memory_budget_bytes = 262144  # TFLM arena + buffer must fit (0 = no limit)
+    config.micro.compare_steps = 5       # per task, the first steps also run in LiteRT
+
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 500  # also at every epoch and task end
     config.checkpoint.keep = 2
@@ -164,7 +179,10 @@ def validate(config):
                            ("data.train_per_task", 0), ("data.test_per_task", 0),
                            ("data.crop_padding", 0), ("checkpoint.every_steps", 0),
                            ("checkpoint.keep", 1), ("log.scalars_every_steps", 1),
-                           ("log.eval_batch_size", 1)):
+                           ("log.eval_batch_size", 1), ("micro.pretrain_tasks", 1),
+                           ("micro.pretrain_epochs", 1), ("micro.hidden_units", 1),
+                           ("micro.buffer_bytes", 0), ("micro.memory_budget_bytes", 0),
+                           ("micro.compare_steps", 0)):
         integer(field, minimum)
     optimizer, method, data = config.optimizer, config.method, config.data
     _require(optimizer.learning_rate > 0, "optimizer.learning_rate", optimizer.learning_rate,

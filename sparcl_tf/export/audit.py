@@ -19,17 +19,20 @@ def _operator_name(code):
 
 
 def op_audit(model_bytes):
-    """signature -> {"ops": {op name: count}, "flex_ops": [Flex op names]}."""
+    """signature -> {"ops": {op name: count}, "flex_ops": [Flex op names]}; a model without
+    signatures (one subgraph, as TFLite Micro runs) is reported as "main"."""
     try:
         model = schema.Model.GetRootAs(model_bytes, 0)
         codes = [_operator_name(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
+        entries = [(model.SignatureDefs(i).SignatureKey().decode(),
+                    model.SignatureDefs(i).SubgraphIndex())
+                   for i in range(model.SignatureDefsLength())] or [("main", 0)]
         audit = {}
-        for index in range(model.SignatureDefsLength()):
-            signature = model.SignatureDefs(index)
-            subgraph = model.Subgraphs(signature.SubgraphIndex())
+        for key, subgraph_index in entries:
+            subgraph = model.Subgraphs(subgraph_index)
             ops = collections.Counter(codes[subgraph.Operators(i).OpcodeIndex()]
                                       for i in range(subgraph.OperatorsLength()))
-            audit[signature.SignatureKey().decode()] = {
+            audit[key] = {
                 "ops": dict(sorted(ops.items())),
                 "flex_ops": sorted(name for name in ops if name.startswith("Flex"))}
     except Exception as error:  # a corrupt flatbuffer fails anywhere inside the accessors

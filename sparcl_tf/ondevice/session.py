@@ -242,9 +242,7 @@ class OnDeviceSession:
                 print(f"task {task.index + 1}/{len(self.tasks)}  epoch {epoch + 1}/"
                       f"{config.epochs_per_task}  (LiteRT)", flush=True)
             cursor, done = 0, 0
-            epoch_events = [e for e in events if epoch <= e.progress < epoch + 1]
-            boundaries = [round((e.progress - epoch) * len(order)) for e in epoch_events]
-            for event, boundary in zip(epoch_events + [None], boundaries + [len(order)]):
+            for event, boundary in schedule.epoch_segments(events, epoch, len(order)):
                 batches, cursors = segment_batches(order, cursor, boundary, kept,
                                                    config.batch_size)
                 for batch_rows, cursor in zip(batches, cursors):

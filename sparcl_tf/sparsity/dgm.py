@@ -18,11 +18,14 @@ def threshold_bisection(magnitudes, keep, steps=BISECTION_STEPS):
     """A threshold t with count(|g| >= t) <= keep, within max|g| / 2**steps of the exact one."""
     flat = tf.reshape(magnitudes, [-1])
     low, high = tf.zeros([], flat.dtype), tf.reduce_max(flat) * (1 + 1e-6)
-    keep = tf.cast(keep, tf.int32)
+    # Counted in float (exact below 2**24 entries): TFLite Micro's SUM has no int32 kernel.
+    keep = tf.cast(keep, flat.dtype)
     for _ in range(steps):  # unrolled: no while loop in the exported graph
         middle = (low + high) / 2
-        too_many = tf.reduce_sum(tf.cast(flat >= middle, tf.int32)) > keep
-        low, high = tf.where(too_many, middle, low), tf.where(too_many, high, middle)
+        too_many = tf.cast(tf.reduce_sum(tf.cast(flat >= middle, flat.dtype)) > keep, flat.dtype)
+        # A 0/1 blend instead of tf.where: TFLite Micro has no SELECT (v1) kernel.
+        low = too_many * middle + (1 - too_many) * low
+        high = too_many * high + (1 - too_many) * middle
     return high
 
 

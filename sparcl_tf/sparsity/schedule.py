@@ -33,6 +33,13 @@ def task_events(sparsity_config, ddr_config, epochs):
     return events
 
 
+def epoch_segments(events, epoch, length):
+    """[(event, boundary)] of epoch `epoch` over `length` examples: train up to each boundary,
+    then apply its event; the last pair (None, length) finishes the epoch."""
+    inside = [e for e in events if epoch <= e.progress < epoch + 1]
+    return [(e, round((e.progress - epoch) * length)) for e in inside] + [(None, length)]
+
+
 def tdm_targets(update_index, updates_per_task, sparsity, open_fraction, swap_fraction):
     """(prune_to, grow_to) of TDM update `update_index` for a layer at target `sparsity`.
 

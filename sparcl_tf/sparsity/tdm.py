@@ -20,6 +20,30 @@ def _optimizer_slots(optimizer, layer):
             and tuple(v.shape) == tuple(layer.kernel.shape)]
 
 
+def tie_break_ranks(seed, layer_index, size):
+    """Fixed seeded ranks that order equal scores of a layer (so resumes agree)."""
+    return np.random.default_rng([seed, 29, layer_index]).permutation(size).astype(np.int32)
+
+
+def prune_and_grow(kernel, mask, gradient, prune_to, grow_to, tie_break, rng, rule="tdm",
+                   grow="random", importance_lambda=0.5):
+    """One prune-and-grow step of one layer (numpy): (pruned mask, grown mask).
+
+    `prune_to` / `grow_to` are sparsities; `gradient` the last dense kernel gradient; `rule`
+    'tdm' (importance prune, `grow` growth) or 'rigl' (magnitude prune, gradient growth).
+    """
+    if rule == "rigl":
+        scores = np.abs(kernel)
+    else:
+        scores = np.abs(kernel) + importance_lambda * np.abs(gradient * mask)
+    pruned = mask_math.prune(mask, scores, prune_to, tie_break)
+    if rule == "rigl" or grow == "gradient":
+        grown = mask_math.grow_by_score(pruned, np.abs(gradient), grow_to, tie_break)
+    else:
+        grown = mask_math.grow_random(pruned, grow_to, rng)
+    return pruned, grown
+
+
 class MaskUpdater:
     """Owns the masks of `layers` (the model's sparsifiable layers) at per-layer `targets`."""
 
@@ -35,8 +59,7 @@ class MaskUpdater:
     def _tie_break(self, index, size):
         """Fixed per-layer ranks that order equal scores (seeded, so resumes agree)."""
         if index not in self._tie_breaks:
-            self._tie_breaks[index] = np.random.default_rng([self.seed, 29, index]).permutation(
-                size).astype(np.int32)
+            self._tie_breaks[index] = tie_break_ranks(self.seed, index, size)
         return self._tie_breaks[index]
 
     def _write(self, layer, mask):
@@ -62,18 +85,11 @@ class MaskUpdater:
         """
         for index, (layer, gradient) in enumerate(zip(self.layers, gradients)):
             prune_to, grow_to = targets_of(self.targets[layer.name])
-            kernel, mask = layer.kernel.numpy(), layer.mask.numpy()
-            tie_break = self._tie_break(index, kernel.size)
-            if rule == "rigl":
-                scores = np.abs(kernel)
-            else:
-                scores = np.abs(kernel) + self.importance_lambda * np.abs(gradient * mask)
-            pruned = mask_math.prune(mask, scores, prune_to, tie_break)
+            pruned, grown = prune_and_grow(
+                layer.kernel.numpy(), layer.mask.numpy(), gradient, prune_to, grow_to,
+                self._tie_break(index, int(np.prod(layer.kernel.shape))), rng, rule=rule,
+                grow=self.grow, importance_lambda=self.importance_lambda)
             # Writing the pruned mask first zeroes the dropped weights and their slots, so every
             # grown position (even one dropped and regrown in this update) starts at exactly 0.
             self._write(layer, pruned)
-            if rule == "rigl" or self.grow == "gradient":
-                grown = mask_math.grow_by_score(pruned, np.abs(gradient), grow_to, tie_break)
-            else:
-                grown = mask_math.grow_random(pruned, grow_to, rng)
             self._write(layer, grown)

@@ -1,0 +1,1 @@
+"""The microcontroller path: int8 frozen backbone in TFLite Micro, SparCL on a small head."""

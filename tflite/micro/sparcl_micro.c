@@ -1,0 +1,368 @@
+/* See sparcl_micro.h. Plain C99, no allocation, no recursion: every buffer comes from the caller. */
+#include "sparcl_micro.h"
+
+#include <math.h>
+#include <string.h>
+
+#define NEG_LOGIT 1e9f
+#define BISECTION_STEPS 16
+
+static const uint8_t kMagic[4] = {'S', 'P', 'C', 'L'};
+static const uint32_t kVersion = 1;
+
+/* ---- the head ------------------------------------------------------------------------------ */
+
+size_t sparcl_scratch_floats(const sparcl_head_config *c, int rows) {
+  return (size_t)rows * (size_t)(c->features + 3 * c->hidden + 2 * c->classes) +
+         (size_t)c->hidden + (size_t)c->hidden * c->classes + (size_t)c->classes;
+}
+
+typedef struct {
+  float *x, *pre, *hidden, *logits, *dlogits, *dpre; /* per-row activations */
+  float *gb1, *gw2, *gb2;                            /* gradients (gw1 is head->last_gradient) */
+} workspace;
+
+static workspace carve(const sparcl_head_config *c, int rows, float *scratch) {
+  workspace w;
+  w.x = scratch;
+  w.pre = w.x + rows * c->features;
+  w.hidden = w.pre + rows * c->hidden;
+  w.dpre = w.hidden + rows * c->hidden;
+  w.logits = w.dpre + rows * c->hidden;
+  w.dlogits = w.logits + rows * c->classes;
+  w.gb1 = w.dlogits + rows * c->classes;
+  w.gw2 = w.gb1 + c->hidden;
+  w.gb2 = w.gw2 + c->hidden * c->classes;
+  return w;
+}
+
+static void forward(const sparcl_head *head, const int8_t *q, int rows, workspace *w) {
+  const sparcl_head_config *c = &head->config;
+  for (int i = 0; i < rows * c->features; ++i)
+    w->x[i] = ((float)q[i] - (float)c->zero_point) * c->scale;
+  for (int r = 0; r < rows; ++r) {
+    for (int h = 0; h < c->hidden; ++h) {
+      float sum = 0.0f;
+      for (int f = 0; f < c->features; ++f) {
+        int k = f * c->hidden + h;
+        if (head->mask[k]) sum += w->x[r * c->features + f] * head->w1[k];
+      }
+      float pre = sum + head->b1[h];
+      w->pre[r * c->hidden + h] = pre;
+      w->hidden[r * c->hidden + h] = pre > 0.0f ? pre : 0.0f;
+    }
+    for (int k = 0; k < c->classes; ++k) {
+      float sum = 0.0f;
+      for (int h = 0; h < c->hidden; ++h)
+        sum += w->hidden[r * c->hidden + h] * head->w2[h * c->classes + k];
+      w->logits[r * c->classes + k] = sum + head->b2[k];
+    }
+  }
+}
+
+/* log-softmax of one row of `n` logits into out. */
+static void log_softmax(const float *logits, int n, float *out) {
+  float max = logits[0];
+  for (int k = 1; k < n; ++k) max = logits[k] > max ? logits[k] : max;
+  float sum = 0.0f;
+  for (int k = 0; k < n; ++k) sum += expf(logits[k] - max);
+  float log_sum = logf(sum);
+  for (int k = 0; k < n; ++k) out[k] = logits[k] - max - log_sum;
+}
+
+/* Adds the parameter gradients of `rows` examples, given d loss / d logits in w->dlogits. */
+static void backward(const sparcl_head *head, int rows, workspace *w, float *gw1) {
+  const sparcl_head_config *c = &head->config;
+  for (int r = 0; r < rows; ++r) {
+    const float *d = w->dlogits + r * c->classes;
+    for (int h = 0; h < c->hidden; ++h) {
+      float hidden = w->hidden[r * c->hidden + h], back = 0.0f;
+      for (int k = 0; k < c->classes; ++k) {
+        w->gw2[h * c->classes + k] += hidden * d[k];
+        back += d[k] * head->w2[h * c->classes + k];
+      }
+      w->dpre[r * c->hidden + h] = w->pre[r * c->hidden + h] > 0.0f ? back : 0.0f;
+    }
+    for (int k = 0; k < c->classes; ++k) w->gb2[k] += d[k];
+    for (int h = 0; h < c->hidden; ++h) {
+      float dpre = w->dpre[r * c->hidden + h];
+      w->gb1[h] += dpre;
+      for (int f = 0; f < c->features; ++f) gw1[f * c->hidden + h] += w->x[r * c->features + f] * dpre;
+    }
+  }
+}
+
+/* The 16-step threshold bisection of sparsity/dgm.py: count(|g| >= t) <= keep. */
+static float bisection_threshold(const float *g, const uint8_t *mask, int n, int keep) {
+  float max = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    float m = mask[i] ? fabsf(g[i]) : 0.0f;
+    max = m > max ? m : max;
+  }
+  float low = 0.0f, high = max * 1.000001f;
+  for (int step = 0; step < BISECTION_STEPS; ++step) {
+    float middle = (low + high) / 2.0f;
+    int count = 0;
+    for (int i = 0; i < n; ++i) count += (mask[i] ? fabsf(g[i]) : 0.0f) >= middle;
+    if (count > keep) low = middle; else high = middle;
+  }
+  return high;
+}
+
+float sparcl_head_train_step(sparcl_head *head, const int8_t *features, const int32_t *labels,
+                             int batch, const float *class_mask, const sparcl_replay_draw *draws,
+                             const sparcl_replay_term *terms, int num_draws, int replay_rows,
+                             float replay_weight, int refresh, float *logits_out,
+                             uint8_t *correct_out, float *scratch) {
+  const sparcl_head_config *c = &head->config;
+  int rows = batch > replay_rows ? batch : replay_rows;
+  int n = c->features * c->hidden;
+  workspace w = carve(c, rows, scratch);
+  float *gw1 = head->last_gradient;
+  memset(gw1, 0, sizeof(float) * n);
+  memset(w.gb1, 0, sizeof(float) * (c->hidden + c->hidden * c->classes + c->classes));
+  float log_p[64];  /* classes <= 64 */
+
+  forward(head, features, batch, &w);
+  float loss = 0.0f;
+  for (int r = 0; r < batch; ++r) {
+    float masked[64];
+    float *row = w.logits + r * c->classes;
+    for (int k = 0; k < c->classes; ++k) masked[k] = row[k] + (class_mask[k] - 1.0f) * NEG_LOGIT;
+    log_softmax(masked, c->classes, log_p);
+    int best = 0;
+    for (int k = 0; k < c->classes; ++k) {
+      float onehot = k == labels[r] ? 1.0f : 0.0f;
+      loss -= onehot * log_p[k] / (float)batch;
+      w.dlogits[r * c->classes + k] = (expf(log_p[k]) - onehot) / (float)batch;
+      if (row[k] > row[best]) best = k;
+      logits_out[r * c->classes + k] = row[k];
+    }
+    correct_out[r] = best == labels[r];
+  }
+  backward(head, batch, &w, gw1);
+
+  for (int d = 0; d < num_draws; ++d) {
+    forward(head, draws[d].features, replay_rows, &w);
+    float weight = replay_weight * terms[d].weight;
+    for (int r = 0; r < replay_rows; ++r) {
+      float *row = w.logits + r * c->classes, *grad = w.dlogits + r * c->classes;
+      if (terms[d].kind == SPARCL_TERM_MSE) {
+        float count = (float)(replay_rows * c->classes);
+        for (int k = 0; k < c->classes; ++k) {
+          float diff = row[k] - draws[d].logits[r * c->classes + k];
+          loss += weight * diff * diff / count;
+          grad[k] = weight * 2.0f * diff / count;
+        }
+      } else {
+        log_softmax(row, c->classes, log_p);
+        for (int k = 0; k < c->classes; ++k) {
+          float onehot = k == draws[d].labels[r] ? 1.0f : 0.0f;
+          loss -= weight * onehot * log_p[k] / (float)replay_rows;
+          grad[k] = weight * (expf(log_p[k]) - onehot) / (float)replay_rows;
+        }
+      }
+    }
+    backward(head, replay_rows, &w, gw1);
+  }
+
+  if (refresh) {
+    float threshold = bisection_threshold(gw1, head->mask, n, c->gradient_keep);
+    for (int i = 0; i < n; ++i) {
+      float m = head->mask[i] ? fabsf(gw1[i]) : 0.0f;
+      head->gradient_mask[i] = m >= threshold && m > 0.0f;
+    }
+  }
+  for (int i = 0; i < n; ++i)
+    head->w1[i] = (head->mask[i] && head->gradient_mask[i])
+                      ? head->w1[i] - c->learning_rate * gw1[i] : (head->mask[i] ? head->w1[i] : 0.0f);
+  for (int h = 0; h < c->hidden; ++h) head->b1[h] -= c->learning_rate * w.gb1[h];
+  for (int i = 0; i < c->hidden * c->classes; ++i) head->w2[i] -= c->learning_rate * w.gw2[i];
+  for (int k = 0; k < c->classes; ++k) head->b2[k] -= c->learning_rate * w.gb2[k];
+  return loss;
+}
+
+void sparcl_head_infer(const sparcl_head *head, const int8_t *features, int rows, float *logits,
+                       float *scratch) {
+  workspace w = carve(&head->config, rows, scratch);
+  forward(head, features, rows, &w);
+  memcpy(logits, w.logits, sizeof(float) * rows * head->config.classes);
+}
+
+/* ---- TDM mask update ----------------------------------------------------------------------- */
+
+static uint32_t xorshift32(uint32_t *state) {
+  uint32_t x = *state ? *state : 0x9E3779B9u;
+  x ^= x << 13;
+  x ^= x >> 17;
+  x ^= x << 5;
+  return *state = x;
+}
+
+/* a ranks before b: larger score, then lower index. */
+static int before(const float *score, int32_t a, int32_t b) {
+  return score[a] > score[b] || (score[a] == score[b] && a < b);
+}
+
+/* Heap sort of idx[0..n) so that idx is in `before` order (no recursion, no allocation). */
+static void sort_by_score(int32_t *idx, int n, const float *score) {
+  for (int start = n / 2 - 1, end = n; end > 1;) {
+    int root;
+    if (start >= 0) {
+      root = start--;
+    } else {
+      int32_t t = idx[0]; idx[0] = idx[--end]; idx[end] = t;
+      root = 0;
+    }
+    for (int child; (child = 2 * root + 1) < end; root = child) {
+      if (child + 1 < end && before(score, idx[child], idx[child + 1])) ++child;
+      if (!before(score, idx[root], idx[child])) break;
+      int32_t t = idx[root]; idx[root] = idx[child]; idx[child] = t;
+    }
+  }
+  /* the heap is a min-heap of `before`: reverse for best first */
+  for (int i = 0; i < n / 2; ++i) { int32_t t = idx[i]; idx[i] = idx[n - 1 - i]; idx[n - 1 - i] = t; }
+}
+
+int sparcl_update_mask(sparcl_head *head, int prune_to, int grow_to, float importance_lambda,
+                       uint32_t *rng, int32_t *order) {
+  int n = head->config.features * head->config.hidden, active = 0;
+  /* importance goes into last_gradient's place: it is recomputed by the next step anyway */
+  float *score = head->last_gradient;
+  for (int i = 0; i < n; ++i) {
+    score[i] = fabsf(head->w1[i]) + importance_lambda * (head->mask[i] ? fabsf(score[i]) : 0.0f);
+    if (head->mask[i]) order[active++] = i;
+  }
+  if (active > prune_to) {
+    sort_by_score(order, active, score);
+    for (int i = prune_to; i < active; ++i) {
+      head->mask[order[i]] = 0;
+      head->w1[order[i]] = 0.0f;
+    }
+    active = prune_to;
+  }
+  int inactive = 0;
+  for (int i = 0; i < n; ++i)
+    if (!head->mask[i]) order[inactive++] = i;
+  int grow = grow_to - active;
+  for (int i = 0; i < grow && i < inactive; ++i) {
+    int j = i + (int)(xorshift32(rng) % (uint32_t)(inactive - i));
+    int32_t t = order[i]; order[i] = order[j]; order[j] = t;
+    head->mask[order[i]] = 1;
+    head->w1[order[i]] = 0.0f;
+    ++active;
+  }
+  return active;
+}
+
+/* ---- reservoir buffer of features ----------------------------------------------------------- */
+
+int sparcl_buffer_size(const sparcl_buffer *b) {
+  return b->seen < (uint32_t)b->capacity ? (int)b->seen : b->capacity;
+}
+
+size_t sparcl_buffer_bytes_per_example(int features, int classes) {
+  return (size_t)features + 1 + 4 * (size_t)classes;
+}
+
+void sparcl_buffer_add(sparcl_buffer *b, const int8_t *x, int32_t label, const float *logits) {
+  uint32_t slot = b->seen < (uint32_t)b->capacity ? b->seen : xorshift32(&b->rng) % (b->seen + 1);
+  b->seen++;
+  if (slot >= (uint32_t)b->capacity) return;
+  memcpy(b->x + slot * b->features, x, (size_t)b->features);
+  b->y[slot] = label;
+  memcpy(b->logits + slot * b->classes, logits, sizeof(float) * b->classes);
+}
+
+void sparcl_buffer_sample(sparcl_buffer *b, int rows, int8_t *x, int32_t *labels, float *logits) {
+  int size = sparcl_buffer_size(b);
+  int32_t picked[256];
+  for (int i = 0; i < rows; ++i) {
+    int slot;
+    if (size >= rows && rows <= 256) {
+      int fresh;
+      do {  /* distinct draws, as the host's buffer */
+        slot = (int)(xorshift32(&b->rng) % (uint32_t)size);
+        fresh = 1;
+        for (int j = 0; j < i; ++j) fresh &= picked[j] != slot;
+      } while (!fresh);
+      picked[i] = slot;
+    } else {
+      slot = i % size;
+    }
+    memcpy(x + i * b->features, b->x + slot * b->features, (size_t)b->features);
+    labels[i] = b->y[slot];
+    memcpy(logits + i * b->classes, b->logits + slot * b->classes, sizeof(float) * b->classes);
+  }
+}
+
+/* ---- state blob ----------------------------------------------------------------------------- */
+
+uint32_t sparcl_crc32(const uint8_t *data, size_t length) {
+  uint32_t crc = 0xFFFFFFFFu;
+  for (size_t i = 0; i < length; ++i) {
+    crc ^= data[i];
+    for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+
+static size_t payload_bytes(const sparcl_head_config *c) {
+  size_t n = (size_t)c->features * c->hidden;
+  return sizeof(float) * (n + c->hidden + (size_t)c->hidden * c->classes + c->classes) + 2 * n;
+}
+
+size_t sparcl_state_bytes(const sparcl_head_config *c) {
+  return 4 + 4 * sizeof(int32_t) + payload_bytes(c) + sizeof(uint32_t);
+}
+
+static uint8_t *put(uint8_t *at, const void *data, size_t bytes) {
+  memcpy(at, data, bytes);
+  return at + bytes;
+}
+
+int sparcl_state_save(const sparcl_head *head, uint8_t *blob, size_t capacity) {
+  const sparcl_head_config *c = &head->config;
+  if (capacity < sparcl_state_bytes(c)) return SPARCL_ERROR_SIZE;
+  size_t n = (size_t)c->features * c->hidden;
+  int32_t header[4] = {(int32_t)kVersion, c->features, c->hidden, c->classes};
+  uint8_t *at = put(blob, kMagic, 4);
+  at = put(at, header, sizeof(header));
+  at = put(at, head->w1, sizeof(float) * n);
+  at = put(at, head->b1, sizeof(float) * c->hidden);
+  at = put(at, head->w2, sizeof(float) * c->hidden * c->classes);
+  at = put(at, head->b2, sizeof(float) * c->classes);
+  at = put(at, head->mask, n);
+  at = put(at, head->gradient_mask, n);
+  uint32_t crc = sparcl_crc32(blob, (size_t)(at - blob));
+  put(at, &crc, sizeof(crc));
+  return SPARCL_OK;
+}
+
+static const uint8_t *get(const uint8_t *at, void *data, size_t bytes) {
+  memcpy(data, at, bytes);
+  return at + bytes;
+}
+
+int sparcl_state_load(sparcl_head *head, const uint8_t *blob, size_t length) {
+  const sparcl_head_config *c = &head->config;
+  if (length != sparcl_state_bytes(c)) return SPARCL_ERROR_SIZE;
+  int32_t header[4];
+  if (memcmp(blob, kMagic, 4) != 0) return SPARCL_ERROR_FORMAT;
+  memcpy(header, blob + 4, sizeof(header));
+  if (header[0] != (int32_t)kVersion || header[1] != c->features || header[2] != c->hidden ||
+      header[3] != c->classes)
+    return SPARCL_ERROR_FORMAT;
+  uint32_t stored;
+  memcpy(&stored, blob + length - sizeof(stored), sizeof(stored));
+  if (sparcl_crc32(blob, length - sizeof(stored)) != stored) return SPARCL_ERROR_CRC;
+  size_t n = (size_t)c->features * c->hidden;
+  const uint8_t *at = blob + 4 + sizeof(header);
+  at = get(at, head->w1, sizeof(float) * n);
+  at = get(at, head->b1, sizeof(float) * c->hidden);
+  at = get(at, head->w2, sizeof(float) * c->hidden * c->classes);
+  at = get(at, head->b2, sizeof(float) * c->classes);
+  at = get(at, head->mask, n);
+  get(at, head->gradient_mask, n);
+  return SPARCL_OK;
+}

@@ -1,0 +1,190 @@
+/* Host unit tests of the board code: one train step against a golden step written by the Python
+ * head (tests/test_micro_c.py writes the file and runs this binary), the mask update's exact
+ * counts and zeros, the reservoir buffer, and the state blob (round trip, corruption caught).
+ * Usage: test_sparcl_micro GOLDEN_FILE. Exit 0 when every check passes. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sparcl_micro.h"
+
+static int failures = 0;
+#define CHECK(cond, ...)                                   \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+      fprintf(stderr, __VA_ARGS__);                        \
+      fprintf(stderr, "\n");                               \
+      ++failures;                                          \
+    }                                                      \
+  } while (0)
+
+static void *read_exact(FILE *f, size_t bytes) {
+  void *p = malloc(bytes ? bytes : 1);
+  if (fread(p, 1, bytes, f) != bytes) {
+    fprintf(stderr, "golden file too short\n");
+    exit(2);
+  }
+  return p;
+}
+
+static double relative_error(const float *a, const float *b, int n) {
+  double diff = 0, norm = 0;
+  for (int i = 0; i < n; ++i) {
+    diff += (double)(a[i] - b[i]) * (a[i] - b[i]);
+    norm += (double)b[i] * b[i];
+  }
+  return sqrt(diff) / (norm > 0 ? sqrt(norm) : 1e-12);
+}
+
+static void test_golden_step(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) { fprintf(stderr, "cannot open %s\n", path); exit(2); }
+  int32_t *h = read_exact(f, 9 * sizeof(int32_t));
+  int F = h[0], H = h[1], C = h[2], B = h[3], R = h[4], D = h[5], refresh = h[8];
+  float *fl = read_exact(f, 3 * sizeof(float));
+  sparcl_head_config config = {F, H, C, fl[0], h[6], fl[1], h[7]};
+  float replay_weight = fl[2];
+  sparcl_replay_term terms[4];
+  for (int d = 0; d < D; ++d) {
+    int32_t *kind = read_exact(f, sizeof(int32_t));
+    float *weight = read_exact(f, sizeof(float));
+    terms[d].kind = *kind;
+    terms[d].weight = *weight;
+  }
+  int8_t *x = read_exact(f, (size_t)B * F);
+  int32_t *labels = read_exact(f, sizeof(int32_t) * B);
+  float *class_mask = read_exact(f, sizeof(float) * C);
+  int8_t *rx = read_exact(f, (size_t)D * R * F);
+  int32_t *rlabels = read_exact(f, sizeof(int32_t) * D * R);
+  float *rlogits = read_exact(f, sizeof(float) * D * R * C);
+  sparcl_head head;
+  memset(&head, 0, sizeof(head));
+  head.config = config;
+  head.w1 = read_exact(f, sizeof(float) * F * H);
+  head.b1 = read_exact(f, sizeof(float) * H);
+  head.w2 = read_exact(f, sizeof(float) * H * C);
+  head.b2 = read_exact(f, sizeof(float) * C);
+  head.mask = read_exact(f, (size_t)F * H);
+  head.gradient_mask = read_exact(f, (size_t)F * H);
+  head.last_gradient = malloc(sizeof(float) * F * H);
+  float *want_w1 = read_exact(f, sizeof(float) * F * H), *want_b1 = read_exact(f, sizeof(float) * H);
+  float *want_w2 = read_exact(f, sizeof(float) * H * C), *want_b2 = read_exact(f, sizeof(float) * C);
+  uint8_t *want_gmask = read_exact(f, (size_t)F * H);
+  float *want_loss = read_exact(f, sizeof(float));
+  float *want_logits = read_exact(f, sizeof(float) * B * C);
+  uint8_t *want_correct = read_exact(f, (size_t)B);
+  float *want_gradient = read_exact(f, sizeof(float) * F * H);
+  fclose(f);
+
+  sparcl_replay_draw draws[4];
+  for (int d = 0; d < D; ++d) {
+    draws[d].features = rx + (size_t)d * R * F;
+    draws[d].labels = rlabels + d * R;
+    draws[d].logits = rlogits + (size_t)d * R * C;
+  }
+  float *scratch = malloc(sizeof(float) * sparcl_scratch_floats(&config, B > R ? B : R));
+  float *logits = malloc(sizeof(float) * B * C);
+  uint8_t *correct = malloc((size_t)B);
+  float loss = sparcl_head_train_step(&head, x, labels, B, class_mask, draws, terms, D, R,
+                                      replay_weight, refresh, logits, correct, scratch);
+  CHECK(fabsf(loss - *want_loss) <= 1e-5f * fabsf(*want_loss), "loss %.8g vs %.8g", loss,
+        *want_loss);
+  CHECK(relative_error(head.w1, want_w1, F * H) < 1e-5, "w1 %.3g", relative_error(head.w1, want_w1, F * H));
+  CHECK(relative_error(head.b1, want_b1, H) < 1e-5, "b1 %.3g", relative_error(head.b1, want_b1, H));
+  CHECK(relative_error(head.w2, want_w2, H * C) < 1e-5, "w2 %.3g", relative_error(head.w2, want_w2, H * C));
+  CHECK(relative_error(head.b2, want_b2, C) < 1e-5, "b2 %.3g", relative_error(head.b2, want_b2, C));
+  CHECK(relative_error(logits, want_logits, B * C) < 1e-5, "logits");
+  CHECK(relative_error(head.last_gradient, want_gradient, F * H) < 1e-4, "gradient %.3g",
+        relative_error(head.last_gradient, want_gradient, F * H));
+  int differing = 0, kept = 0;
+  for (int i = 0; i < F * H; ++i) {
+    differing += head.gradient_mask[i] != want_gmask[i];
+    kept += head.gradient_mask[i];
+    CHECK(head.mask[i] || head.w1[i] == 0.0f, "masked w1[%d] = %g", i, head.w1[i]);
+  }
+  /* the threshold sits between gradient values that agree to ~1e-7: at most a tie may flip */
+  CHECK(differing <= 1, "%d gradient-mask entries differ", differing);
+  CHECK(!refresh || kept <= config.gradient_keep, "gradient mask keeps %d > %d", kept,
+        config.gradient_keep);
+  for (int r = 0; r < B; ++r) CHECK(correct[r] == want_correct[r], "correct[%d]", r);
+  printf("golden step: loss %.7g (python %.7g), w1 rel %.2g, gradient-mask entries differing %d\n",
+         loss, *want_loss, relative_error(head.w1, want_w1, F * H), differing);
+
+  /* TDM update on the trained head: exact counts, zeros where masked, grown weights at 0 */
+  int32_t *order = malloc(sizeof(int32_t) * F * H);
+  uint8_t *before = malloc((size_t)F * H);
+  memcpy(before, head.mask, (size_t)F * H);
+  uint32_t rng = 7;
+  int active = 0;
+  for (int i = 0; i < F * H; ++i) active += head.mask[i];
+  int prune_to = active - active / 10, grow_to = active;
+  CHECK(sparcl_update_mask(&head, prune_to, grow_to, 0.5f, &rng, order) == grow_to, "grow count");
+  int now = 0, survivors = 0;
+  for (int i = 0; i < F * H; ++i) {
+    now += head.mask[i];
+    survivors += head.mask[i] && before[i];
+    CHECK(head.mask[i] || head.w1[i] == 0.0f, "w1 not zero at a masked position");
+    if (head.mask[i] && !before[i]) CHECK(head.w1[i] == 0.0f, "grown weight not zero");
+  }
+  CHECK(now == grow_to, "active %d != %d", now, grow_to);
+  CHECK(survivors >= prune_to, "survivors %d < %d", survivors, prune_to);
+
+  /* state blob round trip and corruption */
+  size_t bytes = sparcl_state_bytes(&config);
+  uint8_t *blob = malloc(bytes);
+  CHECK(sparcl_state_save(&head, blob, bytes - 1) == SPARCL_ERROR_SIZE, "small blob accepted");
+  CHECK(sparcl_state_save(&head, blob, bytes) == SPARCL_OK, "save");
+  sparcl_head copy;
+  memset(&copy, 0, sizeof(copy));
+  copy.config = config;
+  copy.w1 = calloc(F * H, sizeof(float)); copy.b1 = calloc(H, sizeof(float));
+  copy.w2 = calloc(H * C, sizeof(float)); copy.b2 = calloc(C, sizeof(float));
+  copy.mask = calloc(F * H, 1); copy.gradient_mask = calloc(F * H, 1);
+  CHECK(sparcl_state_load(&copy, blob, bytes) == SPARCL_OK, "load");
+  CHECK(memcmp(copy.w1, head.w1, sizeof(float) * F * H) == 0, "w1 round trip");
+  CHECK(memcmp(copy.mask, head.mask, (size_t)F * H) == 0, "mask round trip");
+  CHECK(memcmp(copy.w2, head.w2, sizeof(float) * H * C) == 0, "w2 round trip");
+  blob[bytes / 2] ^= 0x40;
+  CHECK(sparcl_state_load(&copy, blob, bytes) == SPARCL_ERROR_CRC, "corruption not caught");
+  blob[0] = 'X';
+  CHECK(sparcl_state_load(&copy, blob, bytes) == SPARCL_ERROR_FORMAT, "bad magic accepted");
+  CHECK(sparcl_state_load(&copy, blob, bytes - 3) == SPARCL_ERROR_SIZE, "short blob accepted");
+}
+
+static void test_reservoir(void) {
+  enum { CAP = 10, F = 4, C = 3 };
+  int8_t x[CAP * F], rx[6 * F];
+  int32_t y[CAP], ry[6];
+  float logits[CAP * C], rl[6 * C];
+  sparcl_buffer buffer = {CAP, F, C, 0, 12345u, x, y, logits};
+  int counts[CAP + 90] = {0};
+  for (int i = 0; i < 100; ++i) {
+    int8_t features[F] = {(int8_t)i, 0, 0, 0};
+    float l[C] = {(float)i, 0, 0};
+    sparcl_buffer_add(&buffer, features, i, l);
+    CHECK(sparcl_buffer_size(&buffer) == (i + 1 < CAP ? i + 1 : CAP), "size");
+  }
+  CHECK(buffer.seen == 100, "seen");
+  for (int s = 0; s < CAP; ++s) {
+    CHECK(x[s * F] == (int8_t)y[s] && logits[s * C] == (float)y[s], "slot %d mixed up", s);
+    ++counts[y[s]];
+  }
+  for (int i = 0; i < 100; ++i) CHECK(counts[i] <= 1, "example %d stored twice", i);
+  sparcl_buffer_sample(&buffer, 6, rx, ry, rl);
+  for (int i = 0; i < 6; ++i) {
+    for (int j = 0; j < i; ++j) CHECK(ry[i] != ry[j], "sample not distinct");
+    CHECK(rx[i * F] == (int8_t)ry[i] && rl[i * C] == (float)ry[i], "sample rows mixed up");
+  }
+  CHECK(sparcl_buffer_bytes_per_example(32, 10) == 73, "bytes per example");
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2) { fprintf(stderr, "usage: %s GOLDEN_FILE\n", argv[0]); return 2; }
+  test_golden_step(argv[1]);
+  test_reservoir();
+  if (failures) { fprintf(stderr, "%d check(s) failed\n", failures); return 1; }
+  printf("all checks passed\n");
+  return 0;
+}
