@@ -1,7 +1,8 @@
 /* Host unit tests of the board code: one train step against a golden step written by the Python
  * head (tests/test_micro_c.py writes the file and runs this binary), the mask update's exact
  * counts and zeros, the reservoir buffer, and the state blob (round trip, corruption caught).
- * Usage: test_sparcl_micro GOLDEN_FILE. Exit 0 when every check passes. */
+ * Usage: test_sparcl_micro [GOLDEN_FILE]; without one, the checks that need no Python run.
+ * Exit 0 when every check passes. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,15 @@ static double relative_error(const float *a, const float *b, int n) {
   }
   return sqrt(diff) / (norm > 0 ? sqrt(norm) : 1e-12);
 }
+
+static uint32_t xorshift(uint32_t *s) {
+  *s ^= *s << 13;
+  *s ^= *s >> 17;
+  *s ^= *s << 5;
+  return *s;
+}
+
+static void test_mask_update_and_state(sparcl_head *trained);
 
 static void test_golden_step(const char *path) {
   FILE *f = fopen(path, "rb");
@@ -111,8 +121,15 @@ static void test_golden_step(const char *path) {
   for (int r = 0; r < B; ++r) CHECK(correct[r] == want_correct[r], "correct[%d]", r);
   printf("golden step: loss %.7g (python %.7g), w1 rel %.2g, gradient-mask entries differing %d\n",
          loss, *want_loss, relative_error(head.w1, want_w1, F * H), differing);
+  test_mask_update_and_state(&head);
+}
 
-  /* TDM update on the trained head: exact counts, zeros where masked, grown weights at 0 */
+/* TDM update on a head: exact counts, zeros where masked, grown weights at 0; then the state
+ * blob round trip and its corruption checks. */
+static void test_mask_update_and_state(sparcl_head *trained) {
+  sparcl_head head = *trained;
+  sparcl_head_config config = head.config;
+  int F = config.features, H = config.hidden, C = config.classes;
   int32_t *order = malloc(sizeof(int32_t) * F * H);
   uint8_t *before = malloc((size_t)F * H);
   memcpy(before, head.mask, (size_t)F * H);
@@ -153,6 +170,45 @@ static void test_golden_step(const char *path) {
   CHECK(sparcl_state_load(&copy, blob, bytes - 3) == SPARCL_ERROR_SIZE, "short blob accepted");
 }
 
+/* Without a golden file: a deterministic synthetic head trained a few steps, then the same
+ * mask and state checks (what `bazel test` runs; the golden comparison needs Python). */
+static void test_synthetic_head(void) {
+  enum { F = 12, H = 8, C = 4, B = 6 };
+  static float w1[F * H], b1[H], w2[H * C], b2[C], last[F * H], scratch[B * (F + 3 * H + 2 * C) + H + H * C + C];
+  static uint8_t mask[F * H], gmask[F * H], correct[B];
+  static int8_t x[B * F];
+  int32_t labels[B];
+  float class_mask[C] = {1, 1, 0, 0}, logits[B * C];
+  uint32_t rng = 99;
+  for (int i = 0; i < F * H; ++i) {
+    w1[i] = (float)((int)(xorshift(&rng) % 2001) - 1000) / 4000.0f;
+    mask[i] = xorshift(&rng) % 2;
+    gmask[i] = 1;
+    if (!mask[i]) w1[i] = 0.0f;
+  }
+  for (int i = 0; i < H * C; ++i) w2[i] = (float)((int)(xorshift(&rng) % 2001) - 1000) / 3000.0f;
+  for (int i = 0; i < B * F; ++i) x[i] = (int8_t)((int)(xorshift(&rng) % 255) - 127);
+  for (int r = 0; r < B; ++r) labels[r] = r % 2;
+  sparcl_head_config config = {F, H, C, 0.05f, 0, 0.1f, F * H / 4};
+  sparcl_head head = {config, w1, b1, w2, b2, mask, gmask, last};
+  CHECK(sparcl_scratch_floats(&config, B) == sizeof(scratch) / sizeof(float), "scratch size");
+  float first = 0, loss = 0;
+  for (int step = 0; step < 30; ++step) {
+    loss = sparcl_head_train_step(&head, x, labels, B, class_mask, NULL, NULL, 0, 0, 0.0f,
+                                  step % 10 == 0, logits, correct, scratch);
+    if (step == 0) first = loss;
+  }
+  CHECK(loss < first, "30 steps did not lower the loss (%g -> %g)", first, loss);
+  int kept = 0;
+  for (int i = 0; i < F * H; ++i) {
+    kept += gmask[i];
+    CHECK(mask[i] || w1[i] == 0.0f, "masked weight moved");
+    CHECK(mask[i] || !gmask[i], "gradient mask outside the weight mask");
+  }
+  CHECK(kept <= F * H / 4, "gradient mask keeps %d", kept);
+  test_mask_update_and_state(&head);
+}
+
 static void test_reservoir(void) {
   enum { CAP = 10, F = 4, C = 3 };
   int8_t x[CAP * F], rx[6 * F];
@@ -181,8 +237,9 @@ static void test_reservoir(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2) { fprintf(stderr, "usage: %s GOLDEN_FILE\n", argv[0]); return 2; }
-  test_golden_step(argv[1]);
+  if (argc > 2) { fprintf(stderr, "usage: %s [GOLDEN_FILE]\n", argv[0]); return 2; }
+  if (argc == 2) test_golden_step(argv[1]);
+  test_synthetic_head();
   test_reservoir();
   if (failures) { fprintf(stderr, "%d check(s) failed\n", failures); return 1; }
   printf("all checks passed\n");
