@@ -76,6 +76,8 @@ def micro_results(idx_folder, tmp_path_factory):
 def test_micro_session_fits_the_budget_and_agrees_with_litert(micro_results):
     results, workdir = micro_results
     assert len(results["class_il_matrix"]) == 3 and results["runtime"] == "tflm"
+    assert results["arena_bytes"] == results["backbone_arena_bytes"] + max(
+        results["head_arena_bytes"].values())
     assert results["arena_plus_buffer_bytes"] == results["arena_bytes"] + results["buffer_bytes"]
     assert results["arena_plus_buffer_bytes"] <= results["memory_budget_bytes"]
     assert results["buffer_bytes"] == 40 * (results["feature_size"] + 1 + 4 * 10)
@@ -98,7 +100,7 @@ def test_micro_session_fits_the_budget_and_agrees_with_litert(micro_results):
 
 def test_a_budget_too_small_is_refused_before_training(idx_folder, tmp_path):
     from sparcl_tf.micro.session import run_micro
-    with pytest.raises(ConfigError, match="micro.memory_budget_bytes=20000: the head's arena"):
+    with pytest.raises(ConfigError, match="micro.memory_budget_bytes=20000: the TFLM arenas"):
         run_micro(_config(idx_folder, micro__memory_budget_bytes=20000), str(tmp_path),
                   verbose=0)
 

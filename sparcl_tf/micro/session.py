@@ -118,10 +118,13 @@ class MicroSession:
         capacity = (config.micro.buffer_bytes // self.example_bytes if config.micro.buffer_bytes
                     else config.replay.buffer_size) if self.method.uses_buffer else 0
         self.buffer_bytes = capacity * self.example_bytes
+        # Both interpreters stay resident on a board: the backbone's arena and the larger of
+        # the head's (train and infer run at different times and can share one).
+        self.total_arena_bytes = features.arena_bytes + max(self.arena_bytes.values())
         budget = config.micro.memory_budget_bytes
-        if budget and max(self.arena_bytes.values()) + self.buffer_bytes > budget:
-            raise ConfigError(f"micro.memory_budget_bytes={budget}: the head's arena "
-                              f"({max(self.arena_bytes.values())} B) plus the buffer "
+        if budget and self.total_arena_bytes + self.buffer_bytes > budget:
+            raise ConfigError(f"micro.memory_budget_bytes={budget}: the TFLM arenas "
+                              f"({self.total_arena_bytes} B) plus the buffer "
                               f"({self.buffer_bytes} B) do not fit; shrink replay.buffer_size, "
                               f"micro.buffer_bytes, batch sizes or micro.hidden_units")
         generator = tf.random.Generator.from_seed(config.seed)
@@ -325,7 +328,7 @@ def run_micro(config, workdir, verbose=1):
     results = session.run()
     baseline = MicroSession(config, tasks, features, workdir, method_name="finetune",
                             verbose=verbose).run()
-    arena = max(results["head_arena_bytes"].values())
+    arena = session.total_arena_bytes
     results.update({
         "preset": config.preset, "dataset": config.data.source, "model": config.model.name,
         "seed": config.seed, "num_tasks": len(tasks), "epochs_per_task": config.epochs_per_task,
