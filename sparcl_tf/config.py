@@ -41,6 +41,11 @@ SPARCL_PRESETS = {
     "sparcl_derpp_90_no_tdm": {**_SPARCL_90, "sparsity.schedule": "static"},
     "sparcl_derpp_90_no_ddr": {**_SPARCL_90, "ddr.enabled": False},
     "sparcl_derpp_90_no_dgm": {**_SPARCL_90, "dgm.enabled": False},
+    # Channel-structured SparCL: filter-level TDM on physically compacted layers + DDR (no DGM:
+    # its gradient masks would not shrink any kernel).
+    **{f"sparcl_derpp_s{round(100 * s)}": {
+        **_DERPP, "sparsity.schedule": "tdm", "sparsity.granularity": "filter",
+        "sparsity.weight_sparsity": s, "ddr.enabled": True} for s in (0.75, 0.90, 0.95)},
 }
 ALL_PRESETS = {**METHOD_PRESETS, **SPARCL_PRESETS}
 
@@ -92,6 +97,7 @@ def base_config():
 
     config.sparsity = ml_collections.ConfigDict()
     config.sparsity.schedule = "none"     # none | static | tdm | rigl
+    config.sparsity.granularity = "weight"  # weight | filter (compacted layers, structured)
     config.sparsity.weight_sparsity = 0.0
     config.sparsity.layer_sparsity = ml_collections.ConfigDict()  # layer name -> own target
     config.sparsity.importance_lambda = 0.5

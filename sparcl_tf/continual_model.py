@@ -29,19 +29,21 @@ class ContinualModel(keras.Model):
     """Trains `network` with `method`; `fit` takes batches of (images, labels, example_ids).
 
     `masking`: False for a dense run: no mask multiplies, gradient masking or re-masking at all,
-    the plain model. `gradient_masks`: None (no DGM) or settings with `gradient_sparsity`,
+    the plain model (also the compacted model of channel-structured SparCL, whose slots are
+    switched by ChannelMask layers). `reference_network`: the full model whose FLOPs count as
+    dense when `network` is compacted. `gradient_masks`: None (no DGM) or settings with `gradient_sparsity`,
     `refresh_every` and `threshold` ('topk' or 'bisection'). `track_gradients`: keep the last
     dense kernel gradients of the sparse layers for mask updates.
     """
 
     def __init__(self, network, method, num_classes, augment, generator, buffer=None,
                  stats=None, replay_batch_size=32, masking=True, gradient_masks=None,
-                 track_gradients=False, **kwargs):
+                 track_gradients=False, reference_network=None, **kwargs):
         super().__init__(**kwargs)
         if method.uses_buffer and buffer is None:
             raise ValueError(f"method {method.name!r} needs a replay buffer")
-        if not masking and (gradient_masks is not None or track_gradients):
-            raise ValueError("gradient masks and mask updates need masking=True")
+        if not masking and gradient_masks is not None:
+            raise ValueError("gradient masks need masking=True")
         self.network = network
         self.method = method
         self.augment = augment
@@ -53,7 +55,7 @@ class ContinualModel(keras.Model):
         self.masking = masking
         for layer in self.sparse:
             layer.mask_enabled = masking
-        self.ledger = FlopsLedger(network)
+        self.ledger = FlopsLedger(network, reference_network)
         self.dgm = gradient_masks
         self.track_gradients = track_gradients
 

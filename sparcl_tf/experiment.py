@@ -32,9 +32,11 @@ from sparcl_tf.errors import ConfigError
 from sparcl_tf.evaluation import Evaluator
 from sparcl_tf.example_stats import ExampleStats
 from sparcl_tf.methods import build_method
-from sparcl_tf.models import build_model
+from sparcl_tf.models import build_model, structured_producers
 from sparcl_tf.replay import ReservoirBuffer
 from sparcl_tf.sparsity import SparseTraining, ddr
+from sparcl_tf.sparsity.schedule import layer_targets
+from sparcl_tf.sparsity.structured import capacity as structured_capacity
 
 # Fields that may differ when a run is resumed: they change how it reports, not what it computes.
 _RESUME_FREE_FIELDS = ("log", "checkpoint")
@@ -74,6 +76,20 @@ class Experiment:
         keras.utils.set_random_seed(seed)  # weight initialisers draw from Keras' global seed
         self.network = build_model(config.model.name, self.tasks.image_shape,
                                    self.tasks.num_classes, width=config.model.width)
+        self.full_network, self.full_filters = None, None
+        structured = config.sparsity.granularity == "filter"
+        if structured:  # the full model stays for its sizes and FLOPs; training uses slots
+            self.full_network = self.network
+            producers = structured_producers(config.model.name, self.full_network)
+            self.full_filters = {n: int(self.full_network.get_layer(n).kernel.shape[-1])
+                                 for n in producers}
+            targets = layer_targets(config, producers)
+            keras.utils.set_random_seed(seed)
+            self.network = build_model(
+                config.model.name, self.tasks.image_shape, self.tasks.num_classes,
+                width=config.model.width, capacities={
+                    n: structured_capacity(self.full_filters[n], config.sparsity, targets[n])
+                    for n in producers})
         self.method = build_method(config.method)
         self.generator = tf.random.Generator.from_seed(seed)
         self.normalizer = Normalizer(self.tasks.mean, self.tasks.std)
@@ -87,13 +103,14 @@ class Experiment:
         self.model = ContinualModel(
             self.network, self.method, self.tasks.num_classes, augment, self.generator,
             buffer=self.buffer, stats=self.stats, replay_batch_size=config.replay.batch_size,
-            masking=schedule != "none",
+            masking=schedule != "none" and not structured,
             gradient_masks=config.dgm if config.dgm.enabled else None,
-            track_gradients=schedule in ("tdm", "rigl"))
+            track_gradients=schedule in ("tdm", "rigl"), reference_network=self.full_network)
         self.model.compile(optimizer=keras.optimizers.SGD(
             learning_rate=config.optimizer.learning_rate, momentum=config.optimizer.momentum))
         self.model.optimizer.build(self.network.trainable_variables)
-        self.sparse_training = SparseTraining(config, self.model, self.model.optimizer)
+        self.sparse_training = SparseTraining(config, self.model, self.model.optimizer,
+                                              self.full_filters)
         self.evaluator = Evaluator(self.network, self.normalizer, config.log.eval_batch_size)
 
         self.checkpoints = CheckpointManager(os.path.join(workdir, "checkpoints"),
@@ -335,12 +352,20 @@ class Experiment:
             "examples_presented": progress.examples_presented,
             "examples_removed": progress.examples_removed,
             "training_examples": int(sum(len(task.x_train) for task in self.tasks.tasks)),
-            "layer_sparsity": {layer.name: float(np.mean(layer.kernel.numpy() == 0))
-                               for layer in model.sparse},
+            "layer_sparsity": self._layer_sparsity(),
             "gradient_density": {layer.name: float(value)
                                  for layer, value in zip(model.sparse, density)},
             "parameters": int(sum(np.prod(v.shape) for v in self.network.trainable_variables)),
         }
+
+    def _layer_sparsity(self):
+        """Fraction of exact zeros per sparse kernel; for a compacted model, the fraction of the
+        full layer's filters that are not active."""
+        if self.full_filters is None:
+            return {layer.name: float(np.mean(layer.kernel.numpy() == 0))
+                    for layer in self.model.sparse}
+        active = self.sparse_training.updater.active_filters()
+        return {name: 1.0 - active[name] / full for name, full in self.full_filters.items()}
 
     def _write_results(self, results):
         path = os.path.join(self.workdir, "results.json")

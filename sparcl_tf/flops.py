@@ -29,12 +29,16 @@ def layer_forward_flops(network):
 
 
 class FlopsLedger:
-    """Accumulates training FLOPs as charged by the train step, and the same steps counted dense."""
+    """Accumulates training FLOPs as charged by the train step, and the same steps counted dense
+    (on `reference` when given: the full model of a compacted one)."""
 
-    def __init__(self, network):
+    def __init__(self, network, reference=None):
         self.layer_flops = layer_forward_flops(network)
         self.names = list(self.layer_flops)
         self._flops = tf.constant([self.layer_flops[n] for n in self.names], tf.float64)
+        self._dense_per_example = 3.0 * float(sum(
+            layer_forward_flops(reference).values() if reference is not None
+            else self.layer_flops.values()))
         self.training_flops = tf.Variable(tf.zeros([], tf.float64), trainable=False,
                                           name="flops_training")
         self.dense_flops = tf.Variable(tf.zeros([], tf.float64), trainable=False,
@@ -56,8 +60,7 @@ class FlopsLedger:
     def charge(self, examples, weight_density, gradient_density):
         self.training_flops.assign_add(
             self.step_cost(examples, weight_density, gradient_density))
-        self.dense_flops.assign_add(
-            tf.cast(examples, tf.float64) * 3.0 * tf.reduce_sum(self._flops))
+        self.dense_flops.assign_add(tf.cast(examples, tf.float64) * self._dense_per_example)
 
     def forward_flops(self):
         return int(sum(self.layer_flops.values()))

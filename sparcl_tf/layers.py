@@ -160,6 +160,47 @@ class ReLU(keras.layers.Layer):
         return input_shape
 
 
+@keras.saving.register_keras_serializable(package="sparcl_tf")
+class ChannelMask(keras.layers.Layer):
+    """Multiplies the last axis by a 0/1 vector: which slots of a compacted layer are active.
+
+    Channel-structured SparCL builds each pruned layer with a fixed number of filter slots (its
+    capacity) and switches whole slots on and off here, after the activation, so an inactive
+    slot passes exact zeros downstream and its parameters get exact-zero gradients.
+    `producer` / `norm` name the layer whose output filters are the slots and its BatchNorm;
+    `consumers` the layers reading them (as input channels, or flattened positions x channels).
+    """
+
+    def __init__(self, producer, norm=None, consumers=(), **kwargs):
+        super().__init__(**kwargs)
+        self.producer, self.norm, self.consumers = producer, norm, tuple(consumers)
+
+    def build(self, input_shape):
+        slots = int(input_shape[-1])
+        self.mask = self.add_weight(name="mask", shape=(slots,), initializer="ones",
+                                    trainable=False)
+        # Which filter of the full layer each slot holds (bookkeeping for the full view).
+        self.logical = self.add_weight(name="logical", shape=(slots,), initializer="zeros",
+                                       trainable=False, dtype="int32")
+
+    def call(self, inputs):
+        return inputs * ops.cast(self.mask, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(producer=self.producer, norm=self.norm, consumers=list(self.consumers))
+        return config
+
+
+def channel_masks(model):
+    """Every ChannelMask of `model`, in construction order."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, ChannelMask)]
+
+
 MASKED_LAYER_TYPES = (MaskedConv2D, MaskedDense)
 
 

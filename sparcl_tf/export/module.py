@@ -307,6 +307,8 @@ def training_module(config, network, flex=False):
     """The module for a run's `config`, on an export copy of its trained `network`."""
     from sparcl_tf.methods import build_method
     schedule = config.sparsity.schedule
+    if config.sparsity.granularity == "filter":
+        schedule = "none"  # slot updates of a compacted model are not exported (host only)
     return TrainingModule(
         export_network(network), build_method(config.method), config.batch_size,
         config.replay.batch_size, config.optimizer.learning_rate, config.optimizer.momentum,

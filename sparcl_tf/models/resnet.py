@@ -10,7 +10,7 @@ residual blocks are sparsifiable, as in the official SparCL code.
 
 import keras
 
-from sparcl_tf.layers import MaskedConv2D, MaskedDense, ReLU
+from sparcl_tf.layers import ChannelMask, MaskedConv2D, MaskedDense, ReLU
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 BLOCKS_PER_STAGE = (2, 2, 2, 2)
@@ -20,18 +20,24 @@ def _bn(name):
     return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
 
 
-def _conv3x3(x, filters, stride, name):
+def _conv3x3(x, filters, stride, name, sparsifiable=True):
     if stride == 1:
-        return MaskedConv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
+        return MaskedConv2D(filters, 3, padding="same", use_bias=False, sparsifiable=sparsifiable,
+                            name=name)(x)
     x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
-    return MaskedConv2D(filters, 3, strides=stride, padding="valid", use_bias=False, name=name)(x)
+    return MaskedConv2D(filters, 3, strides=stride, padding="valid", use_bias=False,
+                        sparsifiable=sparsifiable, name=name)(x)
 
 
-def _basic_block(x, filters, stride, name):
+def _basic_block(x, filters, stride, name, capacities):
     shortcut = x
-    y = _conv3x3(x, filters, stride, f"{name}_conv1")
+    inner = f"{name}_conv1"
+    y = _conv3x3(x, capacities.get(inner, filters), stride, inner)
     y = ReLU(name=f"{name}_relu1")(_bn(f"{name}_bn1")(y))
-    y = _conv3x3(y, filters, 1, f"{name}_conv2")
+    if inner in capacities:  # structured: only the inner conv's filters are slots
+        y = ChannelMask(producer=inner, norm=f"{name}_bn1", consumers=[f"{name}_conv2"],
+                        name=f"{name}_slots")(y)
+    y = _conv3x3(y, filters, 1, f"{name}_conv2", sparsifiable=inner not in capacities)
     y = _bn(f"{name}_bn2")(y)
     if stride != 1 or int(x.shape[-1]) != filters:
         shortcut = MaskedConv2D(filters, 1, strides=stride, padding="valid", use_bias=False,
@@ -41,8 +47,15 @@ def _basic_block(x, filters, stride, name):
     return ReLU(name=f"{name}_out")(y)
 
 
-def resnet18(input_shape, num_classes, width=1.0):
-    """Returns the CIFAR ResNet-18 as a functional `keras.Model` producing logits."""
+def resnet18(input_shape, num_classes, width=1.0, capacities=None):
+    """Returns the CIFAR ResNet-18 as a functional `keras.Model` producing logits.
+
+    `capacities`: None, or block conv1 name -> filter slots: the compacted model of
+    channel-structured SparCL. Only the inner conv of each block is pruned by filters (its
+    output feeds the block's conv2 alone); conv2, whose output joins the residual sum, keeps
+    its filters and loses the matching input channels.
+    """
+    capacities = capacities or {}
     if width <= 0:
         raise ValueError(f"model.width must be > 0, got {width}")
     inputs = keras.Input(shape=input_shape, name="image")
@@ -54,7 +67,8 @@ def resnet18(input_shape, num_classes, width=1.0):
         filters = max(1, round(base * width))
         for block in range(blocks):
             stride = 2 if stage > 0 and block == 0 else 1
-            x = _basic_block(x, filters, stride, name=f"stage{stage + 1}_block{block + 1}")
+            x = _basic_block(x, filters, stride, f"stage{stage + 1}_block{block + 1}",
+                             capacities)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = MaskedDense(num_classes, sparsifiable=False, kernel_initializer="glorot_uniform",
                           name="head")(x)

@@ -6,17 +6,26 @@
 
 import numpy as np
 
+from sparcl_tf.layers import channel_masks
 from sparcl_tf.sparsity import schedule
+from sparcl_tf.sparsity.structured import ChannelUpdater
 from sparcl_tf.sparsity.tdm import MaskUpdater
 
 
 class SparseTraining:
     """Decides and applies the mask updates of one run (TDM, RigL, static or none)."""
 
-    def __init__(self, config, model, optimizer):
+    def __init__(self, config, model, optimizer, full_filters=None):
         self.config = config
         self.model = model
         s = config.sparsity
+        self.structured = s.granularity == "filter"
+        if self.structured:  # filter slots of a compacted model (full_filters: full layer sizes)
+            producers = [group.producer for group in channel_masks(model.network)]
+            self.updater = ChannelUpdater(model.network, optimizer,
+                                          schedule.layer_targets(config, producers),
+                                          full_filters, s, config.seed)
+            return
         targets = schedule.layer_targets(config, [layer.name for layer in model.sparse])
         self.updater = MaskUpdater(model.sparse, targets, optimizer, config.seed,
                                    importance_lambda=s.importance_lambda, grow=s.grow)
@@ -36,6 +45,12 @@ class SparseTraining:
                                     self.config.epochs_per_task)
 
     def update_masks(self, event, task_index, num_tasks):
+        if self.structured:
+            gradients = {layer.name: v.numpy() for layer, v in
+                         zip(self.model.sparse, self.model.last_gradients)}
+            rng = np.random.default_rng([self.config.seed, 37, task_index, event.update_index])
+            self.updater.update(event.update_index, gradients, rng)
+            return
         rule, targets_of = schedule.update_targets(self.config, event, task_index, num_tasks)
         gradients = [v.numpy() for v in self.model.last_gradients]
         rng = np.random.default_rng([self.config.seed, 37, task_index, event.update_index])

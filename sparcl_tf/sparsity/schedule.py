@@ -110,6 +110,15 @@ def validate(sparsity_config, ddr_config, dgm_config):
     for name, value in s.layer_sparsity.items():
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"sparsity.layer_sparsity[{name!r}]={value} must be in [0, 1)")
+    if s.granularity not in ("weight", "filter"):
+        raise ConfigError(f"sparsity.granularity={s.granularity!r} must be 'weight' or 'filter'")
+    if s.granularity == "filter":
+        if s.schedule not in ("tdm", "static"):
+            raise ConfigError(f"sparsity.granularity=filter needs sparsity.schedule tdm or "
+                              f"static, got {s.schedule!r}")
+        if dgm_config.enabled:
+            raise ConfigError("sparsity.granularity=filter does not support dgm.enabled (gradient "
+                              "masks at filter granularity are not built)")
     if s.grow not in ("random", "gradient"):
         raise ConfigError(f"sparsity.grow={s.grow!r} must be 'random' or 'gradient'")
     if s.updates_per_task < 2:

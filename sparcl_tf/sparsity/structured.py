@@ -1,0 +1,173 @@
+"""Channel-structured TDM: SparCL's task-aware schedule at filter granularity, on a model whose
+pruned layers are physically compacted.
+
+Masks on dense kernels save counted FLOPs but not time; a conv with fewer filters is simply a
+smaller conv. So each pruned layer is built with a fixed number of filter *slots* (its capacity:
+the target count plus the task-start opening, so shapes stay static and the model is traced and
+exported once), and a `ChannelMask` after its activation switches slots on and off. A slot holds
+one logical filter of the full layer (`ChannelMask.logical`, for rebuilding the full view).
+
+Counts are in filters: target = n - round(s n) of the full layer's n filters; opening and swap are
+max(1, round(fraction n)) (1 % of 64 filters would round to none). Per task, as TDM: first update
+prune to the target and grow `opening` slots, middle updates prune `swap` below the target and
+regrow to it, last update prune to the target. Slot importance: sum over the filter of
+|W| + lambda |G| (G the last step's kernel gradient). Pruning zeroes the slot's filter, its bias
+and BatchNorm parameters, its momentum and the consumers' input weights for it. Growth activates
+random free slots with a fresh seeded He-uniform filter and zero outgoing weights, so the
+network's function is unchanged at the moment of growth (with zero weights on both sides a slot
+would never receive a gradient).
+"""
+
+import numpy as np
+
+from sparcl_tf.layers import channel_masks
+from sparcl_tf.sparsity.masks import active_count
+
+
+def filter_counts(num_filters, sparsity, open_fraction, swap_fraction):
+    """(target, opening, swap) in filters for a layer of `num_filters` at `sparsity`."""
+    target = active_count(num_filters, sparsity)
+    opening = max(1, round(open_fraction * num_filters)) if open_fraction > 0 else 0
+    swap = max(1, round(swap_fraction * num_filters)) if swap_fraction > 0 else 0
+    return target, min(opening, num_filters - target), min(swap, target - 1)
+
+
+def capacity(num_filters, sparsity_config, sparsity):
+    target, opening, _ = filter_counts(num_filters, sparsity, sparsity_config.open_fraction,
+                                       sparsity_config.swap_fraction)
+    return target + opening
+
+
+def update_counts(update_index, updates_per_task, target, opening, swap):
+    """(prune_to, grow_to) active filters of TDM update `update_index`."""
+    if update_index == 0:
+        return target, target + opening
+    if update_index == updates_per_task - 1:
+        return target, target
+    return target - swap, target
+
+
+def _slots_of(optimizer, variable):
+    """Optimizer variables shaped like `variable` and named after it (momentum, ...)."""
+    prefix = variable.path.replace("/", "_") + "_"
+    return [v for v in optimizer.variables
+            if v.path.split("/", 1)[-1].startswith(prefix) and tuple(v.shape) == tuple(
+                variable.shape)]
+
+
+class ChannelUpdater:
+    """Owns the slot masks of a compacted `network` (its ChannelMask layers)."""
+
+    def __init__(self, network, optimizer, targets, full_filters, sparsity_config, seed):
+        self.network, self.optimizer = network, optimizer
+        self.groups = channel_masks(network)
+        self.targets = targets            # producer name -> target sparsity
+        self.full_filters = full_filters  # producer name -> filters of the full layer
+        self.config = sparsity_config
+        self.seed = seed
+
+    def _counts(self, group):
+        name = group.producer
+        return filter_counts(self.full_filters[name], self.targets[name],
+                             self.config.open_fraction, self.config.swap_fraction)
+
+    def _variables(self, group):
+        """(variable, axis) pairs whose entries along `axis` belong to the group's slots."""
+        producer = self.network.get_layer(group.producer)
+        pairs = [(producer.kernel, -1)] + ([(producer.bias, 0)] if producer.bias is not None
+                                           else [])
+        if group.norm:
+            norm = self.network.get_layer(group.norm)
+            pairs += [(v, 0) for v in norm.weights]
+        return pairs
+
+    def _set(self, variable, axis, slots, values):
+        array = variable.numpy()
+        index = [slice(None)] * array.ndim
+        index[axis] = slots
+        array[tuple(index)] = values
+        variable.assign(array)
+
+    def _zero_slots(self, variable, axis, slots):
+        self._set(variable, axis, slots, 0.0)
+        for slot_variable in _slots_of(self.optimizer, variable):
+            self._set(slot_variable, axis, slots, 0.0)
+
+    def _consumer_kernels(self, group):
+        return [self.network.get_layer(name).kernel for name in group.consumers]
+
+    def _zero_consumer_inputs(self, group, slots):
+        capacity_ = int(group.mask.shape[0])
+        for kernel in self._consumer_kernels(group):
+            for variable in [kernel] + _slots_of(self.optimizer, kernel):
+                array = variable.numpy()
+                view = array.reshape(-1, capacity_, array.shape[-1])  # positions x slots x out
+                view[:, slots, :] = 0.0
+                variable.assign(view.reshape(array.shape))
+
+    def deactivate(self, group, slots):
+        """Switches `slots` off: zero filter, bias, momentum and outgoing weights; BN reset."""
+        slots = np.asarray(slots, np.int64)
+        if not len(slots):
+            return
+        mask = group.mask.numpy()
+        mask[slots] = 0.0
+        group.mask.assign(mask)
+        for variable, axis in self._variables(group):
+            name = variable.path.rsplit("/", 1)[-1]
+            self._zero_slots(variable, axis, slots)
+            if name in ("gamma", "moving_variance"):
+                self._set(variable, axis, slots, 1.0)
+        self._zero_consumer_inputs(group, slots)
+
+    def activate(self, group, slots, rng):
+        """Switches `slots` on with fresh logical filters: He-uniform filter, zero outgoing."""
+        slots = np.asarray(slots, np.int64)
+        if not len(slots):
+            return
+        kernel = self.network.get_layer(group.producer).kernel
+        fan_in = int(np.prod(kernel.shape[:-1]))
+        limit = np.sqrt(6.0 / fan_in)
+        self._set(kernel, -1, slots, rng.uniform(-limit, limit, tuple(kernel.shape[:-1]) + (
+            len(slots),)).astype(np.float32))
+        logical = group.logical.numpy()
+        free = np.setdiff1d(np.arange(self.full_filters[group.producer]), logical[
+            group.mask.numpy() > 0])
+        logical[slots] = rng.choice(free, size=len(slots), replace=False)
+        group.logical.assign(logical)
+        mask = group.mask.numpy()
+        mask[slots] = 1.0
+        group.mask.assign(mask)
+
+    def initialize(self):
+        """Keeps the `target` slots whose initial filters are largest (L2), switches off the rest;
+        slot i holds logical filter i to start with."""
+        for group in self.groups:
+            target, _, _ = self._counts(group)
+            kernel = self.network.get_layer(group.producer).kernel.numpy()
+            norms = np.sqrt((kernel.reshape(-1, kernel.shape[-1]) ** 2).sum(axis=0))
+            order = np.lexsort((np.arange(len(norms)), -norms))
+            group.logical.assign(np.arange(len(norms), dtype=np.int32))
+            self.deactivate(group, order[target:])
+
+    def update(self, update_index, gradients, rng):
+        """One TDM update on every group; `gradients`: producer name -> last kernel gradient."""
+        for group in self.groups:
+            target, opening, swap = self._counts(group)
+            prune_to, grow_to = update_counts(update_index, self.config.updates_per_task,
+                                              target, opening, swap)
+            kernel = self.network.get_layer(group.producer).kernel.numpy()
+            gradient = gradients[group.producer]
+            scores = (np.abs(kernel) + self.config.importance_lambda * np.abs(gradient)).reshape(
+                -1, kernel.shape[-1]).sum(axis=0)
+            active = np.flatnonzero(group.mask.numpy() > 0)
+            if len(active) > prune_to:
+                ranked = active[np.lexsort((active, -scores[active]))]
+                self.deactivate(group, ranked[prune_to:])
+                active = ranked[:prune_to]
+            free = np.flatnonzero(group.mask.numpy() == 0)
+            grow = min(max(grow_to - len(active), 0), len(free))
+            self.activate(group, rng.choice(free, size=grow, replace=False) if grow else [], rng)
+
+    def active_filters(self):
+        return {group.producer: int(group.mask.numpy().sum()) for group in self.groups}
