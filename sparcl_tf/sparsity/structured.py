@@ -130,6 +130,9 @@ class ChannelUpdater:
         limit = np.sqrt(6.0 / fan_in)
         self._set(kernel, -1, slots, rng.uniform(-limit, limit, tuple(kernel.shape[:-1]) + (
             len(slots),)).astype(np.float32))
+        for upstream in self.groups:  # inputs from switched-off slots upstream stay exactly 0
+            if group.producer in upstream.consumers:
+                self._zero_consumer_inputs(upstream, np.flatnonzero(upstream.mask.numpy() == 0))
         logical = group.logical.numpy()
         free = np.setdiff1d(np.arange(self.full_filters[group.producer]), logical[
             group.mask.numpy() > 0])
@@ -171,3 +174,56 @@ class ChannelUpdater:
 
     def active_filters(self):
         return {group.producer: int(group.mask.numpy().sum()) for group in self.groups}
+
+
+def full_view(compact, full):
+    """Writes a compacted network's state into `full` (the same model built without capacities):
+    each active slot's filter at its logical position, inactive filters zero with BatchNorm
+    reset. `full` then computes what `compact` does (inference): the check that slots, logical
+    indices and consumer slices are consistent."""
+    groups = {group.producer: group for group in channel_masks(compact)}
+    consumed = {name: group for group in groups.values() for name in group.consumers}
+    norms = {group.norm: group for group in groups.values() if group.norm}
+
+    def active_map(group):
+        slots = np.flatnonzero(group.mask.numpy() > 0)
+        return slots, group.logical.numpy()[slots]
+
+    for layer in full.layers:
+        if not layer.weights:
+            continue
+        source = compact.get_layer(layer.name)
+        out_group = groups.get(layer.name) or norms.get(layer.name)
+        in_group = consumed.get(layer.name)
+        for target, variable in zip(layer.weights, source.weights):
+            name, value = target.path.rsplit("/", 1)[-1], variable.numpy()
+            if out_group is None and in_group is None or name == "mask":
+                target.assign(value if name != "mask" else np.ones(target.shape))
+                continue
+            result = np.full(target.shape, 1.0 if name in ("gamma", "moving_variance") else 0.0,
+                             np.float32)
+            out_size = target.shape[-1]
+            out_src, out_dst = active_map(out_group) if out_group is not None and (
+                name != "kernel" or layer.name in groups) else (np.arange(out_size),) * 2
+            if name == "kernel":
+                k_in = int(in_group.mask.shape[0]) if in_group is not None else None
+                rows = value.reshape(-1, value.shape[-1])
+                if in_group is not None:
+                    in_src, in_dst = active_map(in_group)
+                    n_in = target.shape[-2] if len(target.shape) > 2 else None
+                    positions = rows.shape[0] // k_in
+                    full_in = (n_in if n_in is not None else
+                               int(np.prod(target.shape[:-1])) // positions)
+                    c = value.reshape(positions, k_in, value.shape[-1])
+                    f = result.reshape(positions, full_in, out_size)
+                    f[:, in_dst[:, None], out_dst[None, :]] = c[:, in_src[:, None],
+                                                                out_src[None, :]]
+                    result = f.reshape(target.shape)
+                else:
+                    f = result.reshape(-1, out_size)
+                    f[:, out_dst] = rows[:, out_src]
+                    result = f.reshape(target.shape)
+            else:  # bias or BatchNorm vectors
+                result[out_dst] = value[out_src]
+            target.assign(result)
+    return full

@@ -1,0 +1,144 @@
+"""Channel-structured SparCL: compacted layers, filter-level TDM, full view, resume, export."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import run_until_interrupted
+
+from sparcl_tf.errors import ConfigError
+from sparcl_tf.experiment import Experiment
+from sparcl_tf.layers import channel_masks
+from sparcl_tf.models import build_model
+from sparcl_tf.sparsity.structured import filter_counts, full_view, update_counts
+
+
+def test_filter_counts_open_and_swap_at_least_one_filter():
+    assert filter_counts(64, 0.9, 0.01, 0.01) == (6, 1, 1)      # 1 % of 64 rounds up to 1
+    assert filter_counts(128, 0.75, 0.01, 0.01) == (32, 1, 1)
+    assert filter_counts(16, 0.9, 0.0, 0.0) == (2, 0, 0)
+    assert filter_counts(4, 0.0, 0.5, 0.01) == (4, 0, 1)        # nothing left to open
+    counts = [update_counts(i, 10, 6, 1, 1) for i in range(10)]
+    assert counts == [(6, 7)] + [(5, 6)] * 8 + [(6, 6)]
+
+
+def _experiment(make_config, tmp_path, preset="sparcl_derpp_s90", **overrides):
+    config = make_config(preset, **{"model__width": 1.0, **overrides})
+    return Experiment(config, str(tmp_path), verbose=0)
+
+
+def _check_slots(run):
+    """Inactive slots pass nothing: zero filter and outgoing weights, BN reset."""
+    for group in channel_masks(run.network):
+        mask = group.mask.numpy()
+        inactive = mask == 0
+        kernel = run.network.get_layer(group.producer).kernel.numpy()
+        assert np.all(kernel[..., inactive] == 0), group.producer
+        if group.norm:
+            norm = run.network.get_layer(group.norm)
+            assert np.all(norm.gamma.numpy()[inactive] == 1)
+            assert np.all(norm.beta.numpy()[inactive] == 0)
+        for consumer in group.consumers:
+            weights = run.network.get_layer(consumer).kernel.numpy()
+            rows = weights.reshape(-1, len(mask), weights.shape[-1])
+            assert np.all(rows[:, inactive, :] == 0), consumer
+        active_logical = group.logical.numpy()[~inactive]
+        assert len(set(active_logical)) == len(active_logical)
+        assert active_logical.max() < run.full_filters[group.producer]
+
+
+def test_compacted_run_meets_targets_and_keeps_inactive_slots_zero(make_config, tmp_path):
+    run = _experiment(make_config, tmp_path, data__num_tasks=2)
+    capacities = {g.producer: int(g.mask.shape[0]) for g in channel_masks(run.network)}
+    assert capacities == {"conv2": 4, "conv3": 7, "conv4": 7, "fc1": 14}
+    results = run.run()
+    targets = {name: filter_counts(full, 0.9, 0.01, 0.01)[0]
+               for name, full in run.full_filters.items()}
+    assert run.sparse_training.updater.active_filters() == targets  # frozen at the target
+    assert results["layer_sparsity"] == {name: 1 - targets[name] / full
+                                         for name, full in run.full_filters.items()}
+    _check_slots(run)
+    # FLOPs: the compacted model is charged; the dense reference is the full model
+    assert results["dense_training_flops"] / results["training_flops"] > 5
+
+
+def test_growth_keeps_the_function_and_starts_outgoing_weights_at_zero(make_config, tmp_path):
+    run = _experiment(make_config, tmp_path)
+    images = np.random.default_rng(0).normal(size=(8, 28, 28, 1)).astype(np.float32)
+    before = run.network(images, training=False).numpy()
+    masks = {g.producer: g.mask.numpy().copy() for g in channel_masks(run.network)}
+    updater = run.sparse_training.updater
+    gradients = {layer.name: np.ones(layer.kernel.shape, np.float32) for layer in run.model.sparse}
+    updater.update(0, gradients, np.random.default_rng(1))  # opening: target -> target + 1
+    for group in channel_masks(run.network):
+        grown = (group.mask.numpy() > 0) & (masks[group.producer] == 0)
+        assert grown.sum() == 1, group.producer
+        kernel = run.network.get_layer(group.producer).kernel.numpy()
+        assert np.any(kernel[..., grown] != 0)  # a fresh filter, so it can learn
+    np.testing.assert_allclose(run.network(images, training=False).numpy(), before, atol=1e-6)
+    _check_slots(run)
+
+
+def test_compact_model_equals_its_full_view(make_config, tmp_path):
+    run = _experiment(make_config, tmp_path, data__num_tasks=2)
+    run.run()
+    full = build_model("edge_cnn", (28, 28, 1), 10)
+    full_view(run.network, full)
+    images = np.random.default_rng(2).normal(size=(16, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(full(images, training=False).numpy(),
+                               run.network(images, training=False).numpy(), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_resnet_prunes_only_inner_block_convs(make_config, tmp_path):
+    run = _experiment(make_config, tmp_path, model__name="resnet18", model__width=0.25)
+    producers = [g.producer for g in channel_masks(run.network)]
+    assert len(producers) == 8 and all(p.endswith("_conv1") for p in producers)
+    assert [g.consumers for g in channel_masks(run.network)][0] == ("stage1_block1_conv2",)
+    conv2 = run.network.get_layer("stage1_block1_conv2")
+    assert conv2.kernel.shape[-2] == 3 and conv2.kernel.shape[-1] == 16  # input compacted only
+
+
+def test_structured_run_resumes_to_the_same_result(make_config, tmp_path, monkeypatch):
+    config = make_config("sparcl_derpp_s90", data__num_tasks=2, checkpoint__every_steps=2,
+                         model__width=1.0)
+    expected = Experiment(config, str(tmp_path / "reference"), verbose=0).run()
+    run_until_interrupted(config, str(tmp_path / "resumed"), 5, monkeypatch)
+    results = Experiment(config, str(tmp_path / "resumed"), verbose=0).run()
+    for key in ("class_il_matrix", "training_flops", "examples_removed", "layer_sparsity"):
+        assert results[key] == expected[key], key
+
+
+def test_compacted_model_trains_in_litert_with_inactive_slots_zero(make_config, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from sparcl_tf.export.audit import op_audit
+    from sparcl_tf.export.module import convert, training_module
+    run = _experiment(make_config, tmp_path)
+    module = training_module(run.config, run.network)
+    model = convert(module, str(tmp_path / "saved"))
+    assert all(not entry["flex_ops"] for entry in op_audit(model).values())
+    lite = Interpreter(model_content=model)
+    rng = np.random.default_rng(3)
+    inputs = {name: (rng.integers(0, 2, d["shape"]) if d["dtype"] == np.int32 else rng.normal(
+        size=d["shape"])).astype(d["dtype"]) for name, d in
+        lite.get_signature_runner("train").get_input_details().items()}
+    inputs["replay_weight"] = np.float32(1.0)
+    out = lite.get_signature_runner("train")(**inputs)
+    reference = module.train(*[tf.constant(inputs[s.name]) for s in module.train.input_signature])
+    assert abs(out["loss"] - reference["loss"].numpy()) <= 1e-5 * abs(out["loss"])
+    state = lite.get_signature_runner("get_state")()
+    for group in channel_masks(run.network):
+        inactive = state[f"{group.name}__mask"] == 0
+        assert inactive.any()
+        assert np.all(state[f"{group.producer}__kernel"][..., inactive] == 0)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"sparsity__granularity": "block"}, "sparsity.granularity='block' must be"),
+    ({"dgm__enabled": True, "dgm__gradient_sparsity": 0.95},
+     "does not support dgm.enabled"),
+    ({"model__name": "mlp"}, "supports model.name in"),
+])
+def test_structured_config_errors(make_config, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        Experiment(make_config("sparcl_derpp_s90", **overrides), str(tmp_path), verbose=0)
