@@ -142,3 +142,72 @@ def test_compacted_model_trains_in_litert_with_inactive_slots_zero(make_config, 
 def test_structured_config_errors(make_config, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         Experiment(make_config("sparcl_derpp_s90", **overrides), str(tmp_path), verbose=0)
+
+
+def _device_slots(state, run):
+    return {g.producer: state[f"{g.name}__mask"] > 0 for g in channel_masks(run.network)}
+
+
+def test_update_masks_on_device_switches_slots_exactly(make_config, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from sparcl_tf.export.module import convert, training_module
+    from sparcl_tf.sparsity.structured import filter_counts, update_counts
+    run = _experiment(make_config, tmp_path)
+    model = convert(training_module(run.config, run.network), str(tmp_path / "saved"))
+    lite = Interpreter(model_content=model)
+    images = np.random.default_rng(4).normal(size=(16, 28, 28, 1)).astype(np.float32)
+    infer = lite.get_signature_runner("infer")
+    before_logits = infer(images=images)["logits"]
+    before = lite.get_signature_runner("get_state")()
+    names = [g.producer for g in channel_masks(run.network)]
+    counts = [filter_counts(run.full_filters[n], 0.9, 0.01, 0.01) for n in names]
+    opening = [update_counts(0, 10, *c) for c in counts]  # grow one slot per layer
+    active = lite.get_signature_runner("update_masks")(
+        prune_to=np.array([p for p, _ in opening], np.int32),
+        grow_to=np.array([g for _, g in opening], np.int32), seed=np.int32(5))["active"]
+    np.testing.assert_array_equal(active, [g for _, g in opening])
+    after = lite.get_signature_runner("get_state")()
+    old, new = _device_slots(before, run), _device_slots(after, run)
+    for group in channel_masks(run.network):
+        grown = new[group.producer] & ~old[group.producer]
+        assert grown.sum() == 1
+        kernel = after[f"{group.producer}__kernel"]
+        assert np.any(kernel[..., grown] != 0)
+        for consumer in group.consumers:
+            rows = after[f"{consumer}__kernel"]
+            rows = rows.reshape(-1, len(grown), rows.shape[-1])
+            assert np.all(rows[:, ~new[group.producer], :] == 0)
+            # outgoing weights start at zero, except into a filter grown in the same update
+            # (whose own outgoing weights are zero, so the function is still unchanged)
+            old_columns = old[consumer] if consumer in old else np.ones(rows.shape[-1], bool)
+            assert np.all(rows[:, grown, :][:, :, old_columns] == 0)
+    # growth only: the function is unchanged
+    np.testing.assert_allclose(infer(images=images)["logits"], before_logits, atol=1e-5)
+    # a swap: prune one slot below the target
+    swap = [update_counts(1, 10, *c) for c in counts]
+    lite.get_signature_runner("update_masks")(
+        prune_to=np.array([p for p, _ in swap], np.int32),
+        grow_to=np.array([p for p, _ in swap], np.int32), seed=np.int32(6))
+    pruned_state = lite.get_signature_runner("get_state")()
+    for group, (prune_to, _) in zip(channel_masks(run.network), swap):
+        slots = _device_slots(pruned_state, run)[group.producer]
+        assert slots.sum() == prune_to
+        assert np.all(pruned_state[f"{group.producer}__kernel"][..., ~slots] == 0)
+        if group.norm:
+            assert np.all(pruned_state[f"{group.norm}__gamma"][~slots] == 1)
+            assert np.all(pruned_state[f"{group.norm}__beta"][~slots] == 0)
+
+
+def test_litert_session_runs_a_structured_config(make_config, tmp_path):
+    from sparcl_tf.experiment import run_experiment
+    from sparcl_tf.ondevice import OnDeviceSession
+    from tests.test_ondevice import _convert
+    config = make_config("sparcl_derpp_s90", model__width=1.0, data__num_tasks=2,
+                         log__tensorboard=False)
+    path = _convert(config, tmp_path / "model")
+    results = OnDeviceSession(path, config, str(tmp_path / "device"), verbose=0).run()
+    trainer = run_experiment(config, str(tmp_path / "keras"), verbose=0)
+    for key in ("layer_sparsity", "steps", "examples_removed", "training_flops",
+                "dense_training_flops"):
+        assert results[key] == trainer[key], key

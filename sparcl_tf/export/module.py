@@ -31,7 +31,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sparcl_tf.layers import MASKED_LAYER_TYPES, sparsifiable_layers, use_builtin_gradients
+from sparcl_tf.layers import (MASKED_LAYER_TYPES, channel_masks, sparsifiable_layers,
+                              use_builtin_gradients)
 from sparcl_tf.sparsity import dgm
 from sparcl_tf.sparsity.masks import active_count
 
@@ -99,7 +100,9 @@ class TrainingModule(tf.Module):
     """Signatures for on-device SparCL on `network` (see the module docstring).
 
     `gradient_masks`: None (no DGM) or settings with `gradient_sparsity` and `threshold`.
-    `mask_rule`: None (masks fixed on device), "tdm" or "rigl"; `grow`: "random" or "gradient".
+    `mask_rule`: None (masks fixed on device), "tdm" or "rigl", or "slots" (a compacted
+    channel-structured model: update_masks switches filter slots); `grow`: "random" or
+    "gradient".
     """
 
     def __init__(self, network, method, batch_size, replay_batch_size, learning_rate,
@@ -255,6 +258,8 @@ class TrainingModule(tf.Module):
             velocity.assign(velocity * tf.cast(mask, tf.float32))
 
     def _update_masks(self, prune_to, grow_to, seed):
+        if self._mask_rule == "slots":
+            return self._update_slots(prune_to, grow_to, seed)
         active_after = []
         for index, (layer, gradient) in enumerate(zip(self._sparse, self._last_gradients)):
             shape = layer.kernel.shape
@@ -278,6 +283,80 @@ class TrainingModule(tf.Module):
             grown = pruned | _select_top(grow_scores, ~pruned, tf.maximum(growth, 0))[0]
             self._write_mask(layer, tf.reshape(grown, shape))
             active_after.append(tf.reduce_sum(tf.cast(grown, tf.int32)))
+        return {"active": tf.stack(active_after)}
+
+    # --- channel-structured models: filter slots (sparsity/structured.py, on the device) ---
+
+    def _scale_slots(self, variable, keep, axis_from_end=1, fill=0.0):
+        """variable <- variable * keep + fill * (1 - keep) along the slot axis (last by
+        default; `axis_from_end=2` for a consumer's input axis, slots x outputs)."""
+        shape = variable.shape
+        if axis_from_end == 1:
+            view = tf.reshape(variable, [-1, shape[-1]])
+            factor = keep[None, :]
+        else:
+            view = tf.reshape(variable, [-1, keep.shape[0], shape[-1]])
+            factor = keep[None, :, None]
+        variable.assign(tf.reshape(view * factor + fill * (1.0 - factor), shape))
+
+    def _momenta(self, variable):
+        if not self._velocities:
+            return []
+        ids = [id(v) for v in self._network.trainable_variables]
+        return [self._velocities[ids.index(id(variable))]] if id(variable) in ids else []
+
+    def _switch_off(self, group, keep):
+        """Zeroes the slots where keep == 0 (filter, bias, momentum, consumers' inputs; BN reset)."""
+        producer = self._network.get_layer(group.producer)
+        pairs = [producer.kernel] + ([producer.bias] if producer.bias is not None else [])
+        for variable in pairs:
+            for target in [variable] + self._momenta(variable):
+                self._scale_slots(target, keep)
+        if group.norm:
+            norm = self._network.get_layer(group.norm)
+            for variable in norm.weights:
+                ones = variable.path.rsplit("/", 1)[-1] in ("gamma", "moving_variance")
+                self._scale_slots(variable, keep, fill=1.0 if ones else 0.0)
+                for velocity in self._momenta(variable):
+                    self._scale_slots(velocity, keep)
+        for name in group.consumers:
+            kernel = self._network.get_layer(name).kernel
+            for target in [kernel] + self._momenta(kernel):
+                self._scale_slots(target, keep, axis_from_end=2)
+
+    def _update_slots(self, prune_to, grow_to, seed):
+        active_after = []
+        groups = channel_masks(self._network)
+        for index, (group, gradient) in enumerate(zip(groups, self._last_gradients)):
+            kernel = self._network.get_layer(group.producer).kernel
+            mask = group.mask > 0
+            slots = mask.shape[0]
+            scores = tf.reduce_sum(tf.reshape(
+                tf.abs(kernel) + self._importance_lambda * tf.abs(gradient), [-1, slots]), 0)
+            kept, positions = _select_top(scores, mask, prune_to[index])
+            self._switch_off(group, tf.cast(kept | ~mask, tf.float32))
+            growth = tf.maximum(grow_to[index] - tf.reduce_sum(tf.cast(kept, tf.int32)), 0)
+            grown = _select_top(random_scores(positions, seed, index), ~kept, growth)[0]
+            # A grown slot: a fresh He-uniform filter (seeded hash), zero outgoing weights (left
+            # zero by the switch-off), no input from switched-off upstream slots.
+            flat = tf.reshape(kernel, [-1])
+            # Entry positions from the (finite) kernel values: |w| >= 0 cannot be folded away.
+            entries = tf.cumsum(tf.cast(tf.abs(flat) >= 0.0, tf.int32)) - 1
+            hashed = random_scores(entries, seed, index + 7919)
+            limit = float(np.sqrt(6.0 / np.prod(kernel.shape[:-1])))
+            fresh = tf.reshape((tf.cast(hashed, tf.float32) / float(_M) * 2.0 - 1.0) * limit,
+                               kernel.shape)
+            take = tf.cast(grown, tf.float32)
+            kernel.assign(tf.reshape(
+                tf.reshape(kernel, [-1, slots]) * (1.0 - take) + tf.reshape(fresh, [-1, slots])
+                * take, kernel.shape))
+            for upstream in groups:
+                if group.producer in upstream.consumers:
+                    self._scale_slots(kernel, tf.cast(upstream.mask > 0, tf.float32),
+                                      axis_from_end=2)
+            new_mask = kept | grown
+            group.mask.assign(tf.cast(new_mask, group.mask.dtype))
+            active_after.append(tf.reduce_sum(tf.cast(new_mask, tf.int32)))
         return {"active": tf.stack(active_after)}
 
     def _get_state(self):
@@ -308,12 +387,13 @@ def training_module(config, network, flex=False):
     from sparcl_tf.methods import build_method
     schedule = config.sparsity.schedule
     if config.sparsity.granularity == "filter":
-        schedule = "none"  # slot updates of a compacted model are not exported (host only)
+        schedule = "slots" if schedule == "tdm" else "none"
     return TrainingModule(
         export_network(network), build_method(config.method), config.batch_size,
         config.replay.batch_size, config.optimizer.learning_rate, config.optimizer.momentum,
         gradient_masks=config.dgm if config.dgm.enabled else None,
-        mask_rule=schedule if schedule in ("tdm", "rigl") else None, grow=config.sparsity.grow,
+        mask_rule=schedule if schedule in ("tdm", "rigl", "slots") else None,
+        grow=config.sparsity.grow,
         importance_lambda=config.sparsity.importance_lambda, flex=flex)
 
 

@@ -32,12 +32,12 @@ from sparcl_tf.errors import ConfigError
 from sparcl_tf.evaluation import accuracies
 from sparcl_tf.example_stats import ExampleStats, margin
 from sparcl_tf.flops import FlopsLedger
-from sparcl_tf.layers import sparsifiable_layers
+from sparcl_tf.layers import channel_masks, sparsifiable_layers
 from sparcl_tf.methods import build_method
-from sparcl_tf.models import build_model
+from sparcl_tf.models import build_model, structured_producers
 from sparcl_tf.ondevice.device_model import DeviceModel
 from sparcl_tf.replay import ReservoirBuffer
-from sparcl_tf.sparsity import ddr, schedule
+from sparcl_tf.sparsity import ddr, schedule, structured
 from sparcl_tf.sparsity.masks import active_count
 
 
@@ -71,6 +71,19 @@ class OnDeviceSession:
         # The Keras network is built for its layer names and FLOPs only; no weight is used.
         network = build_model(config.model.name, self.tasks.image_shape, self.tasks.num_classes,
                               width=config.model.width)
+        full, self.full_filters = None, None
+        if config.sparsity.granularity == "filter":  # the compacted model of a structured run
+            full = network
+            producers = structured_producers(config.model.name, full)
+            self.full_filters = {n: int(full.get_layer(n).kernel.shape[-1]) for n in producers}
+            targets = schedule.layer_targets(config, producers)
+            network = build_model(config.model.name, self.tasks.image_shape,
+                                  self.tasks.num_classes, width=config.model.width, capacities={
+                                      n: structured.capacity(self.full_filters[n],
+                                                             config.sparsity, targets[n])
+                                      for n in producers})
+            self.slot_masks = {group.producer: f"{group.name}__mask"
+                               for group in channel_masks(network)}
         self.layer_names = [layer.name for layer in sparsifiable_layers(network)]
         self.layer_sizes = [int(np.prod(layer.kernel.shape))
                             for layer in sparsifiable_layers(network)]
@@ -85,7 +98,7 @@ class OnDeviceSession:
                                       self.tasks.num_classes, self.generator) \
             if self.method.uses_buffer else None
         self.stats = ExampleStats(self.tasks.num_example_ids)
-        self.ledger = FlopsLedger(network)
+        self.ledger = FlopsLedger(network, full)
 
         os.makedirs(os.path.join(workdir, "device_state"), exist_ok=True)
         variables = {f"stats/{k}": v for k, v in self.stats.state().items()}
@@ -191,11 +204,19 @@ class OnDeviceSession:
     # --- events ---------------------------------------------------------------------------
 
     def _update_masks(self, event, task_index):
+        s = self.config.sparsity
+        seed = (self.config.seed * 100_003 + task_index * 1_009 + event.update_index) % (2**31 - 1)
+        if self.full_filters is not None:  # filter slots; the compacted kernels stay dense
+            prune_to, grow_to = zip(*[structured.update_counts(
+                event.update_index, s.updates_per_task, *structured.filter_counts(
+                    self.full_filters[n], self.targets[n], s.open_fraction, s.swap_fraction))
+                for n in self.layer_names])
+            self.device.update_masks(prune_to, grow_to, seed)
+            return
         _, targets_of = schedule.update_targets(self.config, event, task_index, len(self.tasks))
         prune_to, grow_to = zip(*[
             (active_count(size, prune), active_count(size, grow)) for size, (prune, grow) in
             zip(self.layer_sizes, (targets_of(self.targets[n]) for n in self.layer_names))])
-        seed = (self.config.seed * 100_003 + task_index * 1_009 + event.update_index) % (2**31 - 1)
         active = self.device.update_masks(prune_to, grow_to, seed)
         self._set_weight_density(active)
         self._refresh_pending = True
@@ -325,6 +346,15 @@ class OnDeviceSession:
         plots.plot_task_curves(results, os.path.join(self.workdir, "task_accuracy.png"))
         return results
 
+    def _layer_sparsity(self, state):
+        """Exact zeros per sparse kernel; for a compacted model, the share of the full layer's
+        filters that are not active."""
+        if self.full_filters is None:
+            return {name: float(np.mean(state[f"{name}__kernel"] == 0))
+                    for name in self.layer_names}
+        return {name: 1.0 - float(state[self.slot_masks[name]].sum()) / full
+                for name, full in self.full_filters.items()}
+
     def results(self):
         """The trainer's results.json keys, from the model's final state and the host's counts."""
         progress, config = self.progress, self.config
@@ -360,8 +390,7 @@ class OnDeviceSession:
             "examples_presented": progress.examples_presented,
             "examples_removed": progress.examples_removed,
             "training_examples": int(sum(len(task.x_train) for task in self.tasks.tasks)),
-            "layer_sparsity": {name: float(np.mean(state[f"{name}__kernel"] == 0))
-                               for name in self.layer_names},
+            "layer_sparsity": self._layer_sparsity(state),
             "gradient_density": {name: float(value)
                                  for name, value in zip(self.layer_names, density)},
             "parameters": self.parameters,
