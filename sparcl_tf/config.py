@@ -41,11 +41,11 @@ SPARCL_PRESETS = {
     "sparcl_derpp_90_no_tdm": {**_SPARCL_90, "sparsity.schedule": "static"},
     "sparcl_derpp_90_no_ddr": {**_SPARCL_90, "ddr.enabled": False},
     "sparcl_derpp_90_no_dgm": {**_SPARCL_90, "dgm.enabled": False},
-    # Channel-structured SparCL: filter-level TDM on physically compacted layers + DDR (no DGM:
-    # its gradient masks would not shrink any kernel).
+    # Channel-structured SparCL: filter-level TDM on physically compacted layers, DGM on whole
+    # filters (kernel gradients computed for the selected filters only), DDR.
     **{f"sparcl_derpp_s{round(100 * s)}": {
-        **_DERPP, "sparsity.schedule": "tdm", "sparsity.granularity": "filter",
-        "sparsity.weight_sparsity": s, "ddr.enabled": True} for s in (0.75, 0.90, 0.95)},
+        **_sparcl(s, g), "sparsity.granularity": "filter"}
+       for s, g in ((0.75, 0.80), (0.90, 0.92), (0.95, 0.96))},
 }
 ALL_PRESETS = {**METHOD_PRESETS, **SPARCL_PRESETS}
 

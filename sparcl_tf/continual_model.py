@@ -31,14 +31,17 @@ class ContinualModel(keras.Model):
     `masking`: False for a dense run: no mask multiplies, gradient masking or re-masking at all,
     the plain model (also the compacted model of channel-structured SparCL, whose slots are
     switched by ChannelMask layers). `reference_network`: the full model whose FLOPs count as
-    dense when `network` is compacted. `gradient_masks`: None (no DGM) or settings with `gradient_sparsity`,
+    dense when `network` is compacted. `filter_gradients`: structured DGM on a compacted model:
+    settings with `keep` (filters per sparse layer whose kernel gradients a step computes),
+    `slot_masks` (each layer's ChannelMask variable) and `refresh_every`. `gradient_masks`: None (no DGM) or settings with `gradient_sparsity`,
     `refresh_every` and `threshold` ('topk' or 'bisection'). `track_gradients`: keep the last
     dense kernel gradients of the sparse layers for mask updates.
     """
 
     def __init__(self, network, method, num_classes, augment, generator, buffer=None,
                  stats=None, replay_batch_size=32, masking=True, gradient_masks=None,
-                 track_gradients=False, reference_network=None, **kwargs):
+                 track_gradients=False, reference_network=None, filter_gradients=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if method.uses_buffer and buffer is None:
             raise ValueError(f"method {method.name!r} needs a replay buffer")
@@ -81,6 +84,18 @@ class ContinualModel(keras.Model):
                 for layer in self.sparse]
             self.refresh_pending = variable(True, "gradient_mask_refresh_pending")
             self.steps_since_refresh = variable(0, "gradient_mask_steps_since_refresh")
+        self.filter_gradients = filter_gradients
+        if filter_gradients is not None:
+            self.full_gradient_step = variable(True, "filter_gradient_full_step")
+            self.filter_selections = []
+            for layer, keep in zip(self.sparse, filter_gradients.keep):
+                selection = variable(tf.range(keep), f"filter_selection_{layer.name}")
+                # Plain attributes, not tracked weights: the network's variables stay its own.
+                object.__setattr__(layer, "filter_selection", selection)
+                object.__setattr__(layer, "full_kernel_gradient", self.full_gradient_step)
+                self.filter_selections.append(selection)
+            self.refresh_pending = variable(True, "gradient_mask_refresh_pending")
+            self.steps_since_refresh = variable(0, "gradient_mask_steps_since_refresh")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
 
@@ -99,6 +114,9 @@ class ContinualModel(keras.Model):
         if self.dgm is not None:
             variables += [*self.gradient_mask_vars, self.refresh_pending,
                           self.steps_since_refresh]
+        if self.filter_gradients is not None:
+            variables += [*self.filter_selections, self.full_gradient_step, self.refresh_pending,
+                          self.steps_since_refresh]
         return {v.name.split(":")[0]: v for v in variables}
 
     def begin_task(self, task_index, classes, replay_enabled):
@@ -113,7 +131,7 @@ class ContinualModel(keras.Model):
         self.request_gradient_mask_refresh()
 
     def request_gradient_mask_refresh(self):
-        if self.dgm is not None:
+        if self.dgm is not None or self.filter_gradients is not None:
             self.refresh_pending.assign(True)
 
     def _replay_loss(self):
@@ -157,9 +175,37 @@ class ContinualModel(keras.Model):
         return [m * g for m, g in zip(
             weight_masks, self._refreshed_gradient_masks(masked, weight_masks))]
 
+    def _select_filters(self, sparse_gradients):
+        """Structured DGM: after a full-gradient step, each layer keeps the active filters of
+        largest gradient magnitude (summed over the filter) for the next steps; returns this
+        step's per-layer gradient multipliers and the fractions of filters updated."""
+        def refresh():
+            for selection, gradient, keep, slots in zip(
+                    self.filter_selections, sparse_gradients, self.filter_gradients.keep,
+                    self.filter_gradients.slot_masks):
+                norms = tf.reduce_sum(tf.abs(tf.reshape(gradient, [-1, gradient.shape[-1]])), 0)
+                norms = tf.where(slots > 0, norms, -1.0)  # inactive slots rank last
+                selection.assign(tf.math.top_k(norms, k=keep).indices)
+            self.steps_since_refresh.assign(0)
+            self.refresh_pending.assign(False)
+            return tf.constant(True)
+
+        with tf.control_dependencies([tf.cond(self.full_gradient_step, refresh,
+                                              lambda: tf.constant(False))]):
+            self.steps_since_refresh.assign_add(1)
+            multipliers = [tf.reduce_sum(tf.one_hot(s, g.shape[-1]), 0)
+                           for s, g in zip(self.filter_selections, sparse_gradients)]
+        density = tf.stack([tf.where(self.full_gradient_step, 1.0, keep / g.shape[-1])
+                            for keep, g in zip(self.filter_gradients.keep, sparse_gradients)])
+        return multipliers, density
+
     def train_step(self, data):
         images, labels, example_ids = data
         variables = self.network.trainable_variables
+        if self.filter_gradients is not None:  # a refresh step computes every filter's gradient
+            self.full_gradient_step.assign(
+                self.refresh_pending
+                | (self.steps_since_refresh >= self.filter_gradients.refresh_every))
         with tf.GradientTape() as tape:
             logits = self.network(self.augment(images), training=True)
             loss = self.method.current_loss(labels, logits, self.class_mask)
@@ -176,12 +222,18 @@ class ContinualModel(keras.Model):
             multipliers = self.gradient_multipliers(sparse_gradients)
             for position, multiplier in zip(positions, multipliers):
                 gradients[position] = gradients[position] * multiplier
+        elif self.filter_gradients is not None:
+            filter_multipliers, filter_density = self._select_filters(sparse_gradients)
+            for position, multiplier in zip(positions, filter_multipliers):
+                gradients[position] = gradients[position] * multiplier
         self.optimizer.apply(gradients, variables)
         if self.masking:
             for layer in self.sparse:
                 layer.apply_mask_to_kernel()
             gradient_density = tf.stack([tf.reduce_mean(m) for m in multipliers]) \
                 if multipliers else tf.zeros((0,))
+        elif self.filter_gradients is not None:
+            gradient_density = filter_density
         else:
             gradient_density = tf.ones((len(self.sparse),))
         self.gradient_density_sum.assign_add(gradient_density)

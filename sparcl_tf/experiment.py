@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import time
+import types
 
 import keras
 import numpy as np
@@ -32,11 +33,13 @@ from sparcl_tf.errors import ConfigError
 from sparcl_tf.evaluation import Evaluator
 from sparcl_tf.example_stats import ExampleStats
 from sparcl_tf.methods import build_method
+from sparcl_tf.layers import channel_masks, sparsifiable_layers
 from sparcl_tf.models import build_model, structured_producers
 from sparcl_tf.replay import ReservoirBuffer
 from sparcl_tf.sparsity import SparseTraining, ddr
 from sparcl_tf.sparsity.schedule import layer_targets
 from sparcl_tf.sparsity.structured import capacity as structured_capacity
+from sparcl_tf.sparsity.structured import gradient_filters
 
 # Fields that may differ when a run is resumed: they change how it reports, not what it computes.
 _RESUME_FREE_FIELDS = ("log", "checkpoint")
@@ -104,8 +107,10 @@ class Experiment:
             self.network, self.method, self.tasks.num_classes, augment, self.generator,
             buffer=self.buffer, stats=self.stats, replay_batch_size=config.replay.batch_size,
             masking=schedule != "none" and not structured,
-            gradient_masks=config.dgm if config.dgm.enabled else None,
-            track_gradients=schedule in ("tdm", "rigl"), reference_network=self.full_network)
+            gradient_masks=config.dgm if config.dgm.enabled and not structured else None,
+            track_gradients=schedule in ("tdm", "rigl"), reference_network=self.full_network,
+            filter_gradients=self._filter_gradients() if structured and config.dgm.enabled
+            else None)
         self.model.compile(optimizer=keras.optimizers.SGD(
             learning_rate=config.optimizer.learning_rate, momentum=config.optimizer.momentum))
         self.model.optimizer.build(self.network.trainable_variables)
@@ -124,6 +129,17 @@ class Experiment:
         self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) \
             if config.log.tensorboard else None
         self._clock_start = time.perf_counter()
+
+    def _filter_gradients(self):
+        """Structured DGM settings: filters per sparse layer, its slot mask, the cadence."""
+        slot_masks = {group.producer: group.mask for group in channel_masks(self.network)}
+        layers = sparsifiable_layers(self.network)
+        return types.SimpleNamespace(
+            keep=[gradient_filters(self.full_filters[layer.name],
+                                   self.config.dgm.gradient_sparsity,
+                                   int(layer.kernel.shape[-1])) for layer in layers],
+            slot_masks=[slot_masks[layer.name] for layer in layers],
+            refresh_every=self.config.dgm.refresh_every)
 
     def _check_or_write_config(self, resuming):
         path = os.path.join(self.workdir, "config.json")

@@ -50,11 +50,20 @@ class _MaskedKernelMixin:
     mask_enabled = True
     # Set True (`use_builtin_gradients`) for graphs exported to TFLite: gradients without Flex ops.
     builtin_gradients = False
+    # Structured DGM (set by the trainer of a compacted model): kernel gradients only for the
+    # output filters in `filter_selection` (int32 variable) unless `full_kernel_gradient` (bool).
+    filter_selection = None
+    full_kernel_gradient = None
 
     def masked_kernel(self):
         if not (self.sparsifiable and self.mask_enabled):  # all-ones mask: skip the multiply
             return self.kernel
         return _straight_through_mask(self.kernel.value, ops.cast(self.mask, self.kernel.dtype))
+
+    def _kernel_tensor(self):
+        """The (masked) kernel as a tf value a custom gradient can take as input."""
+        kernel = self.masked_kernel()
+        return self.kernel.value if kernel is self.kernel else kernel
 
     def apply_mask_to_kernel(self):
         """Sets masked kernel entries to exactly zero."""
@@ -94,7 +103,11 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
             self.kernel_size + (int(input_shape[-1]), self.filters), self.filters)
 
     def call(self, inputs):
-        if self.builtin_gradients:
+        if self.filter_selection is not None:
+            outputs = builtin_ops.conv2d_filter_subset(
+                inputs, self._kernel_tensor(), self.strides, self.padding, self.filter_selection,
+                self.full_kernel_gradient)
+        elif self.builtin_gradients:
             outputs = builtin_ops.conv2d(inputs, self.masked_kernel(), self.strides, self.padding)
         else:
             outputs = ops.conv(inputs, self.masked_kernel(), strides=self.strides,
@@ -133,6 +146,9 @@ class MaskedDense(_MaskedKernelMixin, keras.layers.Layer):
         self._build_masked_weights((int(input_shape[-1]), self.units), self.units)
 
     def call(self, inputs):
+        if self.filter_selection is not None:
+            return self._add_bias(builtin_ops.matmul_unit_subset(
+                inputs, self._kernel_tensor(), self.filter_selection, self.full_kernel_gradient))
         return self._add_bias(ops.matmul(inputs, self.masked_kernel()))
 
     def compute_output_shape(self, input_shape):

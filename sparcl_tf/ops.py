@@ -66,3 +66,67 @@ def conv2d(x, kernel, strides=(1, 1), padding="same"):
         return y, gradient
 
     return forward(x, kernel)
+
+
+def _scatter_last_axis(values, index, shape):
+    """A tensor of `shape`, zeros except `values` at positions `index` of its last axis."""
+    rank = len(values.shape)
+    to_front = [rank - 1] + list(range(rank - 1))
+    scattered = tf.scatter_nd(index[:, None], tf.transpose(values, to_front),
+                              tf.concat([shape[-1:], shape[:-1]], 0))
+    return tf.transpose(scattered, list(range(1, rank)) + [0])
+
+
+def conv2d_filter_subset(x, kernel, strides, padding, selection, full):
+    """conv2d whose kernel gradient is computed for the output filters in `selection` (int32)
+    only, by slicing the output gradient, unless `full` (bool): structured DGM. The other
+    filters' gradients are zero; the input gradient is exact."""
+    tf_strides, tf_padding = [1, *strides, 1], padding.upper()
+
+    # selection and full go in as inputs: a gradient function that captures variables fails
+    # inside the tf.cond of the replay terms.
+    @tf.custom_gradient
+    def forward(x, kernel, selection, full):
+        def gradient(dy):
+            dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel,
+                                                out_backprop=dy, strides=tf_strides,
+                                                padding=tf_padding)
+
+            def all_filters():
+                return tf.raw_ops.Conv2DBackpropFilter(
+                    input=x, filter_sizes=tf.shape(kernel), out_backprop=dy,
+                    strides=tf_strides, padding=tf_padding)
+
+            def selected_filters():
+                sizes = tf.concat([tf.shape(kernel)[:3], tf.shape(selection)], 0)
+                subset = tf.raw_ops.Conv2DBackpropFilter(
+                    input=x, filter_sizes=sizes, out_backprop=tf.gather(dy, selection, axis=3),
+                    strides=tf_strides, padding=tf_padding)
+                return _scatter_last_axis(subset, selection, tf.shape(kernel))
+
+            return dx, tf.cond(full, all_filters, selected_filters), None, None
+
+        return tf.nn.conv2d(x, kernel, tf_strides, tf_padding), gradient
+
+    return forward(x, kernel, tf.convert_to_tensor(selection), tf.convert_to_tensor(full))
+
+
+def matmul_unit_subset(x, kernel, selection, full):
+    """x @ kernel whose kernel gradient covers the output units in `selection` only (unless
+    `full`): structured DGM for dense layers."""
+    @tf.custom_gradient
+    def forward(x, kernel, selection, full):
+        def gradient(dy):
+            def all_units():
+                return tf.matmul(x, dy, transpose_a=True)
+
+            def selected_units():
+                subset = tf.matmul(x, tf.gather(dy, selection, axis=1), transpose_a=True)
+                return _scatter_last_axis(subset, selection, tf.shape(kernel))
+
+            return (tf.matmul(dy, kernel, transpose_b=True),
+                    tf.cond(full, all_units, selected_units), None, None)
+
+        return tf.matmul(x, kernel), gradient
+
+    return forward(x, kernel, tf.convert_to_tensor(selection), tf.convert_to_tensor(full))

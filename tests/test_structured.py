@@ -135,8 +135,7 @@ def test_compacted_model_trains_in_litert_with_inactive_slots_zero(make_config, 
 
 @pytest.mark.parametrize("overrides, message", [
     ({"sparsity__granularity": "block"}, "sparsity.granularity='block' must be"),
-    ({"dgm__enabled": True, "dgm__gradient_sparsity": 0.95},
-     "does not support dgm.enabled"),
+    ({"sparsity__schedule": "rigl"}, "needs sparsity.schedule tdm or static"),
     ({"model__name": "mlp"}, "supports model.name in"),
 ])
 def test_structured_config_errors(make_config, tmp_path, overrides, message):
@@ -203,11 +202,33 @@ def test_litert_session_runs_a_structured_config(make_config, tmp_path):
     from sparcl_tf.experiment import run_experiment
     from sparcl_tf.ondevice import OnDeviceSession
     from tests.test_ondevice import _convert
+    # Structured DGM is host-only: without it the two runs charge the same FLOPs.
     config = make_config("sparcl_derpp_s90", model__width=1.0, data__num_tasks=2,
-                         log__tensorboard=False)
+                         log__tensorboard=False, dgm__enabled=False)
     path = _convert(config, tmp_path / "model")
     results = OnDeviceSession(path, config, str(tmp_path / "device"), verbose=0).run()
     trainer = run_experiment(config, str(tmp_path / "keras"), verbose=0)
     for key in ("layer_sparsity", "steps", "examples_removed", "training_flops",
                 "dense_training_flops"):
         assert results[key] == trainer[key], key
+
+
+def test_structured_dgm_updates_only_the_selected_filters(make_config, tmp_path):
+    run = _experiment(make_config, tmp_path, data__num_tasks=2, dgm__refresh_every=3)
+    model = run.model
+    assert model.filter_gradients.keep == [3, 5, 5, 10]  # n - round(0.92 n), within the slots
+    results = run.run()
+    for selection, slots in zip(model.filter_selections, model.filter_gradients.slot_masks):
+        chosen = selection.numpy()
+        assert len(set(chosen)) == len(chosen) and np.all(slots.numpy()[chosen] > 0)
+    density = results["gradient_density"]
+    assert all(0 < value < 1 for value in density.values())
+    # between refreshes the kernel gradient of unselected filters is not computed at all
+    layer = model.sparse[1]
+    images = np.random.default_rng(5).normal(size=(4, 28, 28, 1)).astype(np.float32)
+    model.full_gradient_step.assign(False)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(run.network(images, training=True) ** 2)
+    gradient = tape.gradient(loss, layer.kernel.value).numpy()
+    computed = np.flatnonzero(np.abs(gradient).reshape(-1, gradient.shape[-1]).sum(0))
+    assert set(computed) <= set(model.filter_selections[1].numpy())

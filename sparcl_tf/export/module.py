@@ -385,13 +385,13 @@ class TrainingModule(tf.Module):
 def training_module(config, network, flex=False):
     """The module for a run's `config`, on an export copy of its trained `network`."""
     from sparcl_tf.methods import build_method
-    schedule = config.sparsity.schedule
-    if config.sparsity.granularity == "filter":
-        schedule = "slots" if schedule == "tdm" else "none"
+    schedule, dgm_settings = config.sparsity.schedule, config.dgm if config.dgm.enabled else None
+    if config.sparsity.granularity == "filter":  # slots on device; structured DGM is host-only
+        schedule, dgm_settings = ("slots" if schedule == "tdm" else "none"), None
     return TrainingModule(
         export_network(network), build_method(config.method), config.batch_size,
         config.replay.batch_size, config.optimizer.learning_rate, config.optimizer.momentum,
-        gradient_masks=config.dgm if config.dgm.enabled else None,
+        gradient_masks=dgm_settings,
         mask_rule=schedule if schedule in ("tdm", "rigl", "slots") else None,
         grow=config.sparsity.grow,
         importance_lambda=config.sparsity.importance_lambda, flex=flex)

@@ -116,9 +116,6 @@ def validate(sparsity_config, ddr_config, dgm_config):
         if s.schedule not in ("tdm", "static"):
             raise ConfigError(f"sparsity.granularity=filter needs sparsity.schedule tdm or "
                               f"static, got {s.schedule!r}")
-        if dgm_config.enabled:
-            raise ConfigError("sparsity.granularity=filter does not support dgm.enabled (gradient "
-                              "masks at filter granularity are not built)")
     if s.grow not in ("random", "gradient"):
         raise ConfigError(f"sparsity.grow={s.grow!r} must be 'random' or 'gradient'")
     if s.updates_per_task < 2:

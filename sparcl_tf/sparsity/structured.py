@@ -38,6 +38,12 @@ def capacity(num_filters, sparsity_config, sparsity):
     return target + opening
 
 
+def gradient_filters(num_filters, gradient_sparsity, slots):
+    """Filters whose kernel gradients a structured-DGM step computes: the layer's total
+    gradient sparsity in filters, at least one, at most its slots."""
+    return max(1, min(slots, active_count(num_filters, gradient_sparsity)))
+
+
 def update_counts(update_index, updates_per_task, target, opening, swap):
     """(prune_to, grow_to) active filters of TDM update `update_index`."""
     if update_index == 0:
