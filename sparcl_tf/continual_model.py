@@ -31,11 +31,12 @@ class ContinualModel(keras.Model):
     `masking`: False for a dense run: no mask multiplies, gradient masking or re-masking at all,
     the plain model (also the compacted model of channel-structured SparCL, whose slots are
     switched by ChannelMask layers). `reference_network`: the full model whose FLOPs count as
-    dense when `network` is compacted. `filter_gradients`: structured DGM on a compacted model:
-    settings with `keep` (filters per sparse layer whose kernel gradients a step computes),
-    `slot_masks` (each layer's ChannelMask variable) and `refresh_every`. `gradient_masks`: None (no DGM) or settings with `gradient_sparsity`,
-    `refresh_every` and `threshold` ('topk' or 'bisection'). `track_gradients`: keep the last
-    dense kernel gradients of the sparse layers for mask updates.
+    dense when `network` is compacted. `gradient_masks`: None (no DGM) or settings with
+    `gradient_sparsity`, `refresh_every` and `threshold` ('topk' or 'bisection').
+    `filter_gradients`: structured DGM on a compacted model: settings with `keep` (filters per
+    sparse layer whose kernel gradients a step computes), `slot_masks` (each layer's ChannelMask
+    variable) and `refresh_every`. `track_gradients`: keep the last kernel gradients of the
+    sparse layers for mask updates.
     """
 
     def __init__(self, network, method, num_classes, augment, generator, buffer=None,
