@@ -74,7 +74,8 @@ def _run_config(workdir):
 def test_flex_variant_adds_save_and_restore_only_there(tmp_path, idx_folder):
     # Flex ops cannot run in this interpreter: the variant is checked by its conversion only.
     result = _tool("tools.convert", f"--workdir={tmp_path}",
-                   "--config=configs/split_fmnist.py:sparcl_derpp", f"--config.data.dir={idx_folder}",
+                   "--config=configs/split_fmnist.py:sparcl_derpp",
+                   f"--config.data.dir={idx_folder}",
                    "--config.model.width=0.25", "--flex")
     assert result.returncode == 0, result.stderr
     audit = json.loads((tmp_path / "op_audit.json").read_text())

@@ -33,7 +33,8 @@ def main(argv):
     print(f"| head | class-IL | task-IL |\n|---|---:|---:|\n"
           f"| {r['preset'] or r['method']} | {r['class_il']:.2f} | {r['task_il']:.2f} |\n"
           f"| finetune | {r['finetune_class_il']:.2f} | {r['finetune_task_il']:.2f} |")
-    print(f"TFLM arenas (backbone + head) {r['arena_bytes']:,} B + buffer {r['buffer_bytes']:,} B = "
+    print(f"TFLM arenas (backbone + head) {r['arena_bytes']:,} B + buffer "
+          f"{r['buffer_bytes']:,} B = "
           f"{r['arena_plus_buffer_bytes']:,} B (budget {r['memory_budget_bytes']:,}); models "
           f"{r['model_bytes']:,} B; {r['ms_per_step']:.2f} ms per head step, "
           f"{r['backbone_ms_per_image']:.2f} ms per image (backbone); TFLM vs LiteRT loss "

@@ -125,8 +125,9 @@ class TrainingModule(tf.Module):
         trainable = network.trainable_variables
         self._velocities = [variable(tf.zeros(v.shape), f"momentum__{_state_name(v)}")
                             for v in trainable] if self._momentum else []
-        self._last_gradients = [variable(tf.zeros(layer.kernel.shape), f"last_gradient__{layer.name}")
-                                for layer in self._sparse] if mask_rule else []
+        self._last_gradients = [
+            variable(tf.zeros(layer.kernel.shape), f"last_gradient__{layer.name}")
+            for layer in self._sparse] if mask_rule else []
         self._gradient_masks = [variable(tf.ones(layer.kernel.shape, tf.bool),
                                          f"gradient_mask__{layer.name}")
                                 for layer in self._sparse] if gradient_masks else []
@@ -306,7 +307,7 @@ class TrainingModule(tf.Module):
         return [self._velocities[ids.index(id(variable))]] if id(variable) in ids else []
 
     def _switch_off(self, group, keep):
-        """Zeroes the slots where keep == 0 (filter, bias, momentum, consumers' inputs; BN reset)."""
+        """Zeroes the slots where keep == 0: filter, bias, momentum, consumers' inputs; BN reset."""
         producer = self._network.get_layer(group.producer)
         pairs = [producer.kernel] + ([producer.bias] if producer.bias is not None else [])
         for variable in pairs:

@@ -8,10 +8,10 @@ SELECT (v1), so the head is written out by hand in ops it does have:
 
 `train_step` is one SGD step of the run's method on the head: current-batch CE over the classes in
 class_mask plus the method's replay terms (DER++: alpha * MSE to the stored logits on draw 0,
-beta * CE on draw 1; ER: CE; DER: MSE), scaled by replay_weight; labels come one-hot from the host. Gradients are written by hand
-(no autodiff ops), the hidden kernel's gradient is multiplied by the weight mask and the DGM
-gradient mask, which the step recomputes (16-step threshold bisection, `sparsity.dgm`) when
-`refresh` is 1. Parameters go in and come out: the model holds no variables, so the same bytes
+beta * CE on draw 1; ER: CE; DER: MSE), scaled by replay_weight; labels come one-hot from the
+host. Gradients are written by hand (no autodiff ops); the hidden kernel's gradient is
+multiplied by the weight mask and the DGM gradient mask, which the step recomputes (16-step
+threshold bisection, `sparsity.dgm`) when `refresh` is 1. Parameters go in and come out: the model holds no variables, so the same bytes
 work in LiteRT, in TFLM and in the board's C code (`tflite/micro/`), and the caller owns the state
 (a flash-sized blob on a board). `infer` is the forward pass alone.
 """
@@ -111,7 +111,8 @@ class Head:
             else:  # CE on the stored labels (all classes)
                 r_log_p = _log_softmax(r_logits)
                 size = float(self.replay_batch_size)
-                loss += replay_weight * weight * -tf.reduce_sum(replay_onehot[draw] * r_log_p) / size
+                cross_entropy = -tf.reduce_sum(replay_onehot[draw] * r_log_p) / size
+                loss += replay_weight * weight * cross_entropy
                 d_r = replay_weight * weight * (tf.exp(r_log_p) - replay_onehot[draw]) / size
             replay_grads = self._backward(rx, r_pre, r_hidden, d_r, p, mask)
             grads = {k: grads[k] + replay_grads[k] for k in grads}
