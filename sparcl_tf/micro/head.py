@@ -11,9 +11,10 @@ class_mask plus the method's replay terms (DER++: alpha * MSE to the stored logi
 beta * CE on draw 1; ER: CE; DER: MSE), scaled by replay_weight; labels come one-hot from the
 host. Gradients are written by hand (no autodiff ops); the hidden kernel's gradient is
 multiplied by the weight mask and the DGM gradient mask, which the step recomputes (16-step
-threshold bisection, `sparsity.dgm`) when `refresh` is 1. Parameters go in and come out: the model holds no variables, so the same bytes
-work in LiteRT, in TFLM and in the board's C code (`tflite/micro/`), and the caller owns the state
-(a flash-sized blob on a board). `infer` is the forward pass alone.
+threshold bisection, `sparsity.dgm`) when `refresh` is 1. Parameters go in and come out: the
+model holds no variables, so the same bytes work in LiteRT, in TFLM and in the board's C code
+(`tflite/micro/`), and the caller owns the state (a flash-sized blob on a board). `infer` is the
+forward pass alone.
 """
 
 import numpy as np
