@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sparcl_tf import metrics, plots
+from sparcl_tf import results as run_results
 from sparcl_tf.checkpoint import CheckpointManager
 from sparcl_tf.config import validate
 from sparcl_tf.continual_model import ContinualModel
@@ -330,43 +330,17 @@ class Experiment:
                                                                  // config.batch_size))
             self.save()
         results = self.results()
-        self._write_results(results)
+        run_results.write(self.workdir, results)
         return results
 
     def results(self):
         progress, model = self.progress, self.model
-        class_matrix = np.array(progress.class_il_matrix, dtype=float)
-        task_matrix = np.array(progress.task_il_matrix, dtype=float)
-        class_summary, task_summary = metrics.summarize(class_matrix), metrics.summarize(
-            task_matrix)
         steps = float(model.gradient_density_steps.numpy())
         density = model.gradient_density_sum.numpy() / max(steps, 1.0)
         return {
-            "preset": self.config.preset,
-            "method": self.method.name,
-            "dataset": self.config.data.source,
-            "model": self.config.model.name,
-            "seed": self.config.seed,
-            "num_tasks": len(self.tasks),
-            "epochs_per_task": self.config.epochs_per_task,
-            "class_order": self.tasks.class_order,
-            "class_il": class_summary["average"],
-            "task_il": task_summary["average"],
-            "class_il_matrix": progress.class_il_matrix,
-            "task_il_matrix": progress.task_il_matrix,
-            "forgetting": class_summary["forgetting"],
-            "task_il_forgetting": task_summary["forgetting"],
-            "backward_transfer": class_summary["backward_transfer"],
-            "learning_accuracy": class_summary["learning_accuracy"],
-            "training_flops": float(model.ledger.training_flops.numpy()),
-            "dense_training_flops": progress.dense_flops_without_removal,
-            "forward_flops_per_example": model.ledger.forward_flops(),
-            "wall_clock_s": progress.wall_clock_s,
-            "train_time_s": progress.train_time_s,
-            "steps": progress.global_step,
-            "train_step_ms": 1000.0 * progress.train_time_s / max(progress.global_step, 1),
-            "examples_presented": progress.examples_presented,
-            "examples_removed": progress.examples_removed,
+            **run_results.identity(self.config, self.method, self.tasks),
+            **run_results.accuracy(progress.class_il_matrix, progress.task_il_matrix),
+            **run_results.cost(model.ledger, progress),
             "training_examples": int(sum(len(task.x_train) for task in self.tasks.tasks)),
             "layer_sparsity": self._layer_sparsity(),
             "gradient_density": {layer.name: float(value)
@@ -382,14 +356,6 @@ class Experiment:
                     for layer in self.model.sparse}
         active = self.sparse_training.updater.active_filters()
         return {name: 1.0 - active[name] / full for name, full in self.full_filters.items()}
-
-    def _write_results(self, results):
-        path = os.path.join(self.workdir, "results.json")
-        with open(path + ".tmp", "w") as handle:
-            json.dump(results, handle, indent=2)
-        os.replace(path + ".tmp", path)
-        plots.plot_accuracy_matrices(results, os.path.join(self.workdir, "accuracy_matrix.png"))
-        plots.plot_task_curves(results, os.path.join(self.workdir, "task_accuracy.png"))
 
 
 def run_experiment(config, workdir, verbose=1):

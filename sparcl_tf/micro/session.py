@@ -12,14 +12,13 @@ Memory is measured, not estimated: the smallest TFLM arena each model allocates 
 the arena size), the model bytes, and the buffer bytes (int8 features + label + float32 logits).
 """
 
-import json
 import os
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from sparcl_tf import metrics
+from sparcl_tf import results as run_results
 from sparcl_tf.config import validate
 from sparcl_tf.data import build_tasks, load_source
 from sparcl_tf.data.pipeline import Normalizer, epoch_order, segment_batches
@@ -285,15 +284,9 @@ class MicroSession:
                 print(f"[{self.method.name}] after task {task.index + 1}/{len(self.tasks)}: "
                       f"class-IL {np.mean(seen):.2f}  task-IL "
                       f"{np.mean(task_row[:task.index + 1]):.2f}", flush=True)
-        class_summary = metrics.summarize(np.array(class_matrix, dtype=float))
-        task_summary = metrics.summarize(np.array(task_matrix, dtype=float))
         return {
             "method": self.method.name,
-            "class_il": class_summary["average"], "task_il": task_summary["average"],
-            "class_il_matrix": class_matrix, "task_il_matrix": task_matrix,
-            "forgetting": class_summary["forgetting"],
-            "backward_transfer": class_summary["backward_transfer"],
-            "learning_accuracy": class_summary["learning_accuracy"],
+            **run_results.accuracy(class_matrix, task_matrix),
             "steps": self.steps, "examples_presented": self.examples_presented,
             "examples_removed": self.examples_removed,
             "head_arena_bytes": self.arena_bytes,
@@ -349,8 +342,5 @@ def run_micro(config, workdir, verbose=1):
         "finetune_class_il": baseline["class_il"], "finetune_task_il": baseline["task_il"],
         "finetune_class_il_matrix": baseline["class_il_matrix"],
     })
-    path = os.path.join(workdir, "results.json")
-    with open(path + ".tmp", "w") as handle:
-        json.dump(results, handle, indent=2)
-    os.replace(path + ".tmp", path)
+    run_results.write(workdir, results)
     return results

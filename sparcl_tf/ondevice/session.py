@@ -14,7 +14,6 @@ nothing but the interrupted task.
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -22,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sparcl_tf import metrics, plots
+from sparcl_tf import results as run_results
 from sparcl_tf.checkpoint import CheckpointManager
 from sparcl_tf.config import validate
 from sparcl_tf.data import build_tasks, load_source
@@ -340,12 +339,7 @@ class OnDeviceSession:
             if stop_after_task is not None and task.index >= stop_after_task:
                 return None
         results = self.results()
-        path = os.path.join(self.workdir, "results.json")
-        with open(path + ".tmp", "w") as handle:
-            json.dump(results, handle, indent=2)
-        os.replace(path + ".tmp", path)
-        plots.plot_accuracy_matrices(results, os.path.join(self.workdir, "accuracy_matrix.png"))
-        plots.plot_task_curves(results, os.path.join(self.workdir, "task_accuracy.png"))
+        run_results.write(self.workdir, results)
         return results
 
     def _layer_sparsity(self, state):
@@ -359,38 +353,14 @@ class OnDeviceSession:
 
     def results(self):
         """The trainer's results.json keys, from the model's final state and the host's counts."""
-        progress, config = self.progress, self.config
-        class_summary = metrics.summarize(np.array(progress.class_il_matrix, dtype=float))
-        task_summary = metrics.summarize(np.array(progress.task_il_matrix, dtype=float))
+        progress = self.progress
         state = self.device.get_state()
         density = np.asarray(progress.gradient_density_sum) / max(
             progress.gradient_density_steps, 1)
         return {
-            "preset": config.preset,
-            "method": self.method.name,
-            "dataset": config.data.source,
-            "model": config.model.name,
-            "seed": config.seed,
-            "num_tasks": len(self.tasks),
-            "epochs_per_task": config.epochs_per_task,
-            "class_order": self.tasks.class_order,
-            "class_il": class_summary["average"],
-            "task_il": task_summary["average"],
-            "class_il_matrix": progress.class_il_matrix,
-            "task_il_matrix": progress.task_il_matrix,
-            "forgetting": class_summary["forgetting"],
-            "task_il_forgetting": task_summary["forgetting"],
-            "backward_transfer": class_summary["backward_transfer"],
-            "learning_accuracy": class_summary["learning_accuracy"],
-            "training_flops": float(self.ledger.training_flops.numpy()),
-            "dense_training_flops": progress.dense_flops_without_removal,
-            "forward_flops_per_example": self.ledger.forward_flops(),
-            "wall_clock_s": progress.wall_clock_s,
-            "train_time_s": progress.train_time_s,
-            "steps": progress.global_step,
-            "train_step_ms": 1000.0 * progress.train_time_s / max(progress.global_step, 1),
-            "examples_presented": progress.examples_presented,
-            "examples_removed": progress.examples_removed,
+            **run_results.identity(self.config, self.method, self.tasks),
+            **run_results.accuracy(progress.class_il_matrix, progress.task_il_matrix),
+            **run_results.cost(self.ledger, progress),
             "training_examples": int(sum(len(task.x_train) for task in self.tasks.tasks)),
             "layer_sparsity": self._layer_sparsity(state),
             "gradient_density": {name: float(value)

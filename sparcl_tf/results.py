@@ -1,0 +1,50 @@
+"""The parts of results.json every runner writes the same way (Keras trainer, LiteRT session,
+microcontroller run), and writing it with its plots."""
+
+import json
+import os
+
+import numpy as np
+
+from sparcl_tf import metrics, plots
+
+
+def identity(config, method, tasks):
+    """What run this was."""
+    return {"preset": config.preset, "method": method.name, "dataset": config.data.source,
+            "model": config.model.name, "seed": config.seed, "num_tasks": len(tasks),
+            "epochs_per_task": config.epochs_per_task, "class_order": tasks.class_order}
+
+
+def accuracy(class_il_matrix, task_il_matrix):
+    """Final averages, the matrices and their summaries (rows: after task t, in %)."""
+    class_summary = metrics.summarize(np.array(class_il_matrix, dtype=float))
+    task_summary = metrics.summarize(np.array(task_il_matrix, dtype=float))
+    return {"class_il": class_summary["average"], "task_il": task_summary["average"],
+            "class_il_matrix": class_il_matrix, "task_il_matrix": task_il_matrix,
+            "forgetting": class_summary["forgetting"],
+            "task_il_forgetting": task_summary["forgetting"],
+            "backward_transfer": class_summary["backward_transfer"],
+            "learning_accuracy": class_summary["learning_accuracy"]}
+
+
+def cost(ledger, progress):
+    """FLOPs, time and examples of a run whose `progress` counts steps and examples."""
+    return {"training_flops": float(ledger.training_flops.numpy()),
+            "dense_training_flops": progress.dense_flops_without_removal,
+            "forward_flops_per_example": ledger.forward_flops(),
+            "wall_clock_s": progress.wall_clock_s, "train_time_s": progress.train_time_s,
+            "steps": progress.global_step,
+            "train_step_ms": 1000.0 * progress.train_time_s / max(progress.global_step, 1),
+            "examples_presented": progress.examples_presented,
+            "examples_removed": progress.examples_removed}
+
+
+def write(workdir, results):
+    """results.json (atomically) and the accuracy plots."""
+    path = os.path.join(workdir, "results.json")
+    with open(path + ".tmp", "w") as handle:
+        json.dump(results, handle, indent=2)
+    os.replace(path + ".tmp", path)
+    plots.plot_accuracy_matrices(results, os.path.join(workdir, "accuracy_matrix.png"))
+    plots.plot_task_curves(results, os.path.join(workdir, "task_accuracy.png"))
