@@ -5,10 +5,10 @@ r"""Continual learning on a microcontroller budget, run in the TFLite Micro runt
 Trains the edge-CNN backbone on the first micro.pretrain_tasks tasks (host), freezes it as an int8
 model, extracts every image's features in TFLM, then learns the whole task stream with SparCL on a
 small sparse head through TFLM (train and infer models, one per entry point) with a latent replay
-buffer; the same head trained by finetuning is run as the baseline. Writes W/results.json and accuracy plots (class-IL
-/ task-IL, minimum TFLM arena bytes, model bytes, buffer bytes, ms per step, the LiteRT loss
-comparison, the finetune baseline), W/backbone_int8.tflite, W/head_train.tflite and
-W/head_infer.tflite. Bad input prints one line and exits 2.
+buffer; the same head trained by finetuning is run as the baseline. Writes W/results.json
+(class-IL / task-IL, minimum TFLM arena bytes, model bytes, buffer bytes, ms per step, the LiteRT
+loss comparison, the finetune baseline), accuracy plots, W/backbone_int8.tflite,
+W/head_train.tflite and W/head_infer.tflite. Bad input prints one line and exits 2.
 """
 
 import os
