@@ -329,6 +329,9 @@ def run_micro(config, workdir, verbose=1):
         "pretrain_tasks": config.micro.pretrain_tasks,
         "pretrain_train_accuracy": features.pretrain_accuracy,
         "feature_size": features.size,
+        # what a board needs to quantise images and dequantise features: (scale, zero point)
+        "backbone_input_quantization": [features.input_scale, features.input_zero],
+        "feature_quantization": [features.scale, features.zero_point],
         "backbone_model_bytes": len(features.model),
         "backbone_arena_bytes": features.arena_bytes,
         "backbone_ms_per_image": features.ms_per_image,
