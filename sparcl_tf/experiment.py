@@ -46,9 +46,8 @@ _RESUME_FREE_FIELDS = ("log", "checkpoint")
 
 
 @dataclasses.dataclass
-class Progress:
+class Progress(run_results.RunCounters):
     """Host-side run state saved beside the variables in every checkpoint."""
-    task: int = 0
     epoch: int = 0
     epoch_order: list = None          # rows of the task's arrays this epoch walks
     cursor: int = 0                   # position in epoch_order trained up to
@@ -56,14 +55,6 @@ class Progress:
     removed: list = dataclasses.field(default_factory=list)  # example ids removed this task
     task_steps: int = 0
     task_dense_flops_start: float = 0.0
-    global_step: int = 0
-    examples_presented: int = 0
-    examples_removed: int = 0
-    dense_flops_without_removal: float = 0.0
-    train_time_s: float = 0.0
-    wall_clock_s: float = 0.0
-    class_il_matrix: list = dataclasses.field(default_factory=list)
-    task_il_matrix: list = dataclasses.field(default_factory=list)
 
 
 class Experiment:

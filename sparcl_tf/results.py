@@ -1,12 +1,27 @@
 """The parts of results.json every runner writes the same way (Keras trainer, LiteRT session,
 microcontroller run), and writing it with its plots."""
 
+import dataclasses
 import json
 import os
 
 import numpy as np
 
 from sparcl_tf import metrics, plots
+
+
+@dataclasses.dataclass
+class RunCounters:
+    """What every runner counts and checkpoints, and `cost` / `accuracy` read."""
+    task: int = 0                     # tasks finished
+    global_step: int = 0
+    examples_presented: int = 0
+    examples_removed: int = 0
+    dense_flops_without_removal: float = 0.0
+    train_time_s: float = 0.0
+    wall_clock_s: float = 0.0
+    class_il_matrix: list = dataclasses.field(default_factory=list)
+    task_il_matrix: list = dataclasses.field(default_factory=list)
 
 
 def identity(config, method, tasks):

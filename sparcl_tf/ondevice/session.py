@@ -41,19 +41,11 @@ from sparcl_tf.sparsity.masks import active_count
 
 
 @dataclasses.dataclass
-class SessionProgress:
-    task: int = 0
-    global_step: int = 0
-    examples_presented: int = 0
-    examples_removed: int = 0
-    dense_flops_without_removal: float = 0.0
-    train_time_s: float = 0.0
-    wall_clock_s: float = 0.0
+class SessionProgress(run_results.RunCounters):
+    """Host-side session state saved in every checkpoint."""
     gradient_density_sum: list = None
     gradient_density_steps: int = 0
-    state_file: str = ""
-    class_il_matrix: list = dataclasses.field(default_factory=list)
-    task_il_matrix: list = dataclasses.field(default_factory=list)
+    state_file: str = ""              # the model state of the last finished task
 
 
 class OnDeviceSession:
