@@ -12,11 +12,10 @@ from sparcl_tf.layers import MaskedConv2D, MaskedDense, masked_layers, sparsifia
 from sparcl_tf.methods import METHODS, build_method
 from sparcl_tf.models import MODELS, build_model
 from sparcl_tf.replay import ReservoirBuffer
-from sparcl_tf.sparsity import SparseTraining
 
 __all__ = [
     "CheckpointError", "ConfigError", "ContinualModel", "DataError", "Experiment", "FlopsLedger",
     "METHODS", "MODELS", "MaskedConv2D", "MaskedDense", "ReservoirBuffer", "SparclError",
-    "SparseTraining", "base_config", "build_method", "build_model", "layer_forward_flops",
+    "base_config", "build_method", "build_model", "layer_forward_flops",
     "masked_layers", "run_experiment", "sparsifiable_layers", "validate",
 ]

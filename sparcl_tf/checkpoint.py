@@ -23,6 +23,24 @@ def _value(variable):
     return np.asarray(variable.numpy())
 
 
+class HostArray:
+    """A numpy array the session host keeps (buffer, statistics), seen by checkpoints as a
+    variable: `numpy()` reads it, `assign` writes it in place, so its owner sees the restore."""
+
+    def __init__(self, array):
+        self.array = array
+
+    @property
+    def shape(self):
+        return self.array.shape
+
+    def numpy(self):
+        return self.array
+
+    def assign(self, value):
+        self.array[...] = value
+
+
 class CheckpointManager:
     """Saves and restores `variables` (name -> tf.Variable or keras.Variable) with host state."""
 

@@ -1,63 +1,56 @@
-"""Per-example training statistics keyed by stable example id, kept in variables.
+"""Per-example training statistics keyed by stable example id, kept by the session host.
 
-The train step records, for every current-task example it trains on, whether the training forward
-pass classified it correctly (argmax over all logits, no CL mask) and by what margin. From that
-follow presentation counts, correct counts and forgetting events (correct at one presentation, wrong
-at the next), which dynamic data removal ranks examples by.
+Every step reports, for each current-task example it trained on, whether the training forward pass
+classified it correctly (argmax over all logits, no CL mask) and by what margin. From that follow
+presentation counts, correct counts and forgetting events (correct at one presentation, wrong at
+the next), which dynamic data removal ranks examples by.
 """
 
 import numpy as np
-import tensorflow as tf
+
+from sparcl_tf.checkpoint import HostArray
+
+_TABLES = (("presentations", np.int32), ("correct", np.int32), ("last_correct", np.int32),
+           ("forgetting_events", np.int32), ("last_margin", np.float32))
 
 
 class ExampleStats:
     def __init__(self, num_example_ids):
         size = max(int(num_example_ids), 1)
-
-        def table(name, dtype=tf.int32):
-            return tf.Variable(tf.zeros((size,), dtype), trainable=False, name=name)
-
-        self.presentations = table("stats_presentations")
-        self.correct = table("stats_correct")
-        self.last_correct = table("stats_last_correct")
-        self.forgetting_events = table("stats_forgetting_events")
-        self.last_margin = table("stats_last_margin", tf.float32)
+        self.tables = {name: np.zeros((size,), dtype) for name, dtype in _TABLES}
 
     def state(self):
-        return {v.name.split(":")[0]: v for v in (
-            self.presentations, self.correct, self.last_correct, self.forgetting_events,
-            self.last_margin)}
+        return {f"stats_{name}": HostArray(table) for name, table in self.tables.items()}
 
-    def observe(self, example_ids, correct, margin):
+    def observe(self, example_ids, correct, margin_values):
         """Records one presentation of each example in the batch (ids distinct within a batch).
 
-        `margin`: the true class's logit minus the largest other logit, per example.
+        `margin_values`: the true class's logit minus the largest other logit, per example.
         """
-        index = tf.cast(example_ids, tf.int64)[:, None]
-        correct = tf.cast(correct, tf.int32)
-        seen_before = tf.gather(self.presentations, index[:, 0]) > 0
-        was_correct = tf.gather(self.last_correct, index[:, 0])
-        forgot = tf.cast(seen_before, tf.int32) * was_correct * (1 - correct)
-        self.presentations.scatter_nd_add(index, tf.ones_like(correct))
-        self.correct.scatter_nd_add(index, correct)
-        self.forgetting_events.scatter_nd_add(index, forgot)
-        self.last_correct.scatter_nd_update(index, correct)
-        self.last_margin.scatter_nd_update(index, tf.cast(margin, tf.float32))
+        t, index = self.tables, np.asarray(example_ids, np.int64)
+        correct = np.asarray(correct).astype(np.int32)
+        forgot = (t["presentations"][index] > 0) * t["last_correct"][index] * (1 - correct)
+        t["presentations"][index] += 1
+        t["correct"][index] += correct
+        t["forgetting_events"][index] += forgot.astype(np.int32)
+        t["last_correct"][index] = correct
+        t["last_margin"][index] = margin_values
 
     def reset(self):
-        for variable in self.state().values():
-            variable.assign(tf.zeros_like(variable))
+        for table in self.tables.values():
+            table[...] = 0
 
     def snapshot(self, example_ids):
         """numpy dict of every statistic for `example_ids`."""
         example_ids = np.asarray(example_ids)
-        return {name.removeprefix("stats_"): variable.numpy()[example_ids]
-                for name, variable in self.state().items()}
+        return {name: table[example_ids] for name, table in self.tables.items()}
 
 
 def margin(logits, labels):
     """True-class logit minus the largest other logit (positive = correct with room to spare)."""
-    labels = tf.cast(labels, tf.int32)
-    true = tf.gather(logits, labels, axis=1, batch_dims=1)
-    others = tf.where(tf.one_hot(labels, tf.shape(logits)[1]) > 0, -np.inf, logits)
-    return true - tf.reduce_max(others, axis=1)
+    logits = np.asarray(logits, np.float32)
+    rows = np.arange(len(labels))
+    true = logits[rows, labels]
+    others = logits.copy()
+    others[rows, labels] = -np.inf
+    return true - others.max(axis=1)

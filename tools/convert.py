@@ -85,17 +85,6 @@ def _describe(interpreter, sparse_layers, plan):
     return described
 
 
-
-def _plan(config, run):
-    import numpy as np
-
-    from sparcl_tf.export.plan import session_plan
-    sparse = run.model.sparse
-    return session_plan(config, [layer.name for layer in sparse],
-                        [int(np.prod(layer.kernel.shape)) for layer in sparse], len(run.tasks),
-                        run.tasks.mean, run.tasks.std)
-
-
 def main(argv):
     del argv
     from ai_edge_litert.interpreter import Interpreter
@@ -126,7 +115,7 @@ def main(argv):
         json.dump(audit, handle, indent=2)
     with open(os.path.join(output_dir, "signatures.json"), "w") as handle:
         json.dump(_describe(Interpreter(model_content=model), module.sparse_layer_names,
-                            _plan(config, run)), handle, indent=2)
+                            run.plan.to_json()), handle, indent=2)
     print(f"{path}: {len(model):,} bytes")
     for key, entry in audit.items():
         print(f"  {key}: {sum(entry['ops'].values())} ops, Flex ops: {entry['flex_ops'] or 'none'}")

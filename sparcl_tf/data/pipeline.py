@@ -1,10 +1,5 @@
-"""tf.data pipelines over a task's arrays.
-
-Each epoch's order is a seeded permutation of (seed, task, epoch), so an interrupted epoch resumes
-exactly where it stopped. Incomplete last batches are dropped, as in the paper's code. Images are
-normalised here, per channel; augmentation happens in the train step, because replayed images are
-augmented again too.
-"""
+"""Batching over a task's arrays: normalisation, the full batches of an epoch's segment, and
+evaluation batches. Incomplete last batches are dropped, as in the paper's code."""
 
 import numpy as np
 import tensorflow as tf
@@ -34,11 +29,6 @@ class Normalizer:
         return -self.mean / self.std
 
 
-def epoch_order(num_examples, seed, task_index, epoch):
-    """The order in which one epoch visits `num_examples` examples."""
-    return np.random.default_rng([seed, 23, task_index, epoch]).permutation(num_examples)
-
-
 def segment_batches(order, cursor, boundary, kept, batch_size):
     """The full batches an epoch trains between positions `cursor` and `boundary` of `order`.
 
@@ -52,17 +42,6 @@ def segment_batches(order, cursor, boundary, kept, batch_size):
     batches = len(positions) // batch_size
     used = positions[:batches * batch_size]
     return order[used].reshape(batches, batch_size), used[batch_size - 1::batch_size] + 1
-
-
-def train_dataset(x, y, ids, order, batch_size, normalizer):
-    """Full batches of (image, label, example id) of the rows `order`, in that order."""
-    order = np.asarray(order)[:len(order) // batch_size * batch_size]
-    dataset = tf.data.Dataset.from_tensor_slices((normalizer(x[order]), y[order], ids[order]))
-    options = tf.data.Options()
-    # In-memory slices need no tuning, and the autotuner's thread makes deleting an unfinished
-    # iterator (every segment's, cut at an event) block for about a second.
-    options.autotune.enabled = False
-    return dataset.batch(batch_size, drop_remainder=True).with_options(options)
 
 
 def eval_batches(x, batch_size, normalizer):

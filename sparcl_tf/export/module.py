@@ -116,6 +116,8 @@ class TrainingModule(tf.Module):
         self._dgm = gradient_masks
         self._mask_rule, self._grow = mask_rule, grow
         self._importance_lambda = float(importance_lambda)
+        self._moving_statistics = [v for v in network.non_trainable_variables if v.path.endswith(
+            ("moving_mean", "moving_variance"))]
 
         def variable(value, name):
             return tf.Variable(value, trainable=False, name=name)
@@ -199,10 +201,14 @@ class TrainingModule(tf.Module):
             logits = self._network(images, training=True)
             loss = self._method.current_loss(labels, logits, class_mask > 0)
             if draws:
+                before_replay = [tf.identity(v) for v in self._moving_statistics]
                 replay = self._method.replay_loss(
                     lambda x: self._network(x, training=True), draws)
                 loss += replay_weight * replay
         gradients = tape.gradient(loss, variables)
+        if draws:  # while replay is off its zero draws must not move BatchNorm's statistics
+            for variable, value in zip(self._moving_statistics, before_replay):
+                variable.assign(tf.where(replay_weight > 0, variable, value))
 
         position = {id(v): i for i, v in enumerate(variables)}
         positions = [position[id(layer.kernel)] for layer in self._sparse]

@@ -2,9 +2,10 @@
 
 1. The backbone trains on the host on the first `micro.pretrain_tasks` tasks, freezes, and becomes
    an int8 model; every image of the stream goes through it in TFLM once (int8 features).
-2. The head (`head.py`) learns the task stream from those features: each step is one call of the
-   head's train model in TFLM, with replay from a reservoir of int8 features (latent replay), the
-   method's replay terms, the TDM schedule on the hidden kernel (prune / grow on the host side,
+2. The head (`head.py`) learns the task stream from those features through the one task loop
+   (`session.loop`) with the TFLM step engine: each step is one call of the head's train model in
+   TFLM, with replay from a reservoir of int8 features (latent replay), the method's replay
+   terms, the TDM schedule on the hidden kernel (prune / grow on the host side,
    `sparsity.tdm.prune_and_grow`, as a board does in C), DGM in the step, DDR from `correct`.
 3. The first `micro.compare_steps` steps of every task also run in LiteRT from the same inputs:
    the largest relative loss difference is reported.
@@ -19,21 +20,21 @@ import numpy as np
 import tensorflow as tf
 
 from sparcl_tf import results as run_results
+from sparcl_tf.checkpoint import HostArray
 from sparcl_tf.config import validate
 from sparcl_tf.data import build_tasks, load_source
-from sparcl_tf.data.pipeline import Normalizer, epoch_order, segment_batches
+from sparcl_tf.data.pipeline import Normalizer
 from sparcl_tf.errors import ConfigError
-from sparcl_tf.evaluation import accuracies
-from sparcl_tf.example_stats import ExampleStats, margin
 from sparcl_tf.methods import build_method
 from sparcl_tf.micro import backbone as backbone_lib
 from sparcl_tf.micro.head import (INFER_OUTPUTS, PARAMETERS, TRAIN_OUTPUTS, Head,
                                   convert_function, replay_terms)
 from sparcl_tf.micro.runtime import LiteModel, MicroModel, minimum_arena_bytes
-from sparcl_tf.replay import ReservoirBuffer
-from sparcl_tf.sparsity import ddr, schedule
+from sparcl_tf.session.loop import SessionLoop, TaskStream
+from sparcl_tf.session.plan import build_plan
+from sparcl_tf.sparsity import schedule
 from sparcl_tf.sparsity.masks import active_count, magnitude_mask
-from sparcl_tf.sparsity.tdm import prune_and_grow, tie_break_ranks
+from sparcl_tf.sparsity.tdm import prune_and_grow
 
 HEAD_LAYER = "head_hidden"  # the name TDM targets use for the head's sparse kernel
 
@@ -81,12 +82,97 @@ class Features:
         self.size = self.train[0].shape[1]
 
 
+class MicroHeadEngine:
+    """The TFLM step engine: one head's parameters on the host, each step one call of the head's
+    train model in TFLM (the first `compare_steps` of a task also in LiteRT, for the record)."""
+
+    def __init__(self, head, models, arena_bytes, params, mask, importance_lambda, rule, grow,
+                 compare_steps):
+        self.head, self.models = head, models
+        self.train_model = MicroModel(models["train"], TRAIN_OUTPUTS, arena_bytes["train"])
+        self.infer_model = MicroModel(models["infer"], INFER_OUTPUTS, arena_bytes["infer"])
+        self.lite_train = LiteModel(models["train"], TRAIN_OUTPUTS)
+        self.layer_names = [HEAD_LAYER]
+        self.params, self.mask = params, mask
+        self.gradient_mask = np.ones_like(mask)
+        self.last_gradient = np.zeros_like(mask)
+        self.importance_lambda, self.rule, self.grow = importance_lambda, rule, grow
+        self.compare_steps, self.compared_steps, self.max_loss_difference = compare_steps, 0, 0.0
+        self._compared_in_task = 0
+
+    def begin_task(self, task_index, reset_optimizer):
+        self._compared_in_task = 0  # plain SGD: no optimizer state to reset
+
+    def train(self, inputs, refresh):
+        classes = self.head.classes
+        head_inputs = dict(features=inputs["images"],
+                           labels_onehot=np.eye(classes, dtype=np.float32)[inputs["labels"]],
+                           class_mask=inputs["class_mask"], refresh=np.float32(refresh),
+                           mask=self.mask, gradient_mask=self.gradient_mask, **self.params)
+        if self.head.replay_draws:
+            head_inputs.update(
+                replay_features=inputs["replay_images"],
+                replay_onehot=np.eye(classes, dtype=np.float32)[inputs["replay_labels"]],
+                replay_logits=inputs["replay_logits"], replay_weight=inputs["replay_weight"])
+        out = self.train_model(**head_inputs)
+        if self._compared_in_task < self.compare_steps:
+            lite = self.lite_train(**head_inputs)
+            self.max_loss_difference = max(self.max_loss_difference, abs(
+                float(lite["loss"]) - float(out["loss"])) / max(abs(float(out["loss"])), 1e-12))
+            self.compared_steps += 1
+            self._compared_in_task += 1
+        for key in PARAMETERS:
+            self.params[key][...] = out[f"new_{key}"]
+        self.gradient_mask[...] = out["new_gradient_mask"]
+        self.last_gradient[...] = out["gradient_w1"]
+        return {"loss": out["loss"], "logits": out["logits"], "correct": out["correct"],
+                "gradient_density": [float(np.mean(self.mask * self.gradient_mask))]}
+
+    def update_masks(self, prune_to, grow_to, seed):
+        pruned, grown = prune_and_grow(
+            self.params["w1"], self.mask, self.last_gradient, prune_to[0], grow_to[0], seed, 0,
+            rule=self.rule, grow=self.grow, importance_lambda=self.importance_lambda)
+        self.params["w1"][...] = self.params["w1"] * pruned  # grown weights start at exactly 0
+        self.mask[...] = grown
+        return [int(grown.sum())]
+
+    def active_units(self):
+        return [int(self.mask.sum())]
+
+    def logits(self, features):
+        batch, logits = self.head.batch_size, []
+        for start in range(0, len(features), batch):
+            chunk = features[start:start + batch]
+            padded = np.zeros((batch, self.head.features), np.int8)
+            padded[:len(chunk)] = chunk
+            logits.append(self.infer_model(features=padded, mask=self.mask, **self.params)[
+                "logits"][:len(chunk)])
+        return np.concatenate(logits)
+
+    def variables(self):
+        arrays = {**self.params, "mask": self.mask, "gradient_mask": self.gradient_mask,
+                  "last_gradient": self.last_gradient}
+        return {f"head/{name}": HostArray(array) for name, array in arrays.items()}
+
+    def before_save(self):
+        pass
+
+    def after_restore(self):
+        pass
+
+    def end_task(self, task_index):
+        pass
+
+    def results(self):
+        return {"layer_sparsity": {HEAD_LAYER: float(np.mean(self.params["w1"] == 0))},
+                "mask_sparsity": {HEAD_LAYER: float(1.0 - self.mask.mean())}}
+
+
 class MicroSession:
     """One head learning the stream of `features` with `config`'s method and sparsity."""
 
-    def __init__(self, config, tasks, features, workdir, method_name=None, verbose=1):
-        self.config, self.tasks, self.features = config, tasks, features
-        self.workdir, self.verbose = workdir, verbose
+    def __init__(self, config, tasks, features, method_name=None, verbose=1):
+        self.config, self.tasks, self.features, self.verbose = config, tasks, features, verbose
         method_config = config.method.copy_and_resolve_references()
         if method_name:
             method_config.name = method_name
@@ -94,26 +180,20 @@ class MicroSession:
         if self.method.name not in ("finetune", "er", "der", "derpp"):
             raise ConfigError(f"the micro path supports method.name finetune, er, der or derpp, "
                               f"got {self.method.name!r}")
-        self.num_classes = tasks.num_classes
+        num_classes = tasks.num_classes
         size = features.size * config.micro.hidden_units
         s = config.sparsity
-        self.masked = s.schedule != "none"
-        self.target = schedule.layer_targets(config, [HEAD_LAYER])[HEAD_LAYER]
+        target = schedule.layer_targets(config, [HEAD_LAYER])[HEAD_LAYER]
         keep = active_count(size, config.dgm.gradient_sparsity) if config.dgm.enabled else size
-        self.head = Head(features.size, config.micro.hidden_units, self.num_classes,
+        self.head = Head(features.size, config.micro.hidden_units, num_classes,
                          features.scale, features.zero_point, config.batch_size,
                          config.replay.batch_size, replay_terms(self.method),
                          config.optimizer.learning_rate, keep)
         self.models = {"train": convert_function(self.head.train_function()),
                        "infer": convert_function(self.head.infer_function())}
         self.arena_bytes = {key: minimum_arena_bytes(m) for key, m in self.models.items()}
-        self.train_model = MicroModel(self.models["train"], TRAIN_OUTPUTS,
-                                      self.arena_bytes["train"])
-        self.infer_model = MicroModel(self.models["infer"], INFER_OUTPUTS,
-                                      self.arena_bytes["infer"])
-        self.lite_train = LiteModel(self.models["train"], TRAIN_OUTPUTS)
 
-        self.example_bytes = features.size + 1 + 4 * self.num_classes
+        self.example_bytes = features.size + 1 + 4 * num_classes
         capacity = (config.micro.buffer_bytes // self.example_bytes if config.micro.buffer_bytes
                     else config.replay.buffer_size) if self.method.uses_buffer else 0
         self.buffer_bytes = capacity * self.example_bytes
@@ -126,182 +206,45 @@ class MicroSession:
                               f"({self.total_arena_bytes} B) plus the buffer "
                               f"({self.buffer_bytes} B) do not fit; shrink replay.buffer_size, "
                               f"micro.buffer_bytes, batch sizes or micro.hidden_units")
-        generator = tf.random.Generator.from_seed(config.seed)
-        self.buffer = ReservoirBuffer(capacity, (features.size,), self.num_classes, generator) \
-            if capacity else None
-        self.stats = ExampleStats(tasks.num_example_ids)
 
-        self.params = self.head.initial_parameters(config.seed)
-        shape = self.params["w1"].shape
-        self.tie_break = tie_break_ranks(config.seed, 0, size)
-        self.mask = magnitude_mask(self.params["w1"], self.target, self.tie_break) \
-            if self.masked else np.ones(shape, np.float32)
-        self.params["w1"] *= self.mask
-        self.gradient_mask = np.ones(shape, np.float32)
-        self.last_gradient = np.zeros(shape, np.float32)
-
-    # --- one step ---------------------------------------------------------------------------
-
-    def _inputs(self, rows, task_index, class_mask, replay_on, refresh):
-        x = self.features.train[task_index][rows]
-        labels = self.tasks.tasks[task_index].y_train[rows]
-        inputs = dict(features=x, labels_onehot=np.eye(self.num_classes, dtype=np.float32)[labels],
-                      class_mask=class_mask, refresh=np.float32(refresh), mask=self.mask,
-                      gradient_mask=self.gradient_mask, **self.params)
-        draws, size = self.head.replay_draws, self.head.replay_batch_size
-        if draws:
-            replay_x = np.zeros((draws, size, self.features.size), np.int8)
-            onehot = np.zeros((draws, size, self.num_classes), np.float32)
-            logits = np.zeros((draws, size, self.num_classes), np.float32)
-            weight = 0.0
-            if replay_on and int(self.buffer.size()) > 0:
-                weight = 1.0
-                for draw in range(draws):
-                    stored_x, stored_y, stored_logits, _ = self.buffer.sample(size)
-                    pick = np.resize(np.arange(len(stored_y)), size)
-                    replay_x[draw] = stored_x.numpy()[pick].astype(np.int8)
-                    onehot[draw] = np.eye(self.num_classes, dtype=np.float32)[
-                        stored_y.numpy()[pick]]
-                    logits[draw] = stored_logits.numpy()[pick]
-            inputs.update(replay_features=replay_x, replay_onehot=onehot, replay_logits=logits,
-                          replay_weight=np.float32(weight))
-        return inputs, x, labels
-
-    def _step(self, rows, task_index, class_mask, replay_on, refresh, compare):
-        inputs, x, labels = self._inputs(rows, task_index, class_mask, replay_on, refresh)
-        started = time.perf_counter()
-        out = self.train_model(**inputs)
-        self.train_time += time.perf_counter() - started
-        if compare:
-            lite = self.lite_train(**inputs)
-            self.max_loss_difference = max(self.max_loss_difference, abs(
-                float(lite["loss"]) - float(out["loss"])) / max(abs(float(out["loss"])), 1e-12))
-            self.compared_steps += 1
-        self.params = {k: np.asarray(out[f"new_{k}"]) for k in PARAMETERS}
-        self.gradient_mask = np.asarray(out["new_gradient_mask"])
-        self.last_gradient = np.asarray(out["gradient_w1"])
-        self.gradient_density_sum += float(np.mean(self.mask * self.gradient_mask))
-        self.steps += 1
-        ids = self.tasks.tasks[task_index].ids_train[rows]
-        if self.buffer is not None:
-            self.buffer.add(x.astype(np.float32), labels, out["logits"],
-                            np.full(len(rows), task_index, np.int32), ids)
-        self.stats.observe(tf.constant(ids), tf.constant(out["correct"] > 0),
-                           margin(tf.constant(out["logits"]), tf.constant(labels)))
-
-    # --- the loop ---------------------------------------------------------------------------
-
-    def _update_mask(self, event, task_index):
-        _, targets_of = schedule.update_targets(self.config, event, task_index, len(self.tasks))
-        prune_to, grow_to = targets_of(self.target)
-        rng = np.random.default_rng([self.config.seed, 37, task_index, event.update_index])
-        pruned, grown = prune_and_grow(
-            self.params["w1"], self.mask, self.last_gradient, prune_to, grow_to, self.tie_break,
-            rng, rule="rigl" if self.config.sparsity.schedule == "rigl" else "tdm",
-            grow=self.config.sparsity.grow,
-            importance_lambda=self.config.sparsity.importance_lambda)
-        self.params["w1"] = self.params["w1"] * pruned  # grown weights start at exactly 0
-        self.mask = grown.astype(np.float32)
-
-    def _train_task(self, task, events):
-        config = self.config
-        ids = task.ids_train
-        class_mask = np.isin(np.arange(self.num_classes), task.classes).astype(np.float32)
-        replay_on = self.buffer is not None and task.index >= config.replay.from_task
-        removed, since_refresh, compared = [], 0, 0
-        self.stats.reset()
-
-        def kept(rows):
-            return ~np.isin(ids[rows], removed)
-
-        for epoch in range(config.epochs_per_task):
-            rows = np.flatnonzero(kept(np.arange(len(ids))))
-            order = rows[epoch_order(len(rows), config.seed, task.index, epoch)]
-            pending, cursor = True, 0
-            for event, boundary in schedule.epoch_segments(events, epoch, len(order)):
-                batches, cursors = segment_batches(order, cursor, boundary, kept,
-                                                   config.batch_size)
-                for batch_rows, cursor in zip(batches, cursors):
-                    refresh = config.dgm.enabled and (
-                        pending or since_refresh >= config.dgm.refresh_every)
-                    since_refresh = 1 if refresh else since_refresh + 1
-                    pending = False
-                    self._step(batch_rows, task.index, class_mask, replay_on, refresh,
-                               compare=compared < config.micro.compare_steps)
-                    compared += 1
-                    self.examples_presented += len(batch_rows)
-                if event is None:
-                    continue
-                if event.mask_update:
-                    self._update_mask(event, task.index)
-                    pending = True
-                if event.removal_stage:
-                    candidates = ids[kept(np.arange(len(ids)))]
-                    count = schedule.removal_target(config.ddr, event.removal_stage,
-                                                    len(ids)) - len(removed)
-                    chosen = ddr.select_removals(
-                        candidates, self.stats.snapshot(candidates), count,
-                        seed=config.seed + 1000 * task.index + event.removal_stage)
-                    removed += [int(i) for i in chosen]
-                    self.examples_removed += len(chosen)
-                    self.stats.reset()
-
-    def _evaluate(self, task_index):
-        class_row, task_row = [], []
-        batch = self.config.batch_size
-        for task in self.tasks.tasks:
-            if task.index > task_index:
-                class_row.append(None)
-                task_row.append(None)
-                continue
-            features, logits = self.features.test[task.index], []
-            for start in range(0, len(features), batch):
-                chunk = features[start:start + batch]
-                padded = np.zeros((batch, self.features.size), np.int8)
-                padded[:len(chunk)] = chunk
-                logits.append(self.infer_model(features=padded, mask=self.mask, **self.params)[
-                    "logits"][:len(chunk)])
-            class_il, task_il = accuracies(np.concatenate(logits), task)
-            class_row.append(class_il)
-            task_row.append(task_il)
-        return class_row, task_row
+        params = self.head.initial_parameters(config.seed)
+        mask = magnitude_mask(params["w1"], target) if s.schedule != "none" else np.ones(
+            params["w1"].shape, np.float32)
+        params["w1"] *= mask
+        self.engine = MicroHeadEngine(
+            self.head, self.models, self.arena_bytes, params, mask, s.importance_lambda,
+            "rigl" if s.schedule == "rigl" else "tdm", s.grow, config.micro.compare_steps)
+        stream = TaskStream(tasks, lambda t: (features.train[t], tasks.tasks[t].y_train,
+                                              tasks.tasks[t].ids_train),
+                            lambda x: x, lambda task: features.test[task.index])
+        plan = build_plan(config, tasks, [len(t.ids_train) for t in tasks.tasks],
+                          [(HEAD_LAYER, size)], replay_draws=self.head.replay_draws if capacity
+                          else 0)
+        plan.replay["buffer_size"] = capacity
+        self.session = SessionLoop(plan, self.engine, stream, config, None,
+                                   {"method": self.method.name},
+                                   example_shape=(features.size,), example_dtype=np.int8,
+                                   verbose=verbose)
 
     def run(self):
         started = time.perf_counter()
-        self.train_time, self.steps, self.gradient_density_sum = 0.0, 0, 0.0
-        self.examples_presented = self.examples_removed = 0
-        self.max_loss_difference, self.compared_steps = 0.0, 0
-        class_matrix, task_matrix = [], []
-        events = schedule.task_events(self.config.sparsity, self.config.ddr,
-                                      self.config.epochs_per_task)
-        for task in self.tasks.tasks:
-            self._train_task(task, events)
-            class_row, task_row = self._evaluate(task.index)
-            class_matrix.append(class_row)
-            task_matrix.append(task_row)
-            if self.verbose:
-                seen = class_row[:task.index + 1]
-                print(f"[{self.method.name}] after task {task.index + 1}/{len(self.tasks)}: "
-                      f"class-IL {np.mean(seen):.2f}  task-IL "
-                      f"{np.mean(task_row[:task.index + 1]):.2f}", flush=True)
-        return {
-            "method": self.method.name,
-            **run_results.accuracy(class_matrix, task_matrix),
-            "steps": self.steps, "examples_presented": self.examples_presented,
-            "examples_removed": self.examples_removed,
+        results = self.session.run(label=self.method.name)
+        engine, progress = self.engine, self.session.progress
+        buffer = self.session.buffer
+        results.update({
+            "steps": progress.global_step, "examples_presented": progress.examples_presented,
+            "examples_removed": progress.examples_removed,
             "head_arena_bytes": self.arena_bytes,
             "head_model_bytes": {key: len(m) for key, m in self.models.items()},
             "buffer_bytes": self.buffer_bytes,
-            "buffer_capacity": self.buffer.capacity if self.buffer else 0,
+            "buffer_capacity": buffer.capacity if buffer else 0,
             "buffer_bytes_per_example": self.example_bytes,
-            "ms_per_step": 1000.0 * self.train_time / max(self.steps, 1),
-            "litert_compared_steps": self.compared_steps,
-            "litert_max_relative_loss_difference": self.max_loss_difference,
-            "layer_sparsity": {HEAD_LAYER: float(np.mean(self.params["w1"] == 0))},
-            "mask_sparsity": {HEAD_LAYER: float(1.0 - self.mask.mean())},
-            "gradient_density": {HEAD_LAYER: self.gradient_density_sum / max(self.steps, 1)},
+            "ms_per_step": 1000.0 * progress.train_time_s / max(progress.global_step, 1),
+            "litert_compared_steps": engine.compared_steps,
+            "litert_max_relative_loss_difference": engine.max_loss_difference,
             "wall_clock_s": time.perf_counter() - started,
-        }
+        })
+        return results
 
 
 def run_micro(config, workdir, verbose=1):
@@ -314,12 +257,12 @@ def run_micro(config, workdir, verbose=1):
         raise ConfigError(f"micro.pretrain_tasks={config.micro.pretrain_tasks} must be below the "
                           f"number of tasks ({len(tasks)})")
     features = Features(config, tasks, workdir, verbose)
-    session = MicroSession(config, tasks, features, workdir, verbose=verbose)
+    session = MicroSession(config, tasks, features, verbose=verbose)
     for key, model in session.models.items():
         with open(os.path.join(workdir, f"head_{key}.tflite"), "wb") as handle:
             handle.write(model)
     results = session.run()
-    baseline = MicroSession(config, tasks, features, workdir, method_name="finetune",
+    baseline = MicroSession(config, tasks, features, method_name="finetune",
                             verbose=verbose).run()
     arena = session.total_arena_bytes
     results.update({

@@ -1,81 +1,67 @@
-"""Reservoir replay buffer whose whole state lives in `tf.Variable`s.
+"""Reservoir replay buffer, kept by the session host in numpy arrays, drawn from the portable
+stream (`session.random`), so every engine (Keras, LiteRT, TFLM, an app) replays the same examples.
 
-Because the state is variables, the buffer is updated inside the compiled train step, saved in
-checkpoints with everything else, and can be exported. It stores what DER++ needs: the un-augmented
-(normalised) input, its label, the logits the model produced for it when it was stored, the task it
-came from and its stable example id.
+It stores what DER++ needs: the un-augmented model input, its label, the logits the model
+produced for it when it was stored, the task it came from and its stable example id.
 """
 
-import tensorflow as tf
+import numpy as np
+
+from sparcl_tf.checkpoint import HostArray
+from sparcl_tf.session import random as session_random
 
 
 class ReservoirBuffer:
-    """Reservoir sampling over every example offered (Vitter's algorithm R), batched.
+    """Reservoir sampling over every example offered (Vitter's algorithm R).
 
-    Offering a batch is equivalent to offering its examples one by one in order: example k of the
-    batch is the (num_seen + k + 1)-th example seen, stored at that slot while the buffer fills and
-    afterwards at a uniformly random slot j < num_seen + k + 1 if j < capacity. When two examples
-    of one batch pick the same slot, the later one wins, as it would sequentially.
+    The p-th example offered (0-based, over the whole session) goes to slot p while the buffer
+    fills; afterwards to slot j = below(reservoir output p, p + 1) if j < capacity. Examples of a
+    batch are offered in order, so a later one wins a slot two of them draw.
     """
 
-    def __init__(self, capacity, image_shape, num_classes, generator):
+    def __init__(self, capacity, example_shape, num_classes, seed, dtype=np.float32):
         if capacity < 0:
             raise ValueError(f"buffer capacity must be >= 0, got {capacity}")
         self.capacity = int(capacity)
-        self.generator = generator
-        slots = max(self.capacity, 1)  # zero-size variables are legal but awkward to export
-        self.images = tf.Variable(tf.zeros((slots,) + tuple(image_shape)), trainable=False,
-                                  name="buffer_images")
-        self.labels = tf.Variable(tf.zeros((slots,), tf.int64), trainable=False,
-                                  name="buffer_labels")
-        self.logits = tf.Variable(tf.zeros((slots, num_classes)), trainable=False,
-                                  name="buffer_logits")
-        self.task_ids = tf.Variable(tf.zeros((slots,), tf.int32), trainable=False,
-                                    name="buffer_task_ids")
-        self.example_ids = tf.Variable(tf.fill((slots,), tf.constant(-1, tf.int64)),
-                                       trainable=False, name="buffer_example_ids")
-        self.num_seen = tf.Variable(tf.constant(0, tf.int64), trainable=False,
-                                    name="buffer_num_seen")
+        slots = max(self.capacity, 1)
+        self.images = np.zeros((slots,) + tuple(example_shape), dtype)
+        self.labels = np.zeros((slots,), np.int32)
+        self.logits = np.zeros((slots, num_classes), np.float32)
+        self.task_ids = np.zeros((slots,), np.int32)
+        self.example_ids = np.full((slots,), -1, np.int64)
+        self.seen = np.zeros((), np.int64)
+        self.seed = seed
+        self._reservoir = session_random.Stream(seed, session_random.RESERVOIR)
 
     def state(self):
-        """Name -> variable, for checkpoints."""
-        return {v.name.split(":")[0]: v for v in (
-            self.images, self.labels, self.logits, self.task_ids, self.example_ids,
-            self.num_seen)}
+        """Name -> array holder, for checkpoints."""
+        return {f"buffer_{name}": HostArray(getattr(self, name)) for name in (
+            "images", "labels", "logits", "task_ids", "example_ids", "seen")}
 
     def size(self):
-        return tf.minimum(self.num_seen, self.capacity)
+        return int(min(int(self.seen), self.capacity))
 
     def add(self, images, labels, logits, task_ids, example_ids):
         """Offers a batch to the reservoir."""
         if self.capacity == 0:
             return
-        batch = tf.shape(labels, out_type=tf.int64)[0]
-        position = self.num_seen + tf.range(batch, dtype=tf.int64)  # 0-based count before each
-        drawn = tf.cast(self.generator.uniform([batch]) * tf.cast(position + 1, tf.float32),
-                        tf.int64)
-        drawn = tf.minimum(drawn, position)  # guards the float rounding at the upper end
-        slot = tf.where(position < self.capacity, position, drawn)
-        keep = slot < self.capacity
-        # Sequential semantics for duplicates: drop an example if a later one takes its slot.
-        same = tf.equal(slot[:, None], slot[None, :]) & keep[None, :]
-        later = tf.linalg.band_part(tf.ones_like(same, tf.int32), 0, -1) - tf.eye(
-            tf.cast(batch, tf.int32), dtype=tf.int32)
-        overwritten = tf.reduce_any(same & tf.cast(later, tf.bool), axis=1)
-        keep = keep & ~overwritten
-        index = tf.boolean_mask(slot, keep)[:, None]
-        for variable, values in ((self.images, images), (self.labels, labels),
-                                 (self.logits, logits), (self.task_ids, task_ids),
-                                 (self.example_ids, example_ids)):
-            variable.scatter_nd_update(index, tf.boolean_mask(
-                tf.cast(values, variable.dtype), keep))
-        self.num_seen.assign_add(batch)
+        batch, first = len(labels), int(self.seen)
+        positions = np.arange(first, first + batch)
+        drawn = self._reservoir.below(positions + 1, start=first)
+        slots = np.where(positions < self.capacity, positions, drawn)
+        for row, slot in enumerate(slots):
+            if slot < self.capacity:
+                self.images[slot] = images[row]
+                self.labels[slot] = labels[row]
+                self.logits[slot] = logits[row]
+                self.task_ids[slot] = task_ids[row]
+                self.example_ids[slot] = example_ids[row]
+        self.seen[...] = first + batch
 
-    def sample(self, count):
-        """Up to `count` distinct stored entries, uniformly: (images, labels, logits, task_ids)."""
-        size = self.size()
-        scores = self.generator.uniform([max(self.capacity, 1)])
-        scores = tf.where(tf.range(max(self.capacity, 1), dtype=tf.int64) < size, scores, -1.0)
-        _, index = tf.math.top_k(scores, k=tf.cast(tf.minimum(size, count), tf.int32))
-        return (tf.gather(self.images, index), tf.gather(self.labels, index),
-                tf.gather(self.logits, index), tf.gather(self.task_ids, index))
+    def sample(self, count, step, draw):
+        """Draw `draw` of step `step`: (images, labels, logits) of `count` rows, distinct stored
+        entries while the buffer holds that many, cycled when it holds fewer (fixed shapes)."""
+        index = session_random.Stream(self.seed, session_random.REPLAY, step, draw).distinct(
+            self.size(), count)
+        index = np.resize(index, count)
+        return self.images[index], self.labels[index], self.logits[index]

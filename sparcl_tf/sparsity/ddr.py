@@ -6,7 +6,7 @@ correctly in the window counts as the maximum, so the hardest are kept. The offi
 many ties arbitrarily; here the rule is deterministic and meaningful when windows are short (one or
 two presentations, where counts collapse to 0 for almost everyone): among equal counts, the example
 with the larger classification margin at its last presentation (true logit minus the largest other
-logit) goes first, and a seeded permutation settles exact ties. Only presented examples are
+logit) goes first, and a permutation from the session's portable stream settles exact ties. Only presented examples are
 candidates. Removed examples leave the training stream (and so are never offered to the replay
 buffer); the buffer itself is never filtered.
 """
@@ -14,20 +14,20 @@ buffer); the buffer itself is never filtered.
 import numpy as np
 
 
-def removal_order(example_ids, stats, seed):
+def removal_order(example_ids, stats, tie_break):
     """`example_ids` of presented examples, easiest (first to remove) first.
 
-    `stats` is `ExampleStats.snapshot(example_ids)`.
+    `stats` is `ExampleStats.snapshot(example_ids)`; `tie_break` a permutation of their
+    positions that orders exact ties (lower first).
     """
     example_ids = np.asarray(example_ids)
     presented = stats["presentations"] > 0
     events = np.where(stats["correct"] > 0, stats["forgetting_events"],
                       np.iinfo(np.int32).max).astype(np.int64)
-    shuffle = np.random.default_rng([seed, 31]).permutation(len(example_ids))
-    order = np.lexsort((shuffle, -stats["last_margin"], events))  # last key is primary
+    order = np.lexsort((np.asarray(tie_break), -stats["last_margin"], events))  # last key is primary
     return example_ids[order][presented[order]]
 
 
-def select_removals(example_ids, stats, count, seed):
+def select_removals(example_ids, stats, count, tie_break):
     """The `count` easiest presented examples (fewer if fewer were presented)."""
-    return removal_order(example_ids, stats, seed)[:count]
+    return removal_order(example_ids, stats, tie_break)[:max(count, 0)]

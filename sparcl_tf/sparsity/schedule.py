@@ -2,7 +2,7 @@
 
 Events sit at fractions of a task's epochs: update i of U at epoch progress i * epochs / U (the
 official code: U = 10 updates at epochs 0, 5, ..., 45 of 50). With fewer epochs than updates the
-events fall inside epochs; the loop places them by the share of the epoch's examples consumed.
+events fall inside epochs; the session plan places them by the share of the epoch's examples.
 """
 
 import dataclasses
@@ -31,13 +31,6 @@ def task_events(sparsity_config, ddr_config, epochs):
         if has_updates or stage:
             events.append(Event(index * epochs / updates, index, has_updates, stage))
     return events
-
-
-def epoch_segments(events, epoch, length):
-    """[(event, boundary)] of epoch `epoch` over `length` examples: train up to each boundary,
-    then apply its event; the last pair (None, length) finishes the epoch."""
-    inside = [e for e in events if epoch <= e.progress < epoch + 1]
-    return [(e, round((e.progress - epoch) * length)) for e in inside] + [(None, length)]
 
 
 def tdm_targets(update_index, updates_per_task, sparsity, open_fraction, swap_fraction):
@@ -86,18 +79,6 @@ def update_targets(config, event, task_index, num_tasks):
     run_progress = (task_index + event.progress / config.epochs_per_task) / num_tasks
     return "rigl", lambda target: rigl_targets(run_progress, target, s.rigl_drop_fraction,
                                                s.rigl_end_fraction)
-
-
-def removal_target(ddr_config, stage, num_examples):
-    """Examples of a task removed in total once DDR stage `stage` (1-based) is done."""
-    return sum(removal_counts(num_examples, ddr_config.total_fraction, ddr_config.stages)[:stage])
-
-
-def removal_counts(num_examples, total_fraction, stages):
-    """Examples removed at each of `stages` stages; they add up to round(total * n) exactly."""
-    total = round(total_fraction * num_examples)
-    cumulative = [round(total * stage / stages) for stage in range(stages + 1)]
-    return [cumulative[i + 1] - cumulative[i] for i in range(stages)]
 
 
 def validate(sparsity_config, ddr_config, dgm_config):

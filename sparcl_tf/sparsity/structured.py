@@ -13,7 +13,8 @@ prune to the target and grow `opening` slots, middle updates prune `swap` below 
 regrow to it, last update prune to the target. Slot importance: sum over the filter of
 |W| + lambda |G| (G the last step's kernel gradient). Pruning zeroes the slot's filter, its bias
 and BatchNorm parameters, its momentum and the consumers' input weights for it. Growth activates
-random free slots with a fresh seeded He-uniform filter and zero outgoing weights, so the
+free slots by the seeded `growth` hash with a fresh He-uniform filter drawn from the same hash
+(the exported `update_masks` does exactly this on the device) and zero outgoing weights, so the
 network's function is unchanged at the moment of growth (with zero weights on both sides a slot
 would never receive a gradient).
 """
@@ -21,7 +22,9 @@ would never receive a gradient).
 import numpy as np
 
 from sparcl_tf.layers import channel_masks
+from sparcl_tf.sparsity import growth
 from sparcl_tf.sparsity.masks import active_count
+from sparcl_tf.sparsity.tdm import optimizer_slots
 
 
 def filter_counts(num_filters, sparsity, open_fraction, swap_fraction):
@@ -53,24 +56,15 @@ def update_counts(update_index, updates_per_task, target, opening, swap):
     return target - swap, target
 
 
-def _slots_of(optimizer, variable):
-    """Optimizer variables shaped like `variable` and named after it (momentum, ...)."""
-    prefix = variable.path.replace("/", "_") + "_"
-    return [v for v in optimizer.variables
-            if v.path.split("/", 1)[-1].startswith(prefix) and tuple(v.shape) == tuple(
-                variable.shape)]
-
-
 class ChannelUpdater:
     """Owns the slot masks of a compacted `network` (its ChannelMask layers)."""
 
-    def __init__(self, network, optimizer, targets, full_filters, sparsity_config, seed):
+    def __init__(self, network, optimizer, targets, full_filters, sparsity_config):
         self.network, self.optimizer = network, optimizer
         self.groups = channel_masks(network)
         self.targets = targets            # producer name -> target sparsity
         self.full_filters = full_filters  # producer name -> filters of the full layer
         self.config = sparsity_config
-        self.seed = seed
 
     def _counts(self, group):
         name = group.producer
@@ -96,7 +90,7 @@ class ChannelUpdater:
 
     def _zero_slots(self, variable, axis, slots):
         self._set(variable, axis, slots, 0.0)
-        for slot_variable in _slots_of(self.optimizer, variable):
+        for slot_variable in optimizer_slots(self.optimizer, variable):
             self._set(slot_variable, axis, slots, 0.0)
 
     def _consumer_kernels(self, group):
@@ -105,7 +99,7 @@ class ChannelUpdater:
     def _zero_consumer_inputs(self, group, slots):
         capacity_ = int(group.mask.shape[0])
         for kernel in self._consumer_kernels(group):
-            for variable in [kernel] + _slots_of(self.optimizer, kernel):
+            for variable in [kernel] + optimizer_slots(self.optimizer, kernel):
                 array = variable.numpy()
                 view = array.reshape(-1, capacity_, array.shape[-1])  # positions x slots x out
                 view[:, slots, :] = 0.0
@@ -126,23 +120,22 @@ class ChannelUpdater:
                 self._set(variable, axis, slots, 1.0)
         self._zero_consumer_inputs(group, slots)
 
-    def activate(self, group, slots, rng):
-        """Switches `slots` on with fresh logical filters: He-uniform filter, zero outgoing."""
+    def activate(self, group, slots, seed, layer_index):
+        """Switches `slots` on with fresh logical filters: seeded He-uniform filter (the device's
+        hash), zero outgoing weights."""
         slots = np.asarray(slots, np.int64)
         if not len(slots):
             return
         kernel = self.network.get_layer(group.producer).kernel
-        fan_in = int(np.prod(kernel.shape[:-1]))
-        limit = np.sqrt(6.0 / fan_in)
-        self._set(kernel, -1, slots, rng.uniform(-limit, limit, tuple(kernel.shape[:-1]) + (
-            len(slots),)).astype(np.float32))
+        fresh = growth.fresh_filter_values(tuple(kernel.shape), seed, layer_index)
+        self._set(kernel, -1, slots, fresh[..., slots])
         for upstream in self.groups:  # inputs from switched-off slots upstream stay exactly 0
             if group.producer in upstream.consumers:
                 self._zero_consumer_inputs(upstream, np.flatnonzero(upstream.mask.numpy() == 0))
         logical = group.logical.numpy()
         free = np.setdiff1d(np.arange(self.full_filters[group.producer]), logical[
             group.mask.numpy() > 0])
-        logical[slots] = rng.choice(free, size=len(slots), replace=False)
+        logical[slots] = free[:len(slots)]  # bookkeeping for the full view only
         group.logical.assign(logical)
         mask = group.mask.numpy()
         mask[slots] = 1.0
@@ -159,24 +152,23 @@ class ChannelUpdater:
             group.logical.assign(np.arange(len(norms), dtype=np.int32))
             self.deactivate(group, order[target:])
 
-    def update(self, update_index, gradients, rng):
-        """One TDM update on every group; `gradients`: producer name -> last kernel gradient."""
-        for group in self.groups:
-            target, opening, swap = self._counts(group)
-            prune_to, grow_to = update_counts(update_index, self.config.updates_per_task,
-                                              target, opening, swap)
+    def update(self, prune_to, grow_to, seed, gradients):
+        """One TDM update on every group to the given active slot counts; `gradients`: producer
+        name -> last kernel gradient. Returns the active slot counts after."""
+        for index, group in enumerate(self.groups):
             kernel = self.network.get_layer(group.producer).kernel.numpy()
-            gradient = gradients[group.producer]
-            scores = (np.abs(kernel) + self.config.importance_lambda * np.abs(gradient)).reshape(
-                -1, kernel.shape[-1]).sum(axis=0)
+            scores = (np.abs(kernel) + np.float32(self.config.importance_lambda) * np.abs(
+                gradients[group.producer])).reshape(-1, kernel.shape[-1]).sum(axis=0)
             active = np.flatnonzero(group.mask.numpy() > 0)
-            if len(active) > prune_to:
+            if len(active) > prune_to[index]:
                 ranked = active[np.lexsort((active, -scores[active]))]
-                self.deactivate(group, ranked[prune_to:])
-                active = ranked[:prune_to]
+                self.deactivate(group, ranked[prune_to[index]:])
+                active = ranked[:prune_to[index]]
             free = np.flatnonzero(group.mask.numpy() == 0)
-            grow = min(max(grow_to - len(active), 0), len(free))
-            self.activate(group, rng.choice(free, size=grow, replace=False) if grow else [], rng)
+            count = min(max(grow_to[index] - len(active), 0), len(free))
+            chosen = free[np.argsort(-growth.scores(free, seed, index), kind="stable")[:count]]
+            self.activate(group, np.sort(chosen), seed, index)
+        return [int(group.mask.numpy().sum()) for group in self.groups]
 
     def active_filters(self):
         return {group.producer: int(group.mask.numpy().sum()) for group in self.groups}

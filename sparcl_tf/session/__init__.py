@@ -1,0 +1,2 @@
+"""One continual-learning session, whatever runs its steps: the task loop (`loop`), the session
+plan every engine and device app follows (`plan`) and the portable random stream (`random`)."""

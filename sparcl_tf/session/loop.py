@@ -1,0 +1,369 @@
+"""The one task loop: what a continual-learning session is, whichever engine runs its steps.
+
+The loop owns the session: task order, epochs, each epoch's example order, the replay buffer and
+the draws it makes, augmentation, the events of the session plan (mask updates with their counts
+and seeds, data-removal stages, gradient-mask refreshes), evaluation into the accuracy matrices,
+FLOPs, checkpoints, resume, results.json and plots. An engine only runs what it is given:
+
+  engine.layer_names                 sparse layers, in the plan's order
+  engine.begin_task(task_index, reset_optimizer)   a task starts (fresh optimizer state?)
+  engine.train(inputs, refresh)      one step on host-made inputs (the exported `train`
+                                     signature's): -> loss, logits, correct, gradient_density
+  engine.update_masks(prune_to, grow_to, seed) -> active units per sparse layer
+  engine.active_units()              active units per sparse layer now
+  engine.logits(inputs)              evaluation forward of prepared inputs
+  engine.variables()                 name -> variable-like, everything the engine must checkpoint
+  engine.before_save() / after_restore() / end_task(task_index)   state I/O hooks
+  engine.results()                   what only the engine knows (sparsity, size, runtime)
+Engines: Keras (`experiment.KerasEngine`), LiteRT (`ondevice.session.LiteRTEngine`), TFLM head
+(`micro.session.MicroHeadEngine`); the Kotlin session implements the same plan on a phone.
+
+Everything a run needs to continue is in its checkpoints (every `checkpoint.every_steps` steps and
+at every epoch and task end): running again on the same workdir resumes at the step where it
+stopped. An epoch trains the full batches that fit before each event and leaves a partial
+batch's examples to the segment after it.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sparcl_tf import results as run_results
+from sparcl_tf.checkpoint import CheckpointManager
+from sparcl_tf.data.augment import make_augment
+from sparcl_tf.data.pipeline import segment_batches
+from sparcl_tf.errors import ConfigError
+from sparcl_tf.evaluation import accuracies
+from sparcl_tf.example_stats import ExampleStats, margin
+from sparcl_tf.replay import ReservoirBuffer
+from sparcl_tf.session import random as session_random
+from sparcl_tf.sparsity import ddr
+
+# Fields that may differ when a run is resumed: they change how it reports, not what it computes.
+_RESUME_FREE_FIELDS = ("log", "checkpoint")
+
+
+@dataclasses.dataclass
+class Progress(run_results.RunCounters):
+    """Host-side session state saved beside the variables in every checkpoint."""
+    epoch: int = 0
+    epoch_order: list = None          # rows of the task's arrays this epoch walks
+    cursor: int = 0                   # position in epoch_order trained up to
+    events_done: int = 0              # events of this epoch already applied
+    removed: list = dataclasses.field(default_factory=list)  # example ids removed this task
+    task_steps: int = 0
+    task_dense_flops_start: float = 0.0
+    refresh_pending: bool = True
+    steps_since_refresh: int = 0
+    active: list = None               # active units per sparse layer
+    gradient_density_sum: list = None
+    gradient_density_steps: int = 0
+
+
+class TaskStream:
+    """What the loop trains and evaluates on: `tasks` (`data.build_tasks`), each task's training
+    arrays (x, y, ids), and `prepare`, which turns stored examples into model inputs."""
+
+    def __init__(self, tasks, training, prepare, test_inputs):
+        self.tasks, self.training, self.prepare, self.test_inputs = (
+            tasks, training, prepare, test_inputs)
+
+
+class SessionLoop:
+    """Runs `plan` over `stream` with `engine`, living in `workdir` (None: no files at all)."""
+
+    def __init__(self, plan, engine, stream, config, workdir, identity, ledger=None,
+                 example_shape=None, example_dtype=np.float32, verbose=1):
+        self.plan, self.engine, self.stream, self.config = plan, engine, stream, config
+        self.workdir, self.identity, self.ledger, self.verbose = workdir, identity, ledger, verbose
+        tasks = stream.tasks
+        replay = plan.replay
+        self.buffer = ReservoirBuffer(
+            replay["buffer_size"], example_shape or tuple(plan.image_shape), plan.num_classes,
+            plan.seed, example_dtype) if replay["draws"] else None
+        self.stats = ExampleStats(tasks.num_example_ids)
+        self.augment = make_augment(plan.augmentation["kind"], plan.augmentation["crop_padding"],
+                                    -np.asarray(plan.normalization["mean"], np.float32)
+                                    / np.asarray(plan.normalization["std"], np.float32),
+                                    plan.seed)
+        self.units = np.asarray(plan.layer_units, np.float64)
+        self.checkpoints = None
+        restored = None
+        if workdir is not None:
+            variables = dict(engine.variables())
+            for group, state in (("stats", self.stats.state()),
+                                 ("buffer", self.buffer.state() if self.buffer else {}),
+                                 ("ledger", ledger.state() if ledger else {})):
+                variables.update({f"{group}/{name}": v for name, v in state.items()})
+            self.checkpoints = CheckpointManager(os.path.join(workdir, "checkpoints"), variables,
+                                                 keep=config.checkpoint.keep)
+            os.makedirs(workdir, exist_ok=True)
+            self._check_or_write_config(resuming=self.checkpoints.latest() is not None)
+            restored = self.checkpoints.restore()
+        if restored is not None:
+            self.progress = Progress(**restored)
+            engine.after_restore()
+        else:
+            self.progress = Progress(active=list(engine.active_units()),
+                                     gradient_density_sum=[0.0] * len(engine.layer_names))
+        self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) \
+            if workdir is not None and config.log.tensorboard else None
+        self._clock_start = time.perf_counter()
+
+    def _check_or_write_config(self, resuming):
+        path = os.path.join(self.workdir, "config.json")
+        current = json.loads(self.config.to_json())
+        if resuming and os.path.exists(path):
+            with open(path) as handle:
+                saved = json.load(handle)
+            differing = sorted(key for key in set(saved) | set(current)
+                               if key not in _RESUME_FREE_FIELDS
+                               and saved.get(key) != current.get(key))
+            if differing:
+                raise ConfigError(f"workdir {self.workdir} holds a run with a different config "
+                                  f"(fields {differing}); use a new --workdir")
+        with open(path, "w") as handle:
+            json.dump(current, handle, indent=2)
+
+    def save(self):
+        now = time.perf_counter()
+        self.progress.wall_clock_s += now - self._clock_start
+        self._clock_start = now
+        if self.checkpoints is not None:
+            self.engine.before_save()
+            self.checkpoints.save(self.progress.global_step, dataclasses.asdict(self.progress))
+
+    # --- one step ---------------------------------------------------------------------------
+
+    def _inputs(self, images, labels, step):
+        """The step's inputs: the augmented current batch and the replay draws (fixed shapes;
+        zeros with replay_weight 0 while replay is off or the buffer empty)."""
+        plan, replay = self.plan, self.plan.replay
+        inputs = dict(images=self.augment(images, step, 0), labels=labels,
+                      class_mask=self._class_mask)
+        if not replay["draws"]:
+            return inputs, 0
+        shape = (replay["draws"], replay["batch_size"])
+        draws = [np.zeros(shape + images.shape[1:], images.dtype), np.zeros(shape, np.int32),
+                 np.zeros(shape + (plan.num_classes,), np.float32)]
+        on = self._replay_on and self.buffer.size() > 0
+        if on:
+            for draw in range(replay["draws"]):
+                stored, stored_labels, stored_logits = self.buffer.sample(
+                    replay["batch_size"], step, draw)
+                draws[0][draw] = self.augment(stored, step, draw + 1)
+                draws[1][draw], draws[2][draw] = stored_labels, stored_logits
+        inputs.update(replay_images=draws[0], replay_labels=draws[1], replay_logits=draws[2],
+                      replay_weight=np.float32(on))
+        return inputs, int(on) * shape[0] * shape[1]
+
+    def _step(self, x, y, ids, rows, task_index):
+        progress, every = self.progress, self.plan.dgm_refresh_every
+        images, labels = self.stream.prepare(x[rows]), y[rows].astype(np.int32)
+        inputs, replayed = self._inputs(images, labels, progress.global_step)
+        refresh = every > 0 and (progress.refresh_pending or progress.steps_since_refresh >= every)
+        progress.steps_since_refresh = 1 if refresh else progress.steps_since_refresh + 1
+        progress.refresh_pending = False
+        started = time.perf_counter()
+        out = self.engine.train(inputs, refresh)
+        progress.train_time_s += time.perf_counter() - started
+
+        density = np.asarray(out["gradient_density"], np.float64)
+        progress.gradient_density_sum = list(np.asarray(progress.gradient_density_sum) + density)
+        progress.gradient_density_steps += 1
+        if self.ledger is not None:
+            weight = np.ones_like(self.units) if self.plan.unit != "weights" else (
+                np.asarray(progress.active, np.float64) / np.maximum(self.units, 1))
+            by_name = dict(zip(self.engine.layer_names, zip(weight, density)))
+            self.ledger.charge(len(rows) + replayed,
+                               [by_name.get(n, (1.0, 1.0))[0] for n in self.ledger.names],
+                               [by_name.get(n, (1.0, 1.0))[1] for n in self.ledger.names])
+        if self.buffer is not None:
+            self.buffer.add(images, labels, out["logits"], np.full(len(rows), task_index),
+                            ids[rows])
+        self.stats.observe(ids[rows], np.asarray(out["correct"]) > 0,
+                           margin(out["logits"], labels))
+        progress.global_step += 1
+        progress.task_steps += 1
+        progress.examples_presented += len(rows)
+        return float(out["loss"]), float(np.mean(out["correct"]))
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _apply_event(self, event, task_index, ids):
+        progress = self.progress
+        if event.mask_update:
+            progress.active = [int(a) for a in self.engine.update_masks(
+                event.prune_to, event.grow_to, event.seed)]
+            progress.refresh_pending = True  # fresh gradient masks after every mask change
+        if event.removal_stage:
+            candidates = ids[self._kept(ids)]
+            # Cumulative plan: a stage that finds too few candidates leaves the rest to the next.
+            count = event.removal_target - len(progress.removed)
+            tie_break = session_random.Stream(self.plan.seed, session_random.REMOVAL, task_index,
+                                              event.removal_stage).permutation(len(candidates))
+            chosen = ddr.select_removals(candidates, self.stats.snapshot(candidates), count,
+                                         tie_break)
+            progress.removed += [int(i) for i in chosen]
+            progress.examples_removed += len(chosen)
+            self.stats.reset()  # the next stage ranks by its own window
+
+    def _kept(self, example_ids):
+        """True for the example ids that data removal has not taken out of this task."""
+        return ~np.isin(example_ids, self.progress.removed)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _after_step(self, cursor, loss, accuracy):
+        """Bookkeeping after every step: cursor, progress bar, scalars, periodic checkpoint."""
+        progress, config = self.progress, self.config
+        progress.cursor = cursor
+        step = progress.global_step
+        self._losses.append((loss, accuracy))
+        if self._bar is not None:
+            self._bar.update(min(self._bar.target, len(self._losses) + self._bar_offset),
+                             [("loss", loss), ("accuracy", accuracy)])
+        if self.writer is not None and step % config.log.scalars_every_steps == 0:
+            with self.writer.as_default(step=step):
+                tf.summary.scalar("train/loss", loss)
+                tf.summary.scalar("train/accuracy", accuracy)
+        if config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0:
+            self.save()
+
+    def _train_segment(self, arrays, task_index, boundary):
+        x, y, ids = arrays
+        progress = self.progress
+        rows, cursors = segment_batches(progress.epoch_order, progress.cursor, boundary,
+                                        lambda r: self._kept(ids[r]), self.plan.batch_size)
+        for batch_rows, cursor in zip(rows, cursors):
+            loss, accuracy = self._step(x, y, ids, batch_rows, task_index)
+            self._after_step(int(cursor), loss, accuracy)
+
+    def _train_epoch(self, task_index, arrays):
+        plan, progress = self.plan, self.progress
+        ids = arrays[2]
+        if progress.epoch_order is None:
+            rows = np.flatnonzero(self._kept(ids))
+            order = session_random.Stream(plan.seed, session_random.EPOCH_ORDER, task_index,
+                                          progress.epoch).permutation(len(rows))
+            progress.epoch_order = [int(r) for r in rows[order]]
+            progress.cursor, progress.events_done = 0, 0
+            progress.refresh_pending = True  # fresh gradient masks at each epoch's start
+        if self.verbose:
+            print(f"task {task_index + 1}/{len(plan.tasks)}  epoch {progress.epoch + 1}/"
+                  f"{plan.epochs_per_task}{self._label}", flush=True)
+        length = len(progress.epoch_order)
+        self._losses, self._bar_offset = [], progress.cursor // plan.batch_size
+        self._bar = keras.utils.Progbar(length // plan.batch_size,
+                                        stateful_metrics=["loss", "accuracy"]) \
+            if self.verbose and self.config.log.progress else None
+        events = [e for e in plan.events(task_index) if e.epoch == progress.epoch]
+        for event in events[progress.events_done:]:
+            self._train_segment(arrays, task_index, event.position(length))
+            self._apply_event(event, task_index, ids)
+            progress.events_done += 1
+        self._train_segment(arrays, task_index, length)
+        if self._bar is not None and self._bar.target and len(self._losses) < self._bar.target:
+            self._bar.update(len(self._losses) + self._bar_offset, finalize=True)
+        progress.epoch += 1
+        progress.epoch_order, progress.cursor, progress.events_done = None, 0, 0
+
+    def _begin_task(self, task_index):
+        progress = self.progress
+        if progress.epoch == 0 and progress.epoch_order is None:  # a fresh start of this task
+            self.engine.begin_task(task_index, self.plan.momentum_reset_per_task)
+            self.stats.reset()
+            progress.removed, progress.task_steps = [], 0
+            progress.task_dense_flops_start = self._dense_flops()
+        classes = self.plan.tasks[task_index]["classes"]
+        self._class_mask = np.isin(np.arange(self.plan.num_classes), classes).astype(np.float32)
+        self._replay_on = bool(self.plan.replay["draws"]) and (
+            task_index >= self.plan.replay["from_task"])
+
+    def _dense_flops(self):
+        return float(self.ledger.dense_flops.numpy()) if self.ledger is not None else 0.0
+
+    def _end_task(self, task_index, planned_steps):
+        progress = self.progress
+        # The dense reference trains every planned step: scale this task's dense count up by
+        # the steps data removal saved.
+        task_dense = self._dense_flops() - progress.task_dense_flops_start
+        progress.dense_flops_without_removal += task_dense * planned_steps / max(
+            progress.task_steps, 1)
+        class_row, task_row = [], []
+        for task in self.stream.tasks.tasks:
+            if task.index <= task_index:
+                class_il, task_il = accuracies(
+                    self.engine.logits(self.stream.test_inputs(task)), task)
+            else:
+                class_il = task_il = None
+            class_row.append(class_il)
+            task_row.append(task_il)
+        progress.class_il_matrix.append(class_row)
+        progress.task_il_matrix.append(task_row)
+        seen_class, seen_task = class_row[:task_index + 1], task_row[:task_index + 1]
+        if self.writer is not None:
+            with self.writer.as_default(step=progress.global_step):
+                tf.summary.scalar("eval/class_il_average", np.mean(seen_class))
+                tf.summary.scalar("eval/task_il_average", np.mean(seen_task))
+                for index, value in enumerate(seen_class):
+                    tf.summary.scalar(f"eval/class_il_task{index}", value)
+                if self.ledger is not None:
+                    tf.summary.scalar("cost/training_flops", self.ledger.training_flops.numpy())
+            self.writer.flush()
+        if self.verbose:
+            print(f"{self._prefix}after task {task_index + 1}/{len(self.plan.tasks)}: class-IL "
+                  f"{np.mean(seen_class):.2f}  task-IL {np.mean(seen_task):.2f}  per task "
+                  f"{' '.join(f'{v:.1f}' for v in seen_class)}", flush=True)
+        if self.workdir is not None:
+            self.engine.end_task(task_index)
+        progress.task = task_index + 1
+        progress.epoch, progress.epoch_order, progress.cursor, progress.events_done = 0, None, 0, 0
+
+    def run(self, stop_after_task=None, label=""):
+        """Trains the remaining tasks (or up to `stop_after_task`), then writes results.json and
+        plots; returns the results (None when stopped early)."""
+        plan, progress = self.plan, self.progress
+        self._label, self._prefix = f"  ({label})" if label else "", f"[{label}] " if label else ""
+        for task_index in range(progress.task, len(plan.tasks)):
+            arrays = self.stream.training(task_index)
+            expected = plan.tasks[task_index]["training_examples"]
+            if len(arrays[2]) != expected:
+                raise ConfigError(f"task {task_index} has {len(arrays[2])} training examples; "
+                                  f"the session plan was made for {expected}")
+            if len(arrays[2]) < plan.batch_size:
+                raise ConfigError(f"task {task_index} has {len(arrays[2])} training examples, "
+                                  f"fewer than batch_size={plan.batch_size}")
+            self._begin_task(task_index)
+            while progress.epoch < plan.epochs_per_task:
+                self._train_epoch(task_index, arrays)
+                if progress.epoch < plan.epochs_per_task:
+                    self.save()
+            self._end_task(task_index, plan.epochs_per_task * (len(arrays[2])
+                                                               // plan.batch_size))
+            self.save()
+            if stop_after_task is not None and task_index >= stop_after_task:
+                return None
+        results = self.results()
+        if self.workdir is not None:
+            run_results.write(self.workdir, results)
+        return results
+
+    def results(self):
+        progress = self.progress
+        density = np.asarray(progress.gradient_density_sum) / max(
+            progress.gradient_density_steps, 1)
+        results = {**self.identity,
+                   **run_results.accuracy(progress.class_il_matrix, progress.task_il_matrix)}
+        if self.ledger is not None:
+            results.update(run_results.cost(self.ledger, progress))
+        results["training_examples"] = int(sum(t["training_examples"] for t in self.plan.tasks))
+        results["gradient_density"] = {name: float(value) for name, value in
+                                       zip(self.engine.layer_names, density)}
+        results.update(self.engine.results())
+        return results
