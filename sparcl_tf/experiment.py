@@ -54,6 +54,20 @@ def sparse_units(network, full_filters):
     return [(layer.name, int(np.prod(layer.kernel.shape))) for layer in sparsifiable_layers(network)]
 
 
+def full_filter_counts(config, network):
+    """Producer name -> filters of the full layer, for a compacted `network` of `config`."""
+    full = build_model(config.model.name, tuple(network.input_shape[1:]),
+                       int(network.output_shape[-1]), width=config.model.width)
+    return {n: int(full.get_layer(n).kernel.shape[-1])
+            for n in structured_producers(config.model.name, full)}
+
+
+def structured_gradient_filters(config, network, full_filters):
+    """Structured DGM: per sparse layer of a compacted `network`, the filters a step updates."""
+    return [gradient_filters(full_filters[layer.name], config.dgm.gradient_sparsity,
+                             int(layer.kernel.shape[-1])) for layer in sparsifiable_layers(network)]
+
+
 def image_stream(method, tasks):
     """The Keras and LiteRT engines' stream: the method's training arrays, normalised images."""
     normalizer = Normalizer(tasks.mean, tasks.std)
@@ -97,12 +111,9 @@ class KerasEngine:
     def _filter_gradients(self):
         """Structured DGM settings: filters per sparse layer and its slot mask."""
         slot_masks = {group.producer: group.mask for group in channel_masks(self.network)}
-        layers = sparsifiable_layers(self.network)
         return types.SimpleNamespace(
-            keep=[gradient_filters(self.full_filters[layer.name],
-                                   self.config.dgm.gradient_sparsity,
-                                   int(layer.kernel.shape[-1])) for layer in layers],
-            slot_masks=[slot_masks[layer.name] for layer in layers])
+            keep=structured_gradient_filters(self.config, self.network, self.full_filters),
+            slot_masks=[slot_masks[layer.name] for layer in sparsifiable_layers(self.network)])
 
     # --- the engine interface (session.loop) -------------------------------------------------
 

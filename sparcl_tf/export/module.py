@@ -100,6 +100,8 @@ class TrainingModule(tf.Module):
     """Signatures for on-device SparCL on `network` (see the module docstring).
 
     `gradient_masks`: None (no DGM) or settings with `gradient_sparsity` and `threshold`.
+    `filter_gradient_keep`: structured DGM on a compacted model: per sparse layer, how many
+    active filters a step updates (chosen at each refresh by summed |gradient|, as the trainer).
     `mask_rule`: None (masks fixed on device), "tdm" or "rigl", or "slots" (a compacted
     channel-structured model: update_masks switches filter slots); `grow`: "random" or
     "gradient".
@@ -107,7 +109,7 @@ class TrainingModule(tf.Module):
 
     def __init__(self, network, method, batch_size, replay_batch_size, learning_rate,
                  momentum=0.0, gradient_masks=None, mask_rule=None, grow="random",
-                 importance_lambda=0.5, flex=False):
+                 importance_lambda=0.5, filter_gradient_keep=None, flex=False):
         super().__init__()
         self._network = network
         self._method = method
@@ -136,7 +138,16 @@ class TrainingModule(tf.Module):
         self._gradient_keep = [active_count(int(np.prod(layer.kernel.shape)),
                                             gradient_masks.gradient_sparsity)
                                for layer in self._sparse] if gradient_masks else []
-        for v in self._velocities + self._last_gradients + self._gradient_masks:
+        self._filter_keep = list(filter_gradient_keep or [])
+        slot_masks = {group.producer: group.mask for group in channel_masks(network)}
+        self._slot_masks = [slot_masks[layer.name] for layer in self._sparse] \
+            if self._filter_keep else []
+        self._filter_selections = [
+            variable(tf.cast(tf.range(layer.kernel.shape[-1]) < keep, tf.float32),
+                     f"filter_selection__{layer.name}")
+            for layer, keep in zip(self._sparse, self._filter_keep)]
+        for v in (self._velocities + self._last_gradients + self._gradient_masks
+                  + self._filter_selections):
             state[v.name.split(":")[0]] = v
         self._state = state
 
@@ -153,7 +164,7 @@ class TrainingModule(tf.Module):
                 tf.TensorSpec(draws, tf.int32, name="replay_labels"),
                 tf.TensorSpec(draws + (classes,), tf.float32, name="replay_logits"),
                 tf.TensorSpec((), tf.float32, name="replay_weight")]
-        if gradient_masks:
+        if gradient_masks or self._filter_keep:
             train_inputs.append(tf.TensorSpec((), tf.float32, name="refresh_gradient_masks"))
         layers = len(self._sparse)
         self.infer = tf.function(self._infer, input_signature=[images])
@@ -214,7 +225,10 @@ class TrainingModule(tf.Module):
         positions = [position[id(layer.kernel)] for layer in self._sparse]
         multipliers = self._gradient_multipliers([gradients[i] for i in positions], refresh)
         for stored, index in zip(self._last_gradients, positions):
-            stored.assign(gradients[index])
+            # Structured DGM computes (on the host) only the selected filters' gradients: the
+            # importance of the next slot update sees those, so it does here too.
+            stored.assign(gradients[index] * multipliers[positions.index(index)]
+                          if self._filter_keep else gradients[index])
         for index, multiplier in zip(positions, multipliers):
             gradients[index] = gradients[index] * multiplier
         self._apply_sgd(variables, gradients)
@@ -222,12 +236,18 @@ class TrainingModule(tf.Module):
             layer.apply_mask_to_kernel()
         correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels),
                           tf.float32)
-        density = tf.stack([tf.reduce_mean(m) for m in multipliers]) if multipliers \
-            else tf.zeros((0,))
+        if self._filter_keep:  # a refresh step computes every filter's gradient
+            density = tf.stack([tf.where(refresh > 0, 1.0, keep / layer.kernel.shape[-1])
+                                for keep, layer in zip(self._filter_keep, self._sparse)])
+        else:
+            density = tf.stack([tf.reduce_mean(m) for m in multipliers]) if multipliers \
+                else tf.zeros((0,))
         return {"loss": loss, "logits": logits, "correct": correct, "gradient_density": density}
 
     def _gradient_multipliers(self, sparse_gradients, refresh):
         weight_masks = [tf.cast(layer.mask, tf.float32) for layer in self._sparse]
+        if self._filter_keep:
+            return self._filter_multipliers(sparse_gradients, refresh)
         if not self._dgm:
             return weight_masks
 
@@ -241,6 +261,25 @@ class TrainingModule(tf.Module):
         done = tf.cond(refresh > 0, recompute, lambda: tf.constant(0.0))
         with tf.control_dependencies([done]):
             return [w * tf.cast(g, tf.float32) for w, g in zip(weight_masks, self._gradient_masks)]
+
+    def _filter_multipliers(self, sparse_gradients, refresh):
+        """Structured DGM: at a refresh, each layer selects its `keep` active filters of largest
+        summed |gradient| (inactive slots rank last, ties to the lower slot); every step updates
+        the selected filters only."""
+        def recompute():
+            for selection, gradient, keep, slots in zip(
+                    self._filter_selections, sparse_gradients, self._filter_keep,
+                    self._slot_masks):
+                norms = tf.reduce_sum(tf.abs(tf.reshape(gradient, [-1, gradient.shape[-1]])), 0)
+                norms = tf.where(slots > 0, norms, -1.0)
+                chosen = tf.math.top_k(norms, k=keep).indices
+                selection.assign(tf.scatter_nd(chosen[:, None], tf.ones([keep]),
+                                               [gradient.shape[-1]]))
+            return tf.constant(1.0)
+
+        done = tf.cond(refresh > 0, recompute, lambda: tf.constant(0.0))
+        with tf.control_dependencies([done]):
+            return [tf.identity(selection) for selection in self._filter_selections]
 
     def _apply_sgd(self, variables, gradients):
         if not self._momentum:
@@ -393,7 +432,11 @@ def training_module(config, network, flex=False):
     """The module for a run's `config`, on an export copy of its trained `network`."""
     from sparcl_tf.methods import build_method
     schedule, dgm_settings = config.sparsity.schedule, config.dgm if config.dgm.enabled else None
-    if config.sparsity.granularity == "filter":  # slots on device; structured DGM is host-only
+    filter_keep = None
+    if config.sparsity.granularity == "filter":  # slots on device, structured DGM by filters
+        from sparcl_tf.experiment import full_filter_counts, structured_gradient_filters
+        filter_keep = structured_gradient_filters(config, network, full_filter_counts(
+            config, network)) if dgm_settings else None
         schedule, dgm_settings = ("slots" if schedule == "tdm" else "none"), None
     return TrainingModule(
         export_network(network), build_method(config.method), config.batch_size,
@@ -401,7 +444,8 @@ def training_module(config, network, flex=False):
         gradient_masks=dgm_settings,
         mask_rule=schedule if schedule in ("tdm", "rigl", "slots") else None,
         grow=config.sparsity.grow,
-        importance_lambda=config.sparsity.importance_lambda, flex=flex)
+        importance_lambda=config.sparsity.importance_lambda, filter_gradient_keep=filter_keep,
+        flex=flex)
 
 
 def convert(module, directory):

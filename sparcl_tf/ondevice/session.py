@@ -170,9 +170,8 @@ class OnDeviceSession:
             "batch_size": (device.batch_size, config.batch_size),
             "replay draws": (device.replay_draws,
                              self.method.replay_draws if self.method.uses_buffer else 0),
-            "DGM (refresh_gradient_masks input)": (
-                device.has_gradient_masks,
-                config.dgm.enabled and config.sparsity.granularity == "weight"),
+            "DGM (refresh_gradient_masks input)": (device.has_gradient_masks,
+                                                   bool(config.dgm.enabled)),
             "update_masks signature": ("update_masks" in device.signatures,
                                        config.sparsity.schedule in ("tdm", "rigl")),
         }
