@@ -81,14 +81,27 @@ class Interrupt(Exception):
 def run_until_interrupted(config, workdir, step, monkeypatch):
     """Runs `config` in `workdir` and stops it right after global step `step`."""
     from sparcl_tf.experiment import Experiment
-    original = Experiment._after_batch
+    from sparcl_tf.session.loop import SessionLoop
+    original = SessionLoop._after_step
 
     def stop(self, *args):
         original(self, *args)
         if self.progress.global_step == step:
             raise Interrupt()
 
-    monkeypatch.setattr(Experiment, "_after_batch", stop)
+    monkeypatch.setattr(SessionLoop, "_after_step", stop)
     with pytest.raises(Interrupt):
         Experiment(config, workdir, verbose=0).run()
-    monkeypatch.setattr(Experiment, "_after_batch", original)
+    monkeypatch.setattr(SessionLoop, "_after_step", original)
+
+
+def export_initial(config, directory):
+    """What `tools.convert --state=initial` writes for `config`: the run's starting state as a
+    training .tflite with signatures.json (session plan included); returns the model's path."""
+    from sparcl_tf.experiment import Experiment
+    from sparcl_tf.export.files import write_model_files
+    from sparcl_tf.export.module import convert, training_module
+    run = Experiment(config, os.path.join(str(directory), "initial_run"), verbose=0)
+    module = training_module(config, run.network)
+    model = convert(module, os.path.join(str(directory), "saved_model"))
+    return write_model_files(model, module, run.plan, str(directory))[0]

@@ -50,8 +50,8 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, make_config, monke
     assert results["examples_presented"] == expected["examples_presented"]
     for path, value in _final_weights(reference).items():
         np.testing.assert_array_equal(_final_weights(resumed)[path], value, err_msg=path)
-    np.testing.assert_array_equal(resumed.buffer.example_ids.numpy(),
-                                  reference.buffer.example_ids.numpy())
+    np.testing.assert_array_equal(resumed.buffer.example_ids,
+                                  reference.buffer.example_ids)
 
 
 def test_a_finished_run_reruns_to_the_same_results_without_training(tmp_path, make_config):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sparcl_tf.export.module import _state_name, convert, random_scores, training_module
+from sparcl_tf.export.module import _state_name, convert, training_module
+from sparcl_tf.sparsity import growth
 from sparcl_tf.sparsity.masks import active_count
 
 BATCH = 16  # tiny_config's batch and replay batch
@@ -157,12 +158,17 @@ def test_update_masks_hits_exact_counts_and_zeroes_dropped_weights(exported):
         assert np.all(after[f"momentum__{name}__kernel"][grown] == 0)
 
 
-def test_random_growth_scores_are_distinct_and_seeded():
+def test_random_growth_scores_are_distinct_seeded_and_the_same_on_host_and_device():
     positions = tf.range(50_000)
-    first = random_scores(positions, tf.constant(3), 1).numpy()
+    first = growth.scores_tf(positions, tf.constant(3), 1).numpy()
     assert len(np.unique(first)) == first.size and first.min() >= 1
-    np.testing.assert_array_equal(first, random_scores(positions, tf.constant(3), 1).numpy())
-    assert not np.array_equal(first, random_scores(positions, tf.constant(4), 1).numpy())
+    np.testing.assert_array_equal(first, growth.scores(np.arange(50_000), 3, 1))
+    assert not np.array_equal(first, growth.scores_tf(positions, tf.constant(4), 1).numpy())
+    # the largest seed the plan hands out keeps every int32 sum exact, fresh filters included
+    top = growth.GROWTH_SEEDS - 1 if hasattr(growth, "GROWTH_SEEDS") else (1 << 17) - 1
+    layer = 40 + growth.FRESH_FILTER_LAYER_OFFSET
+    np.testing.assert_array_equal(growth.scores_tf(positions, tf.constant(top), layer).numpy(),
+                                  growth.scores(np.arange(50_000), top, layer))
 
 
 def test_state_round_trips_through_set_and_get(exported):

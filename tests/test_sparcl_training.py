@@ -5,8 +5,9 @@ import pytest
 
 from conftest import run_until_interrupted
 from sparcl_tf.errors import ConfigError
-from sparcl_tf.experiment import Experiment
-from sparcl_tf.sparsity import SparseTraining, masks, schedule
+from sparcl_tf.experiment import Experiment, KerasEngine
+from sparcl_tf.session.plan import removal_targets
+from sparcl_tf.sparsity import masks, schedule
 
 
 def _masks(run):
@@ -37,23 +38,25 @@ def test_every_schedule_point_hits_its_targets_with_exact_zeros(tmp_path, make_c
                                                                  monkeypatch):
     config = make_config("sparcl_derpp_90", epochs_per_task=2, data__num_tasks=2)
     checked = []
-    original = SparseTraining.update_masks
+    original = KerasEngine.update_masks
 
-    def checked_update(self, event, task_index, num_tasks):
+    def checked_update(self, prune_to, grow_to, seed):
+        update_index = len(checked) % 10
         before = {layer.name: layer.mask.numpy().copy() for layer in self.model.sparse}
-        original(self, event, task_index, num_tasks)
-        _, grow_to = schedule.tdm_targets(event.update_index, 10, 0.9, 0.01, 0.01)
-        for layer in self.model.sparse:
+        active = original(self, prune_to, grow_to, seed)
+        _, target = schedule.tdm_targets(update_index, 10, 0.9, 0.01, 0.01)
+        for layer, count in zip(self.model.sparse, active):
             mask, kernel = layer.mask.numpy(), layer.kernel.numpy()
-            assert abs(masks.sparsity(mask) - grow_to) <= 1.0 / mask.size, (layer.name, event)
+            assert count == mask.sum() == masks.active_count(mask.size, target), layer.name
             assert np.all(kernel[mask == 0] == 0.0)
             grown = (mask == 1) & (before[layer.name] == 0)
             assert np.all(kernel[grown] == 0.0)  # grown weights start at exactly zero
-            if event.update_index in (0, 4):
+            if update_index in (0, 4):
                 assert grown.any()  # the open and swap updates really grow
-        checked.append(event.update_index)
+        checked.append(update_index)
+        return active
 
-    monkeypatch.setattr(SparseTraining, "update_masks", checked_update)
+    monkeypatch.setattr(KerasEngine, "update_masks", checked_update)
     results = Experiment(config, str(tmp_path), verbose=0).run()
     assert checked == list(range(10)) * 2
     for name, value in results["layer_sparsity"].items():
@@ -75,17 +78,32 @@ def test_gradient_masks_are_cached_between_refreshes(tmp_path, make_config):
     config = make_config("sparcl_derpp_90", dgm__refresh_every=3, data__num_tasks=1)
     run = Experiment(config, str(tmp_path), verbose=0)
     task = run.tasks.tasks[0]
-    run.model.begin_task(0, task.classes, replay_enabled=False)
-    from sparcl_tf.data.pipeline import train_dataset
-    batches = iter(train_dataset(task.x_train, task.y_train, task.ids_train,
-                                 np.arange(64), 16, run.normalizer))
+    images = run.session.stream.prepare(task.x_train[:16])
+    class_mask = np.isin(np.arange(10), task.classes).astype(np.float32)
+    draws = (np.zeros((2, 16, 28, 28, 1), np.float32), np.zeros((2, 16), np.int32),
+             np.zeros((2, 16, 10), np.float32))
     history = []
-    for _ in range(4):
-        run.model.train_step(next(batches))
+    for refresh in (True, False, False, True):
+        run.model.step(images, task.y_train[:16].astype(np.int32), class_mask, *draws, 0.0,
+                       refresh)
         history.append(run.model.gradient_mask_vars[0].numpy().copy())
     np.testing.assert_array_equal(history[0], history[1])  # refreshed at step 0, cached 1 and 2
     np.testing.assert_array_equal(history[1], history[2])
     assert not np.array_equal(history[2], history[3])  # refreshed again at step 3
+
+
+def test_the_loop_refreshes_at_epoch_starts_mask_updates_and_every_k_steps(tmp_path,
+                                                                           make_config,
+                                                                           monkeypatch):
+    config = make_config("sparcl_derpp_90", dgm__refresh_every=3, data__num_tasks=1,
+                         data__train_per_task=80, epochs_per_task=2, ddr__enabled=False,
+                         sparsity__updates_per_task=2)
+    flags, original = [], KerasEngine.train
+    monkeypatch.setattr(KerasEngine, "train", lambda self, inputs, refresh: (
+        flags.append(bool(refresh)), original(self, inputs, refresh))[1])
+    Experiment(config, str(tmp_path), verbose=0).run()
+    # 5 steps per epoch; mask updates at progress 0 and 1 (each epoch's start); k = 3.
+    assert flags == [True, False, False, True, False] * 2
 
 
 def test_data_removal_takes_the_planned_count_and_never_touches_the_buffer(tmp_path,
@@ -94,15 +112,15 @@ def test_data_removal_takes_the_planned_count_and_never_touches_the_buffer(tmp_p
     config = make_config("sparcl_derpp_90", epochs_per_task=2, replay__buffer_size=700)
     run = Experiment(config, str(tmp_path), verbose=0)
     results = run.run()
-    per_task = sum(schedule.removal_counts(64, 0.3, 4))
+    per_task = removal_targets(64, 0.3, 4)[-1]
     assert per_task == 19 and results["examples_removed"] == 5 * per_task
     removed = np.array(run.progress.removed)  # the last task's removals
     assert len(removed) == per_task
     # Removed examples were trained before their stage (so offered to the reservoir, which here
     # holds everything) and are still in the buffer: the buffer is never filtered...
-    assert set(removed) <= set(run.buffer.example_ids.numpy())
+    assert set(removed) <= set(run.buffer.example_ids)
     # ...and after the last stage they were never presented again.
-    assert run.stats.snapshot(removed)["presentations"].sum() == 0
+    assert run.session.stats.snapshot(removed)["presentations"].sum() == 0
     assert results["examples_presented"] < 5 * 2 * 64
 
 

@@ -8,16 +8,13 @@ import tensorflow as tf
 
 from sparcl_tf.flops import FlopsLedger, layer_forward_flops
 from sparcl_tf.layers import MaskedConv2D, MaskedDense
-from sparcl_tf.sparsity import ddr, dgm, masks, schedule
-
-
-def _tie_break(size):
-    return np.random.default_rng(0).permutation(size)
+from sparcl_tf.session.plan import Event, removal_targets
+from sparcl_tf.sparsity import ddr, dgm, growth, masks, schedule, tdm
 
 
 def test_magnitude_mask_keeps_exactly_the_largest_weights():
     weights = np.random.default_rng(1).normal(size=(7, 9))
-    mask = masks.magnitude_mask(weights, 0.75, _tie_break(63))
+    mask = masks.magnitude_mask(weights, 0.75)
     assert mask.sum() == 63 - round(0.75 * 63)
     assert np.abs(weights[mask == 1]).min() > np.abs(weights[mask == 0]).max()
 
@@ -25,33 +22,34 @@ def test_magnitude_mask_keeps_exactly_the_largest_weights():
 def test_prune_keeps_the_highest_scores_among_active_entries_only():
     mask = np.array([1, 1, 1, 1, 0, 0, 1, 1], np.float32)
     scores = np.array([5, 1, 7, 2, 100, 100, 3, 8], np.float32)
-    pruned = masks.prune(mask, scores, prune_to=0.5, tie_break=_tie_break(8))
+    pruned = masks.prune(mask, scores, keep=4)
     np.testing.assert_array_equal(pruned, [1, 0, 1, 0, 0, 0, 1, 1])  # inactive 100s never kept
-    # A mask already sparser than the target is left as it is.
-    np.testing.assert_array_equal(masks.prune(pruned, scores, 0.25, _tie_break(8)), pruned)
+    # A mask with no more active entries than `keep` is left as it is.
+    np.testing.assert_array_equal(masks.prune(pruned, scores, 6), pruned)
 
 
-def test_random_growth_activates_exactly_the_missing_count_among_inactive():
-    mask = np.zeros(100, np.float32)
-    mask[:10] = 1
-    grown = masks.grow_random(mask, grow_to=0.8, rng=np.random.default_rng(0))
-    assert grown.sum() == 20 and np.all(grown[:10] == 1)
-    again = masks.grow_random(mask, grow_to=0.8, rng=np.random.default_rng(0))
-    np.testing.assert_array_equal(grown, again)
-
-
-def test_gradient_growth_picks_the_largest_scores_among_inactive():
+def test_growth_activates_the_highest_scores_among_inactive_up_to_the_count():
     mask = np.array([1, 0, 0, 0, 0, 1], np.float32)
     scores = np.array([9, 1, 4, 3, 0.5, 9], np.float32)
-    grown = masks.grow_by_score(mask, scores, grow_to=1 - 4 / 6, tie_break=_tie_break(6))
-    np.testing.assert_array_equal(grown, [1, 0, 1, 1, 0, 1])
+    np.testing.assert_array_equal(masks.grow(mask, scores, 4), [1, 0, 1, 1, 0, 1])
+    np.testing.assert_array_equal(masks.grow(mask, scores, 2), mask)  # already there
 
 
-def test_ties_are_broken_by_the_seeded_permutation_not_by_position():
-    weights = np.ones(10)
-    first = masks.magnitude_mask(weights, 0.5, np.random.default_rng(0).permutation(10))
-    second = masks.magnitude_mask(weights, 0.5, np.random.default_rng(1).permutation(10))
-    assert first.sum() == second.sum() == 5 and not np.array_equal(first, second)
+def test_random_growth_is_the_seeded_hash_and_hits_the_count():
+    mask = np.zeros(100, np.float32)
+    mask[:10] = 1
+    kernel = np.where(mask > 0, 1.0, 0.0).astype(np.float32)
+    _, grown = tdm.prune_and_grow(kernel, mask, np.zeros(100), 10, 20, seed=5, layer_index=0)
+    assert grown.sum() == 20 and np.all(grown[:10] == 1)
+    picked = np.flatnonzero(grown[10:]) + 10
+    scores = growth.scores(np.arange(100), 5, 0)
+    assert scores[picked].min() > np.delete(scores[10:], picked - 10).max()
+    _, other = tdm.prune_and_grow(kernel, mask, np.zeros(100), 10, 20, seed=6, layer_index=0)
+    assert not np.array_equal(grown, other)
+
+
+def test_ties_go_to_the_lower_index_as_on_the_device():
+    np.testing.assert_array_equal(masks.magnitude_mask(np.ones(10), 0.5), [1] * 5 + [0] * 5)
 
 
 def test_tdm_targets_open_swap_and_freeze():
@@ -81,10 +79,15 @@ def test_short_schedules_place_events_inside_epochs_and_static_has_only_removals
     assert schedule.task_events(*_configs("none", ddr_enabled=False), epochs=2) == []
 
 
-def test_removal_counts_add_up_to_the_total_exactly():
-    assert schedule.removal_counts(10000, 0.3, 4) == [750, 750, 750, 750]
-    counts = schedule.removal_counts(1001, 0.3, 4)
-    assert sum(counts) == 300 and max(counts) - min(counts) <= 1
+def test_removal_targets_are_cumulative_and_round_halves_up():
+    assert removal_targets(10000, 0.3, 4) == [750, 1500, 2250, 3000]
+    assert removal_targets(100, 0.3, 4) == [8, 15, 23, 30]  # 7.5 -> 8, 22.5 -> 23
+    assert removal_targets(1001, 0.3, 4)[-1] == 300
+
+
+def test_event_positions_round_halves_up():
+    event = Event(0, 1, 4, 1, True, 0, (), (), 0, 0)
+    assert [event.position(n) for n in (10, 6, 2)] == [3, 2, 1]  # 2.5, 1.5, 0.5 round up
 
 
 def test_rigl_drop_fraction_decays_to_nothing():
@@ -122,11 +125,15 @@ def test_removal_ranks_by_events_then_margin_and_keeps_never_correct_last():
              "correct": np.array([2, 1, 0, 2, 1, 0]),
              "forgetting_events": np.array([0, 1, 0, 0, 0, 0]),
              "last_margin": np.array([0.5, 2.0, -1.0, 3.0, -0.2, 9.0])}
-    order = ddr.removal_order(ids, stats, seed=0)
+    order = ddr.removal_order(ids, stats, tie_break=np.arange(6))
     # 0 events: 13 (margin 3), 10 (0.5), 14 (-0.2); then 1 event: 11; never correct: 12.
     # 15 was not presented in the window: not a candidate.
     np.testing.assert_array_equal(order, [13, 10, 14, 11, 12])
-    np.testing.assert_array_equal(ddr.select_removals(ids, stats, 2, seed=0), [13, 10])
+    np.testing.assert_array_equal(ddr.select_removals(ids, stats, 2, np.arange(6)), [13, 10])
+    # exact ties follow the tie-break permutation
+    tied = dict(stats, last_margin=np.zeros(6), correct=np.full(6, 2),
+                forgetting_events=np.zeros(6, int), presentations=np.full(6, 2))
+    np.testing.assert_array_equal(ddr.removal_order(ids, tied, [5, 4, 3, 2, 1, 0]), ids[::-1])
 
 
 def test_flops_ledger_matches_a_hand_computed_two_layer_network():

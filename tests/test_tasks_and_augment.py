@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from sparcl_tf.data.augment import make_augment, random_crop
-from sparcl_tf.data.pipeline import Normalizer, epoch_order, train_dataset
+from sparcl_tf.data.pipeline import Normalizer, segment_batches
 from sparcl_tf.data.sources import load_idx_folder
 from sparcl_tf.data.tasks import build_tasks
 from sparcl_tf.errors import ConfigError
+from sparcl_tf.session.random import AUGMENT, Stream
 
 
 @pytest.fixture
@@ -77,44 +77,45 @@ def test_rotated_domain_task_by_90_degrees_equals_rot90(data, make_config):
     assert np.array_equal(rotated, expected) or np.array_equal(rotated, clockwise)
 
 
-def test_epoch_order_is_a_seeded_permutation_batched_in_full_batches():
-    order = epoch_order(103, seed=1, task_index=2, epoch=3)
-    assert sorted(order) == list(range(103))
-    np.testing.assert_array_equal(order, epoch_order(103, 1, 2, 3))
-    assert not np.array_equal(order, epoch_order(103, 1, 2, 4))
-    x = np.arange(103, dtype=np.uint8).reshape(103, 1, 1, 1)
-    batches = [b[2].numpy() for b in train_dataset(x, np.zeros(103), np.arange(103), order, 10,
-                                                    Normalizer([0.0], [1.0]))]
-    assert len(batches) == 10 and all(len(b) == 10 for b in batches)
-    np.testing.assert_array_equal(np.concatenate(batches), order[:100])
+def test_a_segment_trains_full_batches_of_kept_examples_and_leaves_the_rest():
+    order = np.arange(100)[::-1]
+    rows, cursors = segment_batches(order, 5, 60, lambda r: r % 7 != 0, 10)
+    kept = [r for r in order[5:60] if r % 7 != 0]
+    assert rows.shape == (len(kept) // 10, 10)
+    np.testing.assert_array_equal(rows.ravel(), kept[:rows.size])
+    # the cursor stands after the last example used; the partial batch waits for the next segment
+    assert cursors[-1] == 5 + 1 + list(order[5:60]).index(rows[-1, -1])
 
 
 def test_normalizer_scales_uint8_per_channel():
     normalizer = Normalizer([0.5, 0.25], [0.5, 0.25])
-    images = tf.constant(np.full((1, 1, 1, 2), 255, np.uint8))
-    np.testing.assert_allclose(normalizer(images).numpy().ravel(), [1.0, 3.0])
+    images = np.full((1, 1, 1, 2), 255, np.uint8)
+    np.testing.assert_allclose(normalizer(images).ravel(), [1.0, 3.0])
     np.testing.assert_allclose(normalizer.zero_value, [-1.0, -1.0])
 
 
 def test_crop_is_a_window_of_the_padded_image():
-    generator = tf.random.Generator.from_seed(0)
-    images = tf.reshape(tf.range(2 * 6 * 6 * 1, dtype=tf.float32), (2, 6, 6, 1))
-    cropped = random_crop(images, 2, tf.constant([-5.0]), generator).numpy()
-    padded = np.pad(images.numpy(), ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=-5.0)
+    images = np.arange(2 * 6 * 6 * 1, dtype=np.float32).reshape(2, 6, 6, 1)
+    cropped = random_crop(images, 2, np.array([-5.0], np.float32), Stream(0, AUGMENT, 0, 0))
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=-5.0)
     for index in range(2):
         windows = [padded[index, r:r + 6, c:c + 6] for r in range(5) for c in range(5)]
         assert any(np.array_equal(cropped[index], w) for w in windows)
 
 
-def test_no_augmentation_is_identity_and_flip_only_mirrors():
-    images = tf.random.stateless_normal((8, 5, 5, 1), seed=(1, 2))
-    generator = tf.random.Generator.from_seed(1)
-    np.testing.assert_array_equal(make_augment("none", 4, [0.0], generator)(images), images)
-    flipped = make_augment("crop_flip", 0, [0.0], generator)(images).numpy()
-    for original, result in zip(images.numpy(), flipped):
+def test_augmentation_is_keyed_by_step_and_batch_and_flip_only_mirrors():
+    images = np.random.default_rng(1).normal(size=(8, 5, 5, 1)).astype(np.float32)
+    np.testing.assert_array_equal(make_augment("none", 4, [0.0], 0)(images, 0, 0), images)
+    augment = make_augment("crop_flip", 0, [0.0], 1)
+    flipped = augment(images, 3, 1)
+    for original, result in zip(images, flipped):
         assert np.array_equal(result, original) or np.array_equal(result, original[:, ::-1])
+    assert not np.array_equal(flipped, images)  # some of the 8 are mirrored
+    np.testing.assert_array_equal(augment(images, 3, 1), flipped)  # the same draw, again
+    crop = make_augment("crop", 2, [0.0], 1)
+    assert not np.array_equal(crop(images, 3, 1), crop(images, 3, 2))
 
 
 def test_unknown_augmentation_is_a_config_error():
     with pytest.raises(ConfigError, match="data.augment"):
-        make_augment("mixup", 4, [0.0], tf.random.Generator.from_seed(0))
+        make_augment("mixup", 4, [0.0], 0)

@@ -31,32 +31,6 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
                                   "Where the model and its descriptions go (default: --workdir).")
 _FLEX = flags.DEFINE_bool("flex", False, "Add save/restore signatures (Select-TF ops).")
 
-MEANINGS = {
-    "images": "current batch, normalised like training (per-channel mean/std of the run)",
-    "labels": "current batch labels (class ids after the run's class order)",
-    "class_mask": "1.0 for the current task's classes, 0.0 elsewhere (the CL mask)",
-    "replay_images": "replay draws from the host's reservoir buffer, one row per draw the "
-                     "method takes (DER++: [0] for logit matching, [1] for labels)",
-    "replay_labels": "labels of the replay draws",
-    "replay_logits": "logits stored with the replayed examples (the train step's logits when "
-                     "they entered the buffer)",
-    "replay_weight": "1.0 to add the method's replay terms, 0.0 while the buffer is empty",
-    "refresh_gradient_masks": "1.0 to recompute the DGM gradient masks from this step's "
-                              "gradients (every refresh_every steps, epoch start, after "
-                              "update_masks), else 0.0",
-    "prune_to": "per sparse layer: active weights kept after pruning",
-    "grow_to": "per sparse layer: active weights after growing",
-    "seed": "seed of the random growth",
-    "active": "per sparse layer: active weights after the update",
-    "logits": "network outputs for the batch",
-    "loss": "total loss of the step",
-    "correct": "1.0 where argmax(logits) == label (feeds data removal)",
-    "gradient_density": "per sparse layer: fraction of kernel entries updated by the step",
-    "variables": "number of variables assigned",
-    "checkpoint_path": "TF checkpoint file (Flex Save/Restore ops: needs the Select-TF runtime)",
-}
-
-
 def _config_for(workdir):
     import ml_collections
     path = os.path.join(workdir, "config.json")
@@ -69,28 +43,11 @@ def _config_for(workdir):
              f"model")
 
 
-def _describe(interpreter, sparse_layers, plan):
-    described = {"sparse_layers": sparse_layers, "session_plan": plan}
-    for key in interpreter.get_signature_list():
-        runner = interpreter.get_signature_runner(key)
-
-        def entries(details):
-            return {name: {"shape": [int(d) for d in detail["shape"]],
-                           "dtype": detail["dtype"].__name__,
-                           "meaning": MEANINGS.get(name, "variable (state)")}
-                    for name, detail in sorted(details.items())}
-
-        described[key] = {"inputs": entries(runner.get_input_details()),
-                          "outputs": entries(runner.get_output_details())}
-    return described
-
-
 def main(argv):
     del argv
-    from ai_edge_litert.interpreter import Interpreter
-
     from sparcl_tf.experiment import Experiment
-    from sparcl_tf.export.audit import flex_ops_by_layer, op_audit
+    from sparcl_tf.export.audit import flex_ops_by_layer
+    from sparcl_tf.export.files import write_model_files
     from sparcl_tf.export.module import convert, training_module
 
     workdir = _WORKDIR.value
@@ -105,17 +62,7 @@ def main(argv):
         cli.fail("the training graph needs ops outside the TFLite builtins: " + "; ".join(
             f"{op} (layers {', '.join(layers)})" for op, layers in needs.items())
             if needs else f"conversion failed: {cli.one_line(error)}")
-    output_dir = _OUTPUT_DIR.value or workdir
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "model.tflite")
-    with open(path, "wb") as handle:
-        handle.write(model)
-    audit = op_audit(model)
-    with open(os.path.join(output_dir, "op_audit.json"), "w") as handle:
-        json.dump(audit, handle, indent=2)
-    with open(os.path.join(output_dir, "signatures.json"), "w") as handle:
-        json.dump(_describe(Interpreter(model_content=model), module.sparse_layer_names,
-                            run.plan.to_json()), handle, indent=2)
+    path, audit = write_model_files(model, module, run.plan, _OUTPUT_DIR.value or workdir)
     print(f"{path}: {len(model):,} bytes")
     for key, entry in audit.items():
         print(f"  {key}: {sum(entry['ops'].values())} ops, Flex ops: {entry['flex_ops'] or 'none'}")

@@ -33,15 +33,8 @@ import tensorflow as tf
 
 from sparcl_tf.layers import (MASKED_LAYER_TYPES, channel_masks, sparsifiable_layers,
                               use_builtin_gradients)
-from sparcl_tf.sparsity import dgm
+from sparcl_tf.sparsity import dgm, growth
 from sparcl_tf.sparsity.masks import active_count
-
-# Park-Miller "minimal standard" generator, evaluated with Schrage's method so that every
-# intermediate fits in int32: a bijection on [1, M - 1], so distinct positions get distinct scores.
-_M, _A = 2147483647, 48271
-_Q, _R = _M // _A, _M % _A
-_HASH_ROUNDS = 3
-
 
 def _state_name(variable):
     return variable.path.replace("/", "__")
@@ -52,17 +45,6 @@ def _positions(indices):
     their values because tf.range, ones_like or a cast of a bool get folded by the converter into
     an n-entry constant (1.6 MB for the edge CNN's fc1)."""
     return tf.cumsum(tf.cast(indices >= 0, tf.int32)) - 1
-
-
-def random_scores(positions, seed, layer_index):
-    """Distinct pseudo-random int32 scores for `positions` (0..n-1): the on-device random
-    growth."""
-    offset = tf.math.floormod(seed * 7919 + layer_index * 104729, _M - 1)
-    x = tf.math.floormod(positions + offset, _M - 1) + 1
-    for _ in range(_HASH_ROUNDS):
-        x = _A * tf.math.floormod(x, _Q) - _R * tf.math.floordiv(x, _Q)
-        x = tf.where(x < 0, x + _M, x)
-    return x
 
 
 def _select_top(scores, candidates, count):
@@ -321,12 +303,12 @@ class TrainingModule(tf.Module):
             # Writing the pruned mask first zeroes dropped weights, so every grown position (one
             # dropped and regrown in this update too) starts at exactly 0.
             self._write_mask(layer, tf.reshape(pruned, shape))
-            growth = grow_to[index] - tf.reduce_sum(tf.cast(pruned, tf.int32))
+            missing = grow_to[index] - tf.reduce_sum(tf.cast(pruned, tf.int32))
             if self._mask_rule == "rigl" or self._grow == "gradient":
                 grow_scores = dense_gradient
             else:
-                grow_scores = random_scores(positions, seed, index)
-            grown = pruned | _select_top(grow_scores, ~pruned, tf.maximum(growth, 0))[0]
+                grow_scores = growth.scores_tf(positions, seed, index)
+            grown = pruned | _select_top(grow_scores, ~pruned, tf.maximum(missing, 0))[0]
             self._write_mask(layer, tf.reshape(grown, shape))
             active_after.append(tf.reduce_sum(tf.cast(grown, tf.int32)))
         return {"active": tf.stack(active_after)}
@@ -381,16 +363,16 @@ class TrainingModule(tf.Module):
                 tf.abs(kernel) + self._importance_lambda * tf.abs(gradient), [-1, slots]), 0)
             kept, positions = _select_top(scores, mask, prune_to[index])
             self._switch_off(group, tf.cast(kept | ~mask, tf.float32))
-            growth = tf.maximum(grow_to[index] - tf.reduce_sum(tf.cast(kept, tf.int32)), 0)
-            grown = _select_top(random_scores(positions, seed, index), ~kept, growth)[0]
+            count = tf.maximum(grow_to[index] - tf.reduce_sum(tf.cast(kept, tf.int32)), 0)
+            grown = _select_top(growth.scores_tf(positions, seed, index), ~kept, count)[0]
             # A grown slot: a fresh He-uniform filter (seeded hash), zero outgoing weights (left
             # zero by the switch-off), no input from switched-off upstream slots.
             flat = tf.reshape(kernel, [-1])
             # Entry positions from the (finite) kernel values: |w| >= 0 cannot be folded away.
             entries = tf.cumsum(tf.cast(tf.abs(flat) >= 0.0, tf.int32)) - 1
-            hashed = random_scores(entries, seed, index + 7919)
+            hashed = growth.scores_tf(entries, seed, index + growth.FRESH_FILTER_LAYER_OFFSET)
             limit = float(np.sqrt(6.0 / np.prod(kernel.shape[:-1])))
-            fresh = tf.reshape((tf.cast(hashed, tf.float32) / float(_M) * 2.0 - 1.0) * limit,
+            fresh = tf.reshape((tf.cast(hashed, tf.float32) / float(growth.M) * 2.0 - 1.0) * limit,
                                kernel.shape)
             take = tf.cast(grown, tf.float32)
             kernel.assign(tf.reshape(

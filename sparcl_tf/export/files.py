@@ -1,0 +1,67 @@
+"""What tools.convert writes beside a training .tflite: the model, its op audit and
+signatures.json (every signature's inputs and outputs with shapes, dtypes and meanings, the sparse
+layers in update_masks' order, and the session plan an app follows)."""
+
+import json
+import os
+
+from sparcl_tf.export.audit import op_audit
+
+MEANINGS = {
+    "images": "current batch, normalised like training (per-channel mean/std of the run)",
+    "labels": "current batch labels (class ids after the run's class order)",
+    "class_mask": "1.0 for the current task's classes, 0.0 elsewhere (the CL mask)",
+    "replay_images": "replay draws from the host's reservoir buffer, one row per draw the "
+                     "method takes (DER++: [0] for logit matching, [1] for labels)",
+    "replay_labels": "labels of the replay draws",
+    "replay_logits": "logits stored with the replayed examples (the train step's logits when "
+                     "they entered the buffer)",
+    "replay_weight": "1.0 to add the method's replay terms, 0.0 while the buffer is empty",
+    "refresh_gradient_masks": "1.0 to recompute the DGM gradient masks from this step's "
+                              "gradients (every refresh_every steps, epoch start, after "
+                              "update_masks), else 0.0",
+    "prune_to": "per sparse layer: active weights kept after pruning",
+    "grow_to": "per sparse layer: active weights after growing",
+    "seed": "seed of the random growth",
+    "active": "per sparse layer: active weights after the update",
+    "logits": "network outputs for the batch",
+    "loss": "total loss of the step",
+    "correct": "1.0 where argmax(logits) == label (feeds data removal)",
+    "gradient_density": "per sparse layer: fraction of kernel entries updated by the step",
+    "variables": "number of variables assigned",
+    "checkpoint_path": "TF checkpoint file (Flex Save/Restore ops: needs the Select-TF runtime)",
+}
+
+
+
+def describe(model, sparse_layers, plan):
+    """signatures.json's content for the .tflite bytes `model`."""
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_content=model)
+    described = {"sparse_layers": sparse_layers, "session_plan": plan.to_json()}
+    for key in interpreter.get_signature_list():
+        runner = interpreter.get_signature_runner(key)
+
+        def entries(details):
+            return {name: {"shape": [int(d) for d in detail["shape"]],
+                           "dtype": detail["dtype"].__name__,
+                           "meaning": MEANINGS.get(name, "variable (state)")}
+                    for name, detail in sorted(details.items())}
+
+        described[key] = {"inputs": entries(runner.get_input_details()),
+                          "outputs": entries(runner.get_output_details())}
+    return described
+
+
+def write_model_files(model, module, plan, output_dir):
+    """model.tflite, op_audit.json and signatures.json in `output_dir`: (model path, audit)."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "model.tflite")
+    with open(path, "wb") as handle:
+        handle.write(model)
+    audit = op_audit(model)
+    with open(os.path.join(output_dir, "op_audit.json"), "w") as handle:
+        json.dump(audit, handle, indent=2)
+    with open(os.path.join(output_dir, "signatures.json"), "w") as handle:
+        json.dump(describe(model, module.sparse_layer_names, plan), handle, indent=2)
+    return path, audit
