@@ -207,6 +207,10 @@ class Experiment:
         return self.engine.model
 
     @property
+    def full_filters(self):
+        return self.engine.full_filters
+
+    @property
     def buffer(self):
         return self.session.buffer
 

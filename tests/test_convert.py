@@ -40,12 +40,16 @@ def test_convert_writes_a_builtins_only_model_with_its_interface(tmp_path, idx_f
                                                    "gradient_density"}
     assert signatures["sparse_layers"] == ["conv2", "conv3", "conv4", "fc1"]
     plan = signatures["session_plan"]
-    assert [e["update_index"] for e in plan["mask_updates"]] == list(range(10))
-    assert [e["removal_stage"] for e in plan["mask_updates"]] == [0, 1, 2, 3, 4, 0, 0, 0, 0, 0]
+    assert plan["version"] == 1 and plan["unit"] == "weights" and len(plan["tasks"]) == 2
+    events = plan["tasks"][1]["events"]
+    assert [e["update_index"] for e in events] == list(range(10))
+    assert [e["removal_stage"] for e in events] == [0, 1, 2, 3, 4, 0, 0, 0, 0, 0]
+    assert [e["removal_target"] for e in events if e["removal_stage"]] == [4, 7, 11, 14]
     sizes = [3 * 3 * 8 * 8, 3 * 3 * 8 * 16, 3 * 3 * 16 * 16, 7 * 7 * 16 * 32]
-    last = plan["mask_updates"][-1]
+    assert plan["layer_units"] == sizes and plan["replay"]["buffer_size"] == 500
+    last = events[-1]
     assert last["prune_to"] == last["grow_to"] == [n - round(0.9 * n) for n in sizes]
-    assert plan["dgm_refresh_every"] == 30 and plan["data_removal"]["stages"] == 4
+    assert plan["dgm_refresh_every"] == 30 and plan["momentum_reset_per_task"]
     assert signatures["get_state"]["outputs"]["conv2__mask"]["dtype"] == "bool"
     trained_state = _model_state(workdir / "model.tflite")
 

@@ -43,25 +43,6 @@ def _batch(run, seed, task_classes=(2, 3)):
         replay_weight=np.float32(1.0), refresh_gradient_masks=np.float32(1.0))
 
 
-class _FixedDraws:
-    """A replay buffer that hands out given draws in order (the trainer samples at random)."""
-
-    def __init__(self, inputs):
-        self.draws = [(tf.constant(inputs["replay_images"][i]),
-                       tf.constant(inputs["replay_labels"][i]),
-                       tf.constant(inputs["replay_logits"][i])) for i in range(2)]
-
-    def size(self):
-        return tf.constant(1)
-
-    def sample(self, count):
-        assert count == BATCH
-        return self.draws.pop(0)
-
-    def add(self, *args):
-        del args
-
-
 def test_signatures_are_builtins_only_with_narrow_masks(exported):
     from sparcl_tf.export.audit import op_audit
     _, _, model, interpreter = exported
@@ -91,13 +72,14 @@ def test_one_litert_train_step_matches_the_keras_trainer_step(exported):
     after = interpreter.get_signature_runner("get_state")()
     interpreter.get_signature_runner("set_state")(**start)  # leave the interpreter as found
 
-    model = run.model  # the trainer's train step, its augmentation off and its draws fixed
-    model.augment, model.buffer = (lambda images: images), _FixedDraws(inputs)
-    model.begin_task(1, [2, 3], replay_enabled=True)
+    model = run.model  # the trainer's train step on the same inputs
     before = {v.path: v.numpy() for v in run.network.variables}
-    model.train_step((tf.constant(inputs["images"]), tf.constant(inputs["labels"]),
-                      tf.range(BATCH)))
-    assert _relative_error(lite["loss"], model.loss_tracker.result().numpy()) < 1e-5
+    keras_out = model.step(inputs["images"], inputs["labels"], inputs["class_mask"],
+                           inputs["replay_images"], inputs["replay_labels"],
+                           inputs["replay_logits"], inputs["replay_weight"], refresh=True)
+    assert _relative_error(lite["loss"], keras_out["loss"].numpy()) < 1e-5
+    np.testing.assert_allclose(lite["gradient_density"], keras_out["gradient_density"].numpy(),
+                               rtol=1e-6)
     for variable in run.network.variables:
         name = _state_name(variable)
         assert _relative_error(after[name], variable.numpy()) < 1e-5, name

@@ -53,7 +53,7 @@ def test_compacted_run_meets_targets_and_keeps_inactive_slots_zero(make_config, 
     results = run.run()
     targets = {name: filter_counts(full, 0.9, 0.01, 0.01)[0]
                for name, full in run.full_filters.items()}
-    assert run.sparse_training.updater.active_filters() == targets  # frozen at the target
+    assert run.engine.updater.active_filters() == targets  # frozen at the target
     assert results["layer_sparsity"] == {name: 1 - targets[name] / full
                                          for name, full in run.full_filters.items()}
     _check_slots(run)
@@ -66,9 +66,11 @@ def test_growth_keeps_the_function_and_starts_outgoing_weights_at_zero(make_conf
     images = np.random.default_rng(0).normal(size=(8, 28, 28, 1)).astype(np.float32)
     before = run.network(images, training=False).numpy()
     masks = {g.producer: g.mask.numpy().copy() for g in channel_masks(run.network)}
-    updater = run.sparse_training.updater
     gradients = {layer.name: np.ones(layer.kernel.shape, np.float32) for layer in run.model.sparse}
-    updater.update(0, gradients, np.random.default_rng(1))  # opening: target -> target + 1
+    counts = [filter_counts(run.full_filters[g.producer], 0.9, 0.01, 0.01)
+              for g in channel_masks(run.network)]
+    prune_to, grow_to = zip(*[update_counts(0, 10, *c) for c in counts])
+    run.engine.updater.update(prune_to, grow_to, 11, gradients)  # opening: target -> +1
     for group in channel_masks(run.network):
         grown = (group.mask.numpy() > 0) & (masks[group.producer] == 0)
         assert grown.sum() == 1, group.producer
@@ -202,9 +204,8 @@ def test_litert_session_runs_a_structured_config(make_config, tmp_path):
     from sparcl_tf.experiment import run_experiment
     from sparcl_tf.ondevice import OnDeviceSession
     from tests.test_ondevice import _convert
-    # Structured DGM is host-only: without it the two runs charge the same FLOPs.
     config = make_config("sparcl_derpp_s90", model__width=1.0, data__num_tasks=2,
-                         log__tensorboard=False, dgm__enabled=False)
+                         log__tensorboard=False)
     path = _convert(config, tmp_path / "model")
     results = OnDeviceSession(path, config, str(tmp_path / "device"), verbose=0).run()
     trainer = run_experiment(config, str(tmp_path / "keras"), verbose=0)
@@ -214,7 +215,9 @@ def test_litert_session_runs_a_structured_config(make_config, tmp_path):
 
 
 def test_structured_dgm_updates_only_the_selected_filters(make_config, tmp_path):
-    run = _experiment(make_config, tmp_path, data__num_tasks=2, dgm__refresh_every=3)
+    # Few updates per task, so that steps between refreshes exist (every slot update refreshes).
+    run = _experiment(make_config, tmp_path, data__num_tasks=2, dgm__refresh_every=3,
+                      epochs_per_task=2, sparsity__updates_per_task=2, ddr__stages=1)
     model = run.model
     assert model.filter_gradients.keep == [3, 5, 5, 10]  # n - round(0.92 n), within the slots
     results = run.run()
