@@ -94,43 +94,67 @@ def _config(preset, overrides):
 
 
 def step_times(overrides, repeats):
-    """Median ms per train step, replay on, identical batches, interleaved across variants."""
+    """Median ms per train step, replay on, identical host inputs, interleaved across variants;
+    gradient masks refresh on the run's cadence (`dgm.refresh_every`)."""
     import tempfile
 
     import numpy as np
 
-    from sparcl_tf.data.pipeline import epoch_order, train_dataset
     from sparcl_tf.experiment import Experiment
 
     variants = {"dense DER++": "derpp", "SparCL-DER++ 0.90 (masks + DGM)": "sparcl_derpp_90",
                 "SparCL-DER++ 0.90 (masks only)": "sparcl_derpp_90_no_dgm"}
-    steps, models, batches = 40, {}, None
+    steps, engines, batches = 40, {}, None
     for label, preset in variants.items():
         config = _config(preset, overrides)
         config.log.progress = False
         run = Experiment(config, tempfile.mkdtemp(prefix="sparcl_step_"), verbose=0)
-        task = run.tasks.tasks[1]
-        run.model.begin_task(1, task.classes, replay_enabled=True)
         if batches is None:
-            steps = min(steps, len(task.x_train) // config.batch_size)
-            order = epoch_order(len(task.x_train), 0, 1, 0)
-            batches = train_dataset(task.x_train, task.y_train, task.ids_train, order,
-                                    config.batch_size, run.normalizer).take(steps).cache()
-        run.model.make_train_function()
-        for repeat in range(2):  # trace, fill the buffer, warm up (and fill the cache)
-            iterator = iter(batches)
-            for _ in range(steps):
-                run.model.train_function(iterator)
-        models[label] = run.model
-    timings = {label: [] for label in models}
+            batches = _host_batches(run, steps)
+        every = config.dgm.refresh_every if config.dgm.enabled else 0
+        engines[label] = (run.engine, every)
+        for _ in range(2):  # trace and warm up
+            _train_steps(run.engine, batches, every)
+    timings = {label: [] for label in engines}
     for _ in range(repeats):
-        for label, model in models.items():
-            iterator = iter(batches)
+        for label, (engine, every) in engines.items():
             started = time.perf_counter()
-            for _ in range(steps):
-                model.train_function(iterator)
-            timings[label].append(1000.0 * (time.perf_counter() - started) / steps)
+            _train_steps(engine, batches, every)
+            timings[label].append(1000.0 * (time.perf_counter() - started) / len(batches))
     return {label: float(np.median(values)) for label, values in timings.items()}
+
+
+def _host_batches(run, steps):
+    """Task 2's first batches with replay draws of task 1's images, as the session host makes
+    them (normalised, fixed shapes, replay weight 1)."""
+    import numpy as np
+
+    plan, stream = run.plan, run.session.stream
+    x, y, _ = stream.training(1)
+    old, old_labels, _ = stream.training(0)
+    batch, replay = plan.batch_size, plan.replay
+    class_mask = np.isin(np.arange(plan.num_classes), plan.tasks[1]["classes"]).astype(np.float32)
+    rng = np.random.default_rng(0)
+    batches = []
+    for step in range(min(steps, len(x) // batch)):
+        rows = slice(step * batch, (step + 1) * batch)
+        inputs = dict(images=stream.prepare(x[rows]), labels=y[rows].astype(np.int32),
+                      class_mask=class_mask)
+        if replay["draws"]:
+            shape = (replay["draws"], replay["batch_size"])
+            picks = rng.integers(0, len(old), shape)
+            inputs.update(replay_images=stream.prepare(old[picks.ravel()]).reshape(
+                shape + x.shape[1:]).astype(np.float32),
+                replay_labels=old_labels[picks].astype(np.int32),
+                replay_logits=rng.normal(size=shape + (plan.num_classes,)).astype(np.float32),
+                replay_weight=np.float32(1.0))
+        batches.append(inputs)
+    return batches
+
+
+def _train_steps(engine, batches, refresh_every):
+    for step, inputs in enumerate(batches):
+        engine.train(inputs, refresh=refresh_every > 0 and step % refresh_every == 0)
 
 
 def litert_step_times(overrides, repeats, presets=("derpp", "sparcl_derpp_90"), steps=20):
