@@ -1,14 +1,17 @@
 r"""Runs a continual-learning session through a converted training .tflite (LiteRT), as a device.
 
-  python -m tools.ondevice --model=W/model.tflite --config=configs/split_fmnist.py:sparcl_derpp_90 \
-      --workdir=W2 [--config.epochs_per_task=1 --config.data.train_per_task=1000 ...]
+  python -m tools.ondevice --model=W0/model.tflite --workdir=W2
+  python -m tools.ondevice --model=W0/model.tflite --workdir=W2 \
+      --config=configs/split_fmnist.py:sparcl_derpp_90 [--config.epochs_per_task=1 ...]
 
-The config supplies the task stream and the schedule; it must be the one the model was converted
-for (same model, batch sizes, method, sparsity switches). Every weight update runs in the
-interpreter; the host keeps the replay buffer, data removal and the mask schedule. Writes
-W2/results.json (the trainer's keys, plus runtime and model_file), plots, TensorBoard scalars,
-the model state after each task (W2/device_state/) and host checkpoints; running again resumes
-after the last finished task. A bad model, state file or config prints one line and exits 2.
+The session follows the session plan in signatures.json beside the model (written by
+tools.convert), as an app does; without --config the run config recorded in that plan supplies
+the task stream. A --config whose plan differs from the model's (another schedule, seed, data
+size, batch or method) is refused. Every weight update runs in the interpreter; the host keeps
+the replay buffer, data removal and the event schedule. Writes W2/results.json (the trainer's
+keys, plus runtime and model_file), plots, TensorBoard scalars, the model state after each task
+(W2/device_state/) and host checkpoints; running again resumes where the last run stopped. A bad
+model, state file or config prints one line and exits 2.
 """
 
 import os
