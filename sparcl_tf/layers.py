@@ -14,7 +14,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from sparcl_tf import ops as builtin_ops
+from sparcl_tf import builtin_gradients
+from sparcl_tf.sparsity import filter_gradients
 
 
 @tf.custom_gradient
@@ -104,11 +105,12 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
 
     def call(self, inputs):
         if self.filter_selection is not None:
-            outputs = builtin_ops.conv2d_filter_subset(
+            outputs = filter_gradients.conv2d_filter_subset(
                 inputs, self._kernel_tensor(), self.strides, self.padding, self.filter_selection,
                 self.full_kernel_gradient)
         elif self.builtin_gradients:
-            outputs = builtin_ops.conv2d(inputs, self.masked_kernel(), self.strides, self.padding)
+            outputs = builtin_gradients.conv2d(inputs, self.masked_kernel(), self.strides,
+                                               self.padding)
         else:
             outputs = ops.conv(inputs, self.masked_kernel(), strides=self.strides,
                                padding=self.padding)
@@ -147,7 +149,7 @@ class MaskedDense(_MaskedKernelMixin, keras.layers.Layer):
 
     def call(self, inputs):
         if self.filter_selection is not None:
-            return self._add_bias(builtin_ops.matmul_unit_subset(
+            return self._add_bias(filter_gradients.matmul_unit_subset(
                 inputs, self._kernel_tensor(), self.filter_selection, self.full_kernel_gradient))
         return self._add_bias(ops.matmul(inputs, self.masked_kernel()))
 
@@ -170,7 +172,7 @@ class ReLU(keras.layers.Layer):
     builtin_gradients = False
 
     def call(self, inputs):
-        return builtin_ops.relu(inputs) if self.builtin_gradients else tf.nn.relu(inputs)
+        return builtin_gradients.relu(inputs) if self.builtin_gradients else tf.nn.relu(inputs)
 
     def compute_output_shape(self, input_shape):
         return input_shape

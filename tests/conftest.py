@@ -99,8 +99,8 @@ def export_initial(config, directory):
     """What `tools.convert --state=initial` writes for `config`: the run's starting state as a
     training .tflite with signatures.json (session plan included); returns the model's path."""
     from sparcl_tf.experiment import Experiment
+    from sparcl_tf.export import convert, training_module
     from sparcl_tf.export.files import write_model_files
-    from sparcl_tf.export.module import convert, training_module
     run = Experiment(config, os.path.join(str(directory), "initial_run"), verbose=0)
     module = training_module(config, run.network)
     model = convert(module, os.path.join(str(directory), "saved_model"))

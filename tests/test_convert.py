@@ -94,7 +94,7 @@ def test_flex_variant_adds_save_and_restore_only_there(tmp_path, idx_folder):
 
 def test_flex_save_and_restore_round_trip_in_tensorflow(idx_folder, tmp_path):
     from sparcl_tf.experiment import Experiment
-    from sparcl_tf.export.module import training_module
+    from sparcl_tf.export import training_module
     from tests.conftest import tiny_config
     config = tiny_config(idx_folder, "sparcl_derpp")
     module = training_module(config, Experiment(config, str(tmp_path / "run"), verbose=0).network,
@@ -145,8 +145,8 @@ def test_audit_of_a_corrupt_file_is_a_data_error():
 
 def test_a_graph_needing_flex_ops_is_reported_by_op_and_layer(idx_folder, tmp_path):
     from sparcl_tf.experiment import Experiment
+    from sparcl_tf.export import convert, training_module
     from sparcl_tf.export.audit import flex_ops_by_layer
-    from sparcl_tf.export.module import convert, training_module
     from sparcl_tf.layers import use_builtin_gradients
     from tests.conftest import tiny_config
     config = tiny_config(idx_folder, "derpp")

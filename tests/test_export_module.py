@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sparcl_tf.export.module import _state_name, convert, training_module
+from sparcl_tf.export import convert, training_module
+from sparcl_tf.export.module import _state_name
 from sparcl_tf.sparsity import growth
 from sparcl_tf.sparsity.masks import active_count
 

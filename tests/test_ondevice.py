@@ -25,7 +25,7 @@ def _config(idx_folder, preset="sparcl_derpp_90", **overrides):
 def _convert(config, directory):
     """The run's initial state as a training .tflite (what `tools.convert --state=initial` does)."""
     from sparcl_tf.experiment import Experiment
-    from sparcl_tf.export.module import convert, training_module
+    from sparcl_tf.export import convert, training_module
     run = Experiment(config, str(directory / "run"), verbose=0)
     path = str(directory / "model.tflite")
     with open(path, "wb") as handle:

@@ -14,7 +14,7 @@ from sparcl_tf.ondevice.session import LiteRTEngine
 from sparcl_tf.session import random as session_random
 from sparcl_tf.session.loop import SessionLoop
 from sparcl_tf.session.plan import SessionPlan
-from sparcl_tf.sparsity import structured
+from sparcl_tf.sparsity import schedule, structured
 from sparcl_tf.sparsity.masks import active_count
 
 
@@ -123,8 +123,7 @@ def test_the_plan_of_a_structured_model_counts_filter_slots(parity_folder, tmp_p
         for name, slots, prune_to, grow_to in zip(plan.sparse_layers, plan.layer_units,
                                                   event.prune_to, event.grow_to):
             counts = structured.filter_counts(full[name], 0.75, 0.01, 0.01)
-            assert (prune_to, grow_to) == structured.update_counts(event.update_index, 5,
-                                                                   *counts)
+            assert (prune_to, grow_to) == schedule.tdm_phase(event.update_index, 5, *counts)
             assert grow_to <= slots < full[name]
     weights = Experiment(_parity_config(parity_folder, "sparcl_derpp_90"),
                          str(tmp_path / "weights"), verbose=0).plan

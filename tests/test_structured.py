@@ -9,7 +9,8 @@ from sparcl_tf.errors import ConfigError
 from sparcl_tf.experiment import Experiment
 from sparcl_tf.layers import channel_masks
 from sparcl_tf.models import build_model
-from sparcl_tf.sparsity.structured import filter_counts, full_view, update_counts
+from sparcl_tf.sparsity.schedule import tdm_phase
+from sparcl_tf.sparsity.structured import filter_counts, full_view
 
 
 def test_filter_counts_open_and_swap_at_least_one_filter():
@@ -17,7 +18,7 @@ def test_filter_counts_open_and_swap_at_least_one_filter():
     assert filter_counts(128, 0.75, 0.01, 0.01) == (32, 1, 1)
     assert filter_counts(16, 0.9, 0.0, 0.0) == (2, 0, 0)
     assert filter_counts(4, 0.0, 0.5, 0.01) == (4, 0, 1)        # nothing left to open
-    counts = [update_counts(i, 10, 6, 1, 1) for i in range(10)]
+    counts = [tdm_phase(i, 10, 6, 1, 1) for i in range(10)]
     assert counts == [(6, 7)] + [(5, 6)] * 8 + [(6, 6)]
 
 
@@ -69,7 +70,7 @@ def test_growth_keeps_the_function_and_starts_outgoing_weights_at_zero(make_conf
     gradients = {layer.name: np.ones(layer.kernel.shape, np.float32) for layer in run.model.sparse}
     counts = [filter_counts(run.full_filters[g.producer], 0.9, 0.01, 0.01)
               for g in channel_masks(run.network)]
-    prune_to, grow_to = zip(*[update_counts(0, 10, *c) for c in counts])
+    prune_to, grow_to = zip(*[tdm_phase(0, 10, *c) for c in counts])
     run.engine.updater.update(prune_to, grow_to, 11, gradients)  # opening: target -> +1
     for group in channel_masks(run.network):
         grown = (group.mask.numpy() > 0) & (masks[group.producer] == 0)
@@ -113,8 +114,8 @@ def test_structured_run_resumes_to_the_same_result(make_config, tmp_path, monkey
 def test_compacted_model_trains_in_litert_with_inactive_slots_zero(make_config, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
+    from sparcl_tf.export import convert, training_module
     from sparcl_tf.export.audit import op_audit
-    from sparcl_tf.export.module import convert, training_module
     run = _experiment(make_config, tmp_path)
     module = training_module(run.config, run.network)
     model = convert(module, str(tmp_path / "saved"))
@@ -152,8 +153,8 @@ def _device_slots(state, run):
 def test_update_masks_on_device_switches_slots_exactly(make_config, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    from sparcl_tf.export.module import convert, training_module
-    from sparcl_tf.sparsity.structured import filter_counts, update_counts
+    from sparcl_tf.export import convert, training_module
+    from sparcl_tf.sparsity.structured import filter_counts
     run = _experiment(make_config, tmp_path)
     model = convert(training_module(run.config, run.network), str(tmp_path / "saved"))
     lite = Interpreter(model_content=model)
@@ -163,7 +164,7 @@ def test_update_masks_on_device_switches_slots_exactly(make_config, tmp_path):
     before = lite.get_signature_runner("get_state")()
     names = [g.producer for g in channel_masks(run.network)]
     counts = [filter_counts(run.full_filters[n], 0.9, 0.01, 0.01) for n in names]
-    opening = [update_counts(0, 10, *c) for c in counts]  # grow one slot per layer
+    opening = [tdm_phase(0, 10, *c) for c in counts]  # grow one slot per layer
     active = lite.get_signature_runner("update_masks")(
         prune_to=np.array([p for p, _ in opening], np.int32),
         grow_to=np.array([g for _, g in opening], np.int32), seed=np.int32(5))["active"]
@@ -186,7 +187,7 @@ def test_update_masks_on_device_switches_slots_exactly(make_config, tmp_path):
     # growth only: the function is unchanged
     np.testing.assert_allclose(infer(images=images)["logits"], before_logits, atol=1e-5)
     # a swap: prune one slot below the target
-    swap = [update_counts(1, 10, *c) for c in counts]
+    swap = [tdm_phase(1, 10, *c) for c in counts]
     lite.get_signature_runner("update_masks")(
         prune_to=np.array([p for p, _ in swap], np.int32),
         grow_to=np.array([p for p, _ in swap], np.int32), seed=np.int32(6))

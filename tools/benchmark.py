@@ -168,7 +168,7 @@ def litert_step_times(overrides, repeats, presets=("derpp", "sparcl_derpp_90"), 
     from ai_edge_litert.interpreter import Interpreter
 
     from sparcl_tf.experiment import Experiment
-    from sparcl_tf.export.module import convert, training_module
+    from sparcl_tf.export import convert, training_module
 
     callers = {}
     for preset in presets:

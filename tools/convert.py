@@ -46,9 +46,9 @@ def _config_for(workdir):
 def main(argv):
     del argv
     from sparcl_tf.experiment import Experiment
+    from sparcl_tf.export import convert, training_module
     from sparcl_tf.export.audit import flex_ops_by_layer
     from sparcl_tf.export.files import write_model_files
-    from sparcl_tf.export.module import convert, training_module
 
     workdir = _WORKDIR.value
     config = _config_for(workdir)

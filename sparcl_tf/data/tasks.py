@@ -15,6 +15,7 @@ import dataclasses
 import numpy as np
 
 from sparcl_tf.errors import ConfigError
+from sparcl_tf.session import random as session_random
 
 SCENARIOS = ("class_il", "permuted", "rotated")
 
@@ -54,7 +55,7 @@ def _class_order(num_classes, order, seed):
     if order == "natural":
         return np.arange(num_classes)
     if order == "shuffled":
-        return np.random.default_rng([seed, 7]).permutation(num_classes)
+        return session_random.data_rng(seed, session_random.CLASS_ORDER).permutation(num_classes)
     raise ConfigError(f"data.class_order={order!r} is unknown; choose 'natural' or 'shuffled'")
 
 
@@ -133,7 +134,7 @@ def _class_incremental(data, data_config, seed):
     y_train, y_test = rename[data.y_train], rename[data.y_test]
     tasks = []
     for t in range(num_tasks):
-        rng = np.random.default_rng([seed, 11, t])
+        rng = session_random.data_rng(seed, session_random.CLASS_TASK_SUBSET, t)
         classes = np.arange(t * per_task, (t + 1) * per_task)
         train = _subset(rng, np.flatnonzero(np.isin(y_train, classes)),
                         data_config.train_per_task)
@@ -152,12 +153,13 @@ def _domain_incremental(data, data_config, seed):
     classes = np.arange(data.num_classes)
     tasks = []
     for t in range(num_tasks):
-        rng = np.random.default_rng([seed, 13, t])
+        rng = session_random.data_rng(seed, session_random.DOMAIN_TASK_SUBSET, t)
         train = _subset(rng, np.arange(len(data.x_train)), data_config.train_per_task)
         test = _subset(rng, np.arange(len(data.x_test)), data_config.test_per_task)
         x_train, x_test = data.x_train[train], data.x_test[test]
         if data_config.scenario == "permuted" and t > 0:
-            permutation = np.random.default_rng([seed, 17, t]).permutation(
+            permutation = session_random.data_rng(
+                seed, session_random.PIXEL_PERMUTATION, t).permutation(
                 x_train.shape[1] * x_train.shape[2])
             x_train, x_test = _permute(x_train, permutation), _permute(x_test, permutation)
         elif data_config.scenario == "rotated":

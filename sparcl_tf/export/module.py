@@ -1,6 +1,6 @@
 """A `tf.Module` whose signatures run SparCL continual learning on a device, for TFLite.
 
-Signatures (TFLite builtin ops only; the network's convs and ReLUs use `ops`' gradients):
+Signatures (TFLite builtin ops only; the network's convs and ReLUs use `builtin_gradients`):
   infer(images) -> logits
   train(images, labels, class_mask[, replay_images, replay_labels, replay_logits, replay_weight]
         [, refresh_gradient_masks]) -> loss, logits, correct, gradient_density
@@ -17,7 +17,8 @@ Signatures (TFLite builtin ops only; the network's convs and ReLUs use `ops`' gr
       G the last step's masked gradient; RigL: |W|), then activate inactive positions up to
       grow_to active weights (random by a seeded integer hash, or by |G|). Exact counts (a full
       TOPK_V2 ranking, ties to the lower index). Dropped weights and their momentum are zeroed;
-      grown weights start at 0. The host runs the schedule and passes the counts.
+      grown weights start at 0. The host runs the schedule and passes the counts
+      (`device_masks`; for a channel-structured model the counts are filter slots).
   get_state() -> every variable by name; set_state(every variable) -> number of variables.
   save(checkpoint_path) / restore(checkpoint_path)            (the `flex` variant only)
       Every variable to / from a TF checkpoint file through the Save / Restore ops, which only the
@@ -31,33 +32,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sparcl_tf.export.device_masks import DeviceMasks
 from sparcl_tf.layers import (MASKED_LAYER_TYPES, channel_masks, sparsifiable_layers,
                               use_builtin_gradients)
-from sparcl_tf.sparsity import dgm, growth
+from sparcl_tf.sparsity import dgm
 from sparcl_tf.sparsity.masks import active_count
+
 
 def _state_name(variable):
     return variable.path.replace("/", "__")
-
-
-def _positions(indices):
-    """0, 1, ..., n-1 from a runtime tensor of n indices (TOPK_V2's, so all >= 0). Computed from
-    their values because tf.range, ones_like or a cast of a bool get folded by the converter into
-    an n-entry constant (1.6 MB for the edge CNN's fc1)."""
-    return tf.cumsum(tf.cast(indices >= 0, tf.int32)) - 1
-
-
-def _select_top(scores, candidates, count):
-    """(bool mask of the `count` highest `scores` among `candidates`, positions 0..n-1); flat;
-    exact count, capped at the number of candidates; ties go to the lower index."""
-    size = scores.shape[0]
-    floor = tf.reduce_min(scores) - tf.ones([], scores.dtype)
-    ranked = tf.where(candidates, scores, floor)
-    _, order = tf.math.top_k(ranked, k=size)
-    count = tf.minimum(count, tf.reduce_sum(tf.cast(candidates, tf.int32)))
-    positions = _positions(order)
-    chosen = tf.cast(positions < count, tf.int32)
-    return tf.scatter_nd(order[:, None], chosen, [size]) > 0, positions
 
 
 def export_network(network):
@@ -98,8 +81,6 @@ class TrainingModule(tf.Module):
         self._sparse = sparsifiable_layers(network)
         self._learning_rate, self._momentum = float(learning_rate), float(momentum)
         self._dgm = gradient_masks
-        self._mask_rule, self._grow = mask_rule, grow
-        self._importance_lambda = float(importance_lambda)
         self._moving_statistics = [v for v in network.non_trainable_variables if v.path.endswith(
             ("moving_mean", "moving_variance"))]
 
@@ -151,7 +132,9 @@ class TrainingModule(tf.Module):
         layers = len(self._sparse)
         self.infer = tf.function(self._infer, input_signature=[images])
         self.train = tf.function(self._train_signature, input_signature=train_inputs)
-        self.update_masks = tf.function(self._update_masks, input_signature=[
+        self._masks = DeviceMasks(network, self._sparse, self._last_gradients, self._momenta,
+                                  mask_rule, grow, importance_lambda)
+        self.update_masks = tf.function(self._masks.update, input_signature=[
             tf.TensorSpec((layers,), tf.int32, name="prune_to"),
             tf.TensorSpec((layers,), tf.int32, name="grow_to"),
             tf.TensorSpec((), tf.int32, name="seed")]) if mask_rule and layers else None
@@ -272,120 +255,12 @@ class TrainingModule(tf.Module):
             velocity.assign(self._momentum * velocity - self._learning_rate * gradient)
             variable.assign_add(velocity)
 
-    def _momentum_of(self, layer):
-        if not self._velocities:
-            return None
-        index = [id(v) for v in self._network.trainable_variables].index(id(layer.kernel))
-        return self._velocities[index]
-
-    def _write_mask(self, layer, mask):
-        layer.mask.assign(mask)
-        layer.apply_mask_to_kernel()
-        velocity = self._momentum_of(layer)
-        if velocity is not None:
-            velocity.assign(velocity * tf.cast(mask, tf.float32))
-
-    def _update_masks(self, prune_to, grow_to, seed):
-        if self._mask_rule == "slots":
-            return self._update_slots(prune_to, grow_to, seed)
-        active_after = []
-        for index, (layer, gradient) in enumerate(zip(self._sparse, self._last_gradients)):
-            shape = layer.kernel.shape
-            mask = tf.reshape(layer.mask, [-1])
-            weights = tf.abs(tf.reshape(layer.kernel, [-1]))
-            dense_gradient = tf.abs(tf.reshape(gradient, [-1]))
-            if self._mask_rule == "rigl":
-                scores = weights
-            else:
-                scores = weights + self._importance_lambda * dense_gradient * tf.cast(
-                    mask, tf.float32)
-            pruned, positions = _select_top(scores, mask, prune_to[index])
-            # Writing the pruned mask first zeroes dropped weights, so every grown position (one
-            # dropped and regrown in this update too) starts at exactly 0.
-            self._write_mask(layer, tf.reshape(pruned, shape))
-            missing = grow_to[index] - tf.reduce_sum(tf.cast(pruned, tf.int32))
-            if self._mask_rule == "rigl" or self._grow == "gradient":
-                grow_scores = dense_gradient
-            else:
-                grow_scores = growth.scores_tf(positions, seed, index)
-            grown = pruned | _select_top(grow_scores, ~pruned, tf.maximum(missing, 0))[0]
-            self._write_mask(layer, tf.reshape(grown, shape))
-            active_after.append(tf.reduce_sum(tf.cast(grown, tf.int32)))
-        return {"active": tf.stack(active_after)}
-
-    # --- channel-structured models: filter slots (sparsity/structured.py, on the device) ---
-
-    def _scale_slots(self, variable, keep, axis_from_end=1, fill=0.0):
-        """variable <- variable * keep + fill * (1 - keep) along the slot axis (last by
-        default; `axis_from_end=2` for a consumer's input axis, slots x outputs)."""
-        shape = variable.shape
-        if axis_from_end == 1:
-            view = tf.reshape(variable, [-1, shape[-1]])
-            factor = keep[None, :]
-        else:
-            view = tf.reshape(variable, [-1, keep.shape[0], shape[-1]])
-            factor = keep[None, :, None]
-        variable.assign(tf.reshape(view * factor + fill * (1.0 - factor), shape))
-
     def _momenta(self, variable):
+        """The optimizer velocity of `variable` ([] without momentum or for non-trainables)."""
         if not self._velocities:
             return []
         ids = [id(v) for v in self._network.trainable_variables]
         return [self._velocities[ids.index(id(variable))]] if id(variable) in ids else []
-
-    def _switch_off(self, group, keep):
-        """Zeroes the slots where keep == 0: filter, bias, momentum, consumers' inputs; BN reset."""
-        producer = self._network.get_layer(group.producer)
-        pairs = [producer.kernel] + ([producer.bias] if producer.bias is not None else [])
-        for variable in pairs:
-            for target in [variable] + self._momenta(variable):
-                self._scale_slots(target, keep)
-        if group.norm:
-            norm = self._network.get_layer(group.norm)
-            for variable in norm.weights:
-                ones = variable.path.rsplit("/", 1)[-1] in ("gamma", "moving_variance")
-                self._scale_slots(variable, keep, fill=1.0 if ones else 0.0)
-                for velocity in self._momenta(variable):
-                    self._scale_slots(velocity, keep)
-        for name in group.consumers:
-            kernel = self._network.get_layer(name).kernel
-            for target in [kernel] + self._momenta(kernel):
-                self._scale_slots(target, keep, axis_from_end=2)
-
-    def _update_slots(self, prune_to, grow_to, seed):
-        active_after = []
-        groups = channel_masks(self._network)
-        for index, (group, gradient) in enumerate(zip(groups, self._last_gradients)):
-            kernel = self._network.get_layer(group.producer).kernel
-            mask = group.mask > 0
-            slots = mask.shape[0]
-            scores = tf.reduce_sum(tf.reshape(
-                tf.abs(kernel) + self._importance_lambda * tf.abs(gradient), [-1, slots]), 0)
-            kept, positions = _select_top(scores, mask, prune_to[index])
-            self._switch_off(group, tf.cast(kept | ~mask, tf.float32))
-            count = tf.maximum(grow_to[index] - tf.reduce_sum(tf.cast(kept, tf.int32)), 0)
-            grown = _select_top(growth.scores_tf(positions, seed, index), ~kept, count)[0]
-            # A grown slot: a fresh He-uniform filter (seeded hash), zero outgoing weights (left
-            # zero by the switch-off), no input from switched-off upstream slots.
-            flat = tf.reshape(kernel, [-1])
-            # Entry positions from the (finite) kernel values: |w| >= 0 cannot be folded away.
-            entries = tf.cumsum(tf.cast(tf.abs(flat) >= 0.0, tf.int32)) - 1
-            hashed = growth.scores_tf(entries, seed, index + growth.FRESH_FILTER_LAYER_OFFSET)
-            limit = float(np.sqrt(6.0 / np.prod(kernel.shape[:-1])))
-            fresh = tf.reshape((tf.cast(hashed, tf.float32) / float(growth.M) * 2.0 - 1.0) * limit,
-                               kernel.shape)
-            take = tf.cast(grown, tf.float32)
-            kernel.assign(tf.reshape(
-                tf.reshape(kernel, [-1, slots]) * (1.0 - take) + tf.reshape(fresh, [-1, slots])
-                * take, kernel.shape))
-            for upstream in groups:
-                if group.producer in upstream.consumers:
-                    self._scale_slots(kernel, tf.cast(upstream.mask > 0, tf.float32),
-                                      axis_from_end=2)
-            new_mask = kept | grown
-            group.mask.assign(tf.cast(new_mask, group.mask.dtype))
-            active_after.append(tf.reduce_sum(tf.cast(new_mask, tf.int32)))
-        return {"active": tf.stack(active_after)}
 
     def _get_state(self):
         return {name: tf.identity(v) for name, v in self._state.items()}
@@ -428,17 +303,3 @@ def training_module(config, network, flex=False):
         grow=config.sparsity.grow,
         importance_lambda=config.sparsity.importance_lambda, filter_gradient_keep=filter_keep,
         flex=flex)
-
-
-def convert(module, directory):
-    """SavedModel in `directory`, then a .tflite with every signature (bytes); builtins only
-    unless the module has the Flex save/restore signatures."""
-    flex = module.save is not None
-    signatures = module.signatures()
-    tf.saved_model.save(module, directory, signatures=signatures)
-    converter = tf.lite.TFLiteConverter.from_saved_model(directory,
-                                                         signature_keys=list(signatures))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS] + (
-        [tf.lite.OpsSet.SELECT_TF_OPS] if flex else [])
-    converter.experimental_enable_resource_variables = True
-    return converter.convert()

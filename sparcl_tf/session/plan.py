@@ -54,10 +54,9 @@ def _layer_counts(config, event, task_index, num_tasks, layers, full_filters):
     targets = schedule.layer_targets(config, [name for name, _ in layers])
     s = config.sparsity
     if full_filters is not None:
-        counts = [structured.update_counts(event.update_index, s.updates_per_task,
-                                           *structured.filter_counts(
-                                               full_filters[name], targets[name],
-                                               s.open_fraction, s.swap_fraction))
+        counts = [schedule.tdm_phase(event.update_index, s.updates_per_task,
+                                     *structured.filter_counts(full_filters[name], targets[name],
+                                                               s.open_fraction, s.swap_fraction))
                   for name, _ in layers]
     else:
         _, targets_of = schedule.update_targets(config, event, task_index, num_tasks)

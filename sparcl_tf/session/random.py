@@ -35,6 +35,19 @@ GROWTH = 6        # (task, update): the seed of a mask update's random growth
 PURPOSES = {"epoch_order": EPOCH_ORDER, "reservoir": RESERVOIR, "replay": REPLAY,
             "augment": AUGMENT, "removal": REMOVAL, "growth": GROWTH}
 
+# The task stream is built before a session starts, on the host that has the data set (Python);
+# its draws use numpy's generator, keyed (seed, purpose, *fields) with these purposes.
+CLASS_ORDER = 7         # (): the shuffled class order
+CLASS_TASK_SUBSET = 11  # (task,): the training / test examples a class-incremental task keeps
+DOMAIN_TASK_SUBSET = 13  # (task,): the same for a domain-incremental task
+PIXEL_PERMUTATION = 17  # (task,): permuted-MNIST's pixel order
+
+
+def data_rng(seed, purpose, *fields):
+    """numpy's generator for one task-stream purpose (the constants above)."""
+    return np.random.default_rng([int(seed), purpose, *(int(f) for f in fields)])
+
+
 GROWTH_SEEDS = 1 << 17  # growth seeds lie in [0, 2**17): the device hash stays inside int32
 
 

@@ -33,18 +33,26 @@ def task_events(sparsity_config, ddr_config, epochs):
     return events
 
 
-def tdm_targets(update_index, updates_per_task, sparsity, open_fraction, swap_fraction):
-    """(prune_to, grow_to) of TDM update `update_index` for a layer at target `sparsity`.
+def tdm_phase(update_index, updates_per_task, level, opening, swap):
+    """(prune_to, grow_to) of TDM update `update_index`, in any unit that adds: active filters
+    (structured), or sparsity with negative `opening` / `swap` (`tdm_targets`).
 
-    First update of a task: open `open_fraction` of the layer (plasticity for the new task); middle
-    updates: prune `swap_fraction` more, then regrow to the target (swap); last update: prune back
-    to the target and grow nothing (the mask is frozen at the target for the end of the task).
+    First update of a task: open `opening` above the target level (plasticity for the new task);
+    middle updates: prune `swap` below it, then regrow to it (swap); last update: prune back to
+    the target and grow nothing (the mask is frozen at the target for the end of the task).
     """
     if update_index == 0:
-        return sparsity, max(0.0, sparsity - open_fraction)
+        return level, level + opening
     if update_index == updates_per_task - 1:
-        return sparsity, sparsity
-    return min(1.0, sparsity + swap_fraction), sparsity
+        return level, level
+    return level - swap, level
+
+
+def tdm_targets(update_index, updates_per_task, sparsity, open_fraction, swap_fraction):
+    """(prune_to, grow_to) sparsities of TDM update `update_index` for a layer at `sparsity`."""
+    prune_to, grow_to = tdm_phase(update_index, updates_per_task, sparsity, -open_fraction,
+                                  -swap_fraction)
+    return min(1.0, prune_to), max(0.0, grow_to)
 
 
 def rigl_targets(run_progress, sparsity, drop_fraction, end_fraction):

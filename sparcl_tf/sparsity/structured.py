@@ -47,15 +47,6 @@ def gradient_filters(num_filters, gradient_sparsity, slots):
     return max(1, min(slots, active_count(num_filters, gradient_sparsity)))
 
 
-def update_counts(update_index, updates_per_task, target, opening, swap):
-    """(prune_to, grow_to) active filters of TDM update `update_index`."""
-    if update_index == 0:
-        return target, target + opening
-    if update_index == updates_per_task - 1:
-        return target, target
-    return target - swap, target
-
-
 class ChannelUpdater:
     """Owns the slot masks of a compacted `network` (its ChannelMask layers)."""
 

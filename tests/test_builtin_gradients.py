@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sparcl_tf import ops
+from sparcl_tf import builtin_gradients as ops
 
 
 def _gradients(function, *tensors):
