@@ -136,6 +136,41 @@ def test_compacted_model_trains_in_litert_with_inactive_slots_zero(make_config, 
         assert np.all(state[f"{group.producer}__kernel"][..., inactive] == 0)
 
 
+def test_exported_structured_steps_match_the_keras_steps(make_config, tmp_path):
+    """A refresh step (every filter's gradient) then a selected-filters step: the same updates
+    and the same last gradients (the next slot update's importance) in LiteRT as in Keras."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from sparcl_tf.export import convert, training_module
+    run = _experiment(make_config, tmp_path, preset="sparcl_derpp_s75")
+    lite = Interpreter(model_content=convert(training_module(run.config, run.network),
+                                             str(tmp_path / "saved")))
+    train, get_state = lite.get_signature_runner("train"), lite.get_signature_runner("get_state")
+    # Inputs whose pre-activations stay clear of 0 by more than float32 rounding: where one does
+    # not, ReLU's derivative flips between runtimes and the gradients part by ~1e-3 (measured).
+    rng = np.random.default_rng(6)
+    for refresh in (1.0, 0.0):
+        inputs = {name: (rng.integers(0, 2, d["shape"]) if d["dtype"] == np.int32 else
+                         rng.normal(size=d["shape"])).astype(d["dtype"])
+                  for name, d in train.get_input_details().items()}
+        inputs.update(replay_weight=np.float32(1.0), refresh_gradient_masks=np.float32(refresh))
+        train(**inputs)
+        run.model.step(inputs["images"], inputs["labels"], inputs["class_mask"],
+                       inputs["replay_images"], inputs["replay_labels"], inputs["replay_logits"],
+                       1.0, bool(refresh))
+        state = get_state()
+        for layer, stored, keep in zip(run.model.sparse, run.model.last_gradients,
+                                       run.model.filter_gradients.keep):
+            kernel, gradient = layer.kernel.numpy(), stored.numpy()
+            error = np.linalg.norm(state[f"{layer.name}__kernel"] - kernel)
+            assert error <= 1e-5 * np.linalg.norm(kernel), layer.name
+            device = state[f"last_gradient__{layer.name}"]
+            assert np.linalg.norm(device - gradient) <= 1e-4 * np.linalg.norm(gradient), (
+                layer.name, refresh)
+            computed = int((np.abs(gradient).reshape(-1, gradient.shape[-1]).sum(0) > 0).sum())
+            assert computed > keep if refresh else computed <= keep, (layer.name, computed)
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"sparsity__granularity": "block"}, "sparsity.granularity='block' must be"),
     ({"sparsity__schedule": "rigl"}, "needs sparsity.schedule tdm or static"),

@@ -190,9 +190,11 @@ class TrainingModule(tf.Module):
         positions = [position[id(layer.kernel)] for layer in self._sparse]
         multipliers = self._gradient_multipliers([gradients[i] for i in positions], refresh)
         for stored, index in zip(self._last_gradients, positions):
-            # Structured DGM computes (on the host) only the selected filters' gradients: the
-            # importance of the next slot update sees those, so it does here too.
-            stored.assign(gradients[index] * multipliers[positions.index(index)]
+            # Structured DGM computes (on the host) every filter's gradient on a refresh step and
+            # only the selected filters' on the others: the next slot update's importance sees
+            # what the host computed, so it does here too.
+            stored.assign(gradients[index] * tf.maximum(multipliers[positions.index(index)],
+                                                        refresh)
                           if self._filter_keep else gradients[index])
         for index, multiplier in zip(positions, multipliers):
             gradients[index] = gradients[index] * multiplier
