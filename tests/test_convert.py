@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -67,7 +68,7 @@ def test_convert_writes_a_builtins_only_model_with_its_interface(tmp_path, idx_f
 
 def _model_state(path):
     from ai_edge_litert.interpreter import Interpreter
-    return Interpreter(model_path=str(path)).get_signature_runner("get_state")()
+    return Interpreter(model_path=str(path)).get_signature_runner("get_state")(dummy=np.int32(0))
 
 
 def _run_config(workdir):
@@ -100,11 +101,11 @@ def test_flex_save_and_restore_round_trip_in_tensorflow(idx_folder, tmp_path):
     module = training_module(config, Experiment(config, str(tmp_path / "run"), verbose=0).network,
                              flex=True)
     path = tf.constant(str(tmp_path / "state.ckpt"))
-    saved = {k: v.numpy() for k, v in module.get_state().items()}
+    saved = {k: v.numpy() for k, v in module.get_state(tf.constant(0)).items()}
     module.save(path)
     module.set_state({k: tf.zeros_like(v) for k, v in saved.items()})
     module.restore(path)
-    for name, value in module.get_state().items():
+    for name, value in module.get_state(tf.constant(0)).items():
         assert (value.numpy() == saved[name]).all(), name
 
 

@@ -50,10 +50,31 @@ def test_signatures_are_builtins_only_with_narrow_masks(exported):
     audit = op_audit(model)
     assert set(audit) == {"infer", "train", "update_masks", "get_state", "set_state"}
     assert all(not entry["flex_ops"] for entry in audit.values())
-    state = interpreter.get_signature_runner("get_state")()
+    state = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
     assert state["conv2__mask"].dtype == np.bool_
     assert state["gradient_mask__fc1"].dtype == np.bool_
     assert "momentum__conv2__kernel" in state and "last_gradient__conv3" in state
+
+
+# What LiteRT's Java `Interpreter.runSignature` accepts (and what the Kotlin session relies on):
+# non-empty input and output maps, static shapes (buffers of exact byte counts), Java's dtypes.
+JAVA_DTYPES = {np.float32, np.int32, np.int64, np.uint8, np.int8, np.int16, np.bool_}
+
+
+def test_every_signature_follows_the_java_api_rules(exported):
+    _, module, _, interpreter = exported
+    signatures = interpreter.get_signature_list()
+    assert set(signatures) == set(module.signatures())
+    for key in signatures:
+        runner = interpreter.get_signature_runner(key)
+        for kind, details in (("inputs", runner.get_input_details()),
+                              ("outputs", runner.get_output_details())):
+            assert details, (key, kind)
+            for name, detail in details.items():
+                assert detail["dtype"] in JAVA_DTYPES, (key, name, detail["dtype"])
+                assert np.all(detail["shape_signature"] > 0) if len(detail["shape"]) else True, (
+                    key, name, detail["shape_signature"])
+                assert np.array_equal(detail["shape"], detail["shape_signature"]), (key, name)
 
 
 def test_infer_matches_tf_before_training(exported):
@@ -68,9 +89,9 @@ def test_infer_matches_tf_before_training(exported):
 def test_one_litert_train_step_matches_the_keras_trainer_step(exported):
     run, _, _, interpreter = exported
     inputs = _batch(run, 1)
-    start = interpreter.get_signature_runner("get_state")()
+    start = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
     lite = interpreter.get_signature_runner("train")(**inputs)
-    after = interpreter.get_signature_runner("get_state")()
+    after = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
     interpreter.get_signature_runner("set_state")(**start)  # leave the interpreter as found
 
     model = run.model  # the trainer's train step on the same inputs
@@ -108,18 +129,18 @@ def keep_fraction(layer, state):
 
 def test_update_masks_hits_exact_counts_and_zeroes_dropped_weights(exported):
     run, _, _, interpreter = exported
-    start = interpreter.get_signature_runner("get_state")()
+    start = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
     interpreter.get_signature_runner("train")(**_batch(run, 2))
-    before = interpreter.get_signature_runner("get_state")()
+    before = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
     names = [layer.name for layer in run.model.sparse]
     sizes = [before[f"{name}__mask"].size for name in names]
     prune_to = np.array([active_count(n, 0.92) for n in sizes], np.int32)
     grow_to = np.array([active_count(n, 0.90) for n in sizes], np.int32)
     update = interpreter.get_signature_runner("update_masks")
     pruned_active = update(prune_to=prune_to, grow_to=prune_to, seed=np.int32(7))["active"]
-    pruned = interpreter.get_signature_runner("get_state")()
+    pruned = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
     grown_active = update(prune_to=grow_to, grow_to=grow_to + 5, seed=np.int32(7))["active"]
-    after = interpreter.get_signature_runner("get_state")()
+    after = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
     interpreter.get_signature_runner("set_state")(**start)
     np.testing.assert_array_equal(pruned_active, prune_to)
     np.testing.assert_array_equal(grown_active, grow_to + 5)
@@ -156,11 +177,11 @@ def test_random_growth_scores_are_distinct_seeded_and_the_same_on_host_and_devic
 
 def test_state_round_trips_through_set_and_get(exported):
     _, _, _, interpreter = exported
-    state = interpreter.get_signature_runner("get_state")()
+    state = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
     changed = {k: ~v if v.dtype == np.bool_ else (v + 1.0).astype(v.dtype)
                for k, v in state.items()}
     assert interpreter.get_signature_runner("set_state")(**changed)["variables"] == len(state)
-    back = interpreter.get_signature_runner("get_state")()
+    back = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
     for name, value in changed.items():
         np.testing.assert_array_equal(back[name], value)
     interpreter.get_signature_runner("set_state")(**state)

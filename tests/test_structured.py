@@ -129,7 +129,7 @@ def test_compacted_model_trains_in_litert_with_inactive_slots_zero(make_config, 
     out = lite.get_signature_runner("train")(**inputs)
     reference = module.train(*[tf.constant(inputs[s.name]) for s in module.train.input_signature])
     assert abs(out["loss"] - reference["loss"].numpy()) <= 1e-5 * abs(out["loss"])
-    state = lite.get_signature_runner("get_state")()
+    state = lite.get_signature_runner("get_state")(dummy=np.int32(0))
     for group in channel_masks(run.network):
         inactive = state[f"{group.name}__mask"] == 0
         assert inactive.any()
@@ -145,7 +145,8 @@ def test_exported_structured_steps_match_the_keras_steps(make_config, tmp_path):
     run = _experiment(make_config, tmp_path, preset="sparcl_derpp_s75")
     lite = Interpreter(model_content=convert(training_module(run.config, run.network),
                                              str(tmp_path / "saved")))
-    train, get_state = lite.get_signature_runner("train"), lite.get_signature_runner("get_state")
+    train, get_state = lite.get_signature_runner("train"), lite.get_signature_runner(
+        "get_state")
     # Inputs whose pre-activations stay clear of 0 by more than float32 rounding: where one does
     # not, ReLU's derivative flips between runtimes and the gradients part by ~1e-3 (measured).
     rng = np.random.default_rng(6)
@@ -158,7 +159,7 @@ def test_exported_structured_steps_match_the_keras_steps(make_config, tmp_path):
         run.model.step(inputs["images"], inputs["labels"], inputs["class_mask"],
                        inputs["replay_images"], inputs["replay_labels"], inputs["replay_logits"],
                        1.0, bool(refresh))
-        state = get_state()
+        state = get_state(dummy=np.int32(0))
         for layer, stored, keep in zip(run.model.sparse, run.model.last_gradients,
                                        run.model.filter_gradients.keep):
             kernel, gradient = layer.kernel.numpy(), stored.numpy()
@@ -196,7 +197,7 @@ def test_update_masks_on_device_switches_slots_exactly(make_config, tmp_path):
     images = np.random.default_rng(4).normal(size=(16, 28, 28, 1)).astype(np.float32)
     infer = lite.get_signature_runner("infer")
     before_logits = infer(images=images)["logits"]
-    before = lite.get_signature_runner("get_state")()
+    before = lite.get_signature_runner("get_state")(dummy=np.int32(0))
     names = [g.producer for g in channel_masks(run.network)]
     counts = [filter_counts(run.full_filters[n], 0.9, 0.01, 0.01) for n in names]
     opening = [tdm_phase(0, 10, *c) for c in counts]  # grow one slot per layer
@@ -204,7 +205,7 @@ def test_update_masks_on_device_switches_slots_exactly(make_config, tmp_path):
         prune_to=np.array([p for p, _ in opening], np.int32),
         grow_to=np.array([g for _, g in opening], np.int32), seed=np.int32(5))["active"]
     np.testing.assert_array_equal(active, [g for _, g in opening])
-    after = lite.get_signature_runner("get_state")()
+    after = lite.get_signature_runner("get_state")(dummy=np.int32(0))
     old, new = _device_slots(before, run), _device_slots(after, run)
     for group in channel_masks(run.network):
         grown = new[group.producer] & ~old[group.producer]
@@ -226,7 +227,7 @@ def test_update_masks_on_device_switches_slots_exactly(make_config, tmp_path):
     lite.get_signature_runner("update_masks")(
         prune_to=np.array([p for p, _ in swap], np.int32),
         grow_to=np.array([p for p, _ in swap], np.int32), seed=np.int32(6))
-    pruned_state = lite.get_signature_runner("get_state")()
+    pruned_state = lite.get_signature_runner("get_state")(dummy=np.int32(0))
     for group, (prune_to, _) in zip(channel_masks(run.network), swap):
         slots = _device_slots(pruned_state, run)[group.producer]
         assert slots.sum() == prune_to

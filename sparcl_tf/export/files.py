@@ -29,6 +29,8 @@ MEANINGS = {
     "correct": "1.0 where argmax(logits) == label (feeds data removal)",
     "gradient_density": "per sparse layer: fraction of kernel entries updated by the step",
     "variables": "number of variables assigned",
+    "dummy": "ignored int32 scalar (LiteRT's Java runSignature refuses a signature without "
+             "inputs)",
     "checkpoint_path": "TF checkpoint file (Flex Save/Restore ops: needs the Select-TF runtime)",
 }
 

@@ -19,7 +19,8 @@ Signatures (TFLite builtin ops only; the network's convs and ReLUs use `builtin_
       TOPK_V2 ranking, ties to the lower index). Dropped weights and their momentum are zeroed;
       grown weights start at 0. The host runs the schedule and passes the counts
       (`device_masks`; for a channel-structured model the counts are filter slots).
-  get_state() -> every variable by name; set_state(every variable) -> number of variables.
+  get_state(dummy) -> every variable by name; set_state(every variable) -> number of variables.
+      (`dummy`, an ignored int32 scalar: LiteRT's Java `runSignature` refuses empty inputs.)
   save(checkpoint_path) / restore(checkpoint_path)            (the `flex` variant only)
       Every variable to / from a TF checkpoint file through the Save / Restore ops, which only the
       Select-TF ("Flex") runtime has; apps without it persist get_state's outputs themselves.
@@ -141,7 +142,8 @@ class TrainingModule(tf.Module):
         path = tf.TensorSpec((), tf.string, name="checkpoint_path")
         self.save = tf.function(self._save, input_signature=[path]) if flex else None
         self.restore = tf.function(self._restore, input_signature=[path]) if flex else None
-        self.get_state = tf.function(self._get_state, input_signature=[])
+        self.get_state = tf.function(self._get_state, input_signature=[
+            tf.TensorSpec((), tf.int32, name="dummy")])
         self.set_state = tf.function(self._set_state, input_signature=[
             {name: tf.TensorSpec(v.shape, v.dtype, name=name) for name, v in state.items()}])
 
@@ -264,7 +266,8 @@ class TrainingModule(tf.Module):
         ids = [id(v) for v in self._network.trainable_variables]
         return [self._velocities[ids.index(id(variable))]] if id(variable) in ids else []
 
-    def _get_state(self):
+    def _get_state(self, dummy):
+        del dummy
         return {name: tf.identity(v) for name, v in self._state.items()}
 
     def _set_state(self, state):

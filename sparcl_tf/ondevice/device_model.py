@@ -89,7 +89,7 @@ class DeviceModel:
             seed=np.int32(seed))["active"]
 
     def get_state(self):
-        return self._runners["get_state"]()
+        return self._runners["get_state"](dummy=np.int32(0))
 
     def set_state(self, state):
         """Writes every variable; `state` must name each one with its shape and dtype."""

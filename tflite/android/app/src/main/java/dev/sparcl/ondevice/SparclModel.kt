@@ -105,7 +105,8 @@ class SparclModel(modelFile: File, numThreads: Int = 2) : AutoCloseable {
      */
     fun saveState(file: File) {
         val outputs = outputBuffers("get_state")
-        interpreter.runSignature(emptyMap(), outputs, "get_state")
+        // runSignature refuses an empty input map: get_state takes an ignored int32 scalar.
+        interpreter.runSignature(mapOf<String, Any>("dummy" to 0), outputs, "get_state")
         val temporary = File(file.parentFile, file.name + ".tmp")
         DataOutputStream(FileOutputStream(temporary).buffered()).use { out ->
             out.writeInt(outputs.size)
