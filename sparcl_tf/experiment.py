@@ -51,7 +51,8 @@ def sparse_units(network, full_filters):
     """[(sparse layer, units the plan counts)]: kernel entries, or filter slots."""
     if full_filters is not None:
         return [(group.producer, int(group.mask.shape[0])) for group in channel_masks(network)]
-    return [(layer.name, int(np.prod(layer.kernel.shape))) for layer in sparsifiable_layers(network)]
+    return [(layer.name, int(np.prod(layer.kernel.shape)))
+            for layer in sparsifiable_layers(network)]
 
 
 def full_filter_counts(config, network):
@@ -122,15 +123,17 @@ class KerasEngine:
             self.model.reset_optimizer()
 
     def train(self, inputs, refresh):
-        replay_draws = self.method.replay_draws if self.method.uses_buffer else 0
-        shape = (replay_draws, self.config.replay.batch_size)
-        empty = (np.zeros(shape + inputs["images"].shape[1:], np.float32),
-                 np.zeros(shape, np.int32), np.zeros(shape + (len(inputs["class_mask"]),),
-                                                     np.float32))
+        if "replay_images" not in inputs:  # a method without replay: empty draws
+            shape = (0, self.config.replay.batch_size)
+            inputs = dict(inputs, replay_images=np.zeros(shape + inputs["images"].shape[1:],
+                                                         np.float32),
+                          replay_labels=np.zeros(shape, np.int32),
+                          replay_logits=np.zeros(shape + (len(inputs["class_mask"]),),
+                                                 np.float32))
         out = self.model.step(
-            inputs["images"], inputs["labels"], inputs["class_mask"],
-            inputs.get("replay_images", empty[0]), inputs.get("replay_labels", empty[1]),
-            inputs.get("replay_logits", empty[2]), inputs.get("replay_weight", 0.0), refresh)
+            inputs["images"], inputs["labels"], inputs["class_mask"], inputs["replay_images"],
+            inputs["replay_labels"], inputs["replay_logits"], inputs.get("replay_weight", 0.0),
+            refresh)
         return {key: value.numpy() for key, value in out.items()}
 
     def update_masks(self, prune_to, grow_to, seed):

@@ -14,11 +14,11 @@ from sparcl_tf.layers import channel_masks
 from sparcl_tf.sparsity import growth
 
 
-def _positions(indices):
-    """0, 1, ..., n-1 from a runtime tensor of n indices (TOPK_V2's, so all >= 0). Computed from
-    their values because tf.range, ones_like or a cast of a bool get folded by the converter into
-    an n-entry constant (1.6 MB for the edge CNN's fc1)."""
-    return tf.cumsum(tf.cast(indices >= 0, tf.int32)) - 1
+def _running_index(always_true):
+    """0, 1, ..., n-1 from a runtime bool tensor that is true everywhere (for example indices >= 0).
+    Computed from values because tf.range, ones_like or a cast of a bool get folded by the
+    converter into an n-entry constant (1.6 MB for the edge CNN's fc1)."""
+    return tf.cumsum(tf.cast(always_true, tf.int32)) - 1
 
 
 def _select_top(scores, candidates, count):
@@ -29,7 +29,7 @@ def _select_top(scores, candidates, count):
     ranked = tf.where(candidates, scores, floor)
     _, order = tf.math.top_k(ranked, k=size)
     count = tf.minimum(count, tf.reduce_sum(tf.cast(candidates, tf.int32)))
-    positions = _positions(order)
+    positions = _running_index(order >= 0)  # TOPK_V2's indices are all >= 0
     chosen = tf.cast(positions < count, tf.int32)
     return tf.scatter_nd(order[:, None], chosen, [size]) > 0, positions
 
@@ -130,8 +130,7 @@ class DeviceMasks:
             # A grown slot: a fresh He-uniform filter (seeded hash), zero outgoing weights (left
             # zero by the switch-off), no input from switched-off upstream slots.
             flat = tf.reshape(kernel, [-1])
-            # Entry positions from the (finite) kernel values: |w| >= 0 cannot be folded away.
-            entries = tf.cumsum(tf.cast(tf.abs(flat) >= 0.0, tf.int32)) - 1
+            entries = _running_index(tf.abs(flat) >= 0.0)  # finite kernel values
             hashed = growth.scores_tf(entries, seed, index + growth.FRESH_FILTER_LAYER_OFFSET)
             limit = float(np.sqrt(6.0 / np.prod(kernel.shape[:-1])))
             fresh = tf.reshape((tf.cast(hashed, tf.float32) / float(growth.M) * 2.0 - 1.0) * limit,
