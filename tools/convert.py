@@ -8,7 +8,8 @@ from --config) and writes W/model.tflite, W/signatures.json (every signature's i
 name, shape, dtype, meaning; the sparse layers in update_masks' order) and W/op_audit.json (ops
 per signature, Flex ops listed). --state=initial embeds the run's starting state instead (seeded
 weights and initial masks: the state the Keras trainer starts from), for an on-device session
-that repeats the run. --flex adds save/restore signatures that need the Select-TF runtime. A
+that repeats the run. --flex adds save/restore signatures that need the Select-TF runtime. --task_data also writes
+task_data.npz (the run's task stream, for the Kotlin session on a desktop JVM). A
 graph that would need a Flex op without --flex fails with one line naming the op.
 """
 
@@ -30,6 +31,8 @@ _STATE = flags.DEFINE_enum("state", "checkpoint", ["checkpoint", "initial"],
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
                                   "Where the model and its descriptions go (default: --workdir).")
 _FLEX = flags.DEFINE_bool("flex", False, "Add save/restore signatures (Select-TF ops).")
+_TASK_DATA = flags.DEFINE_bool("task_data", False, "Also write task_data.npz: the run's task "
+                               "stream, for a host without the data set (the JVM session).")
 
 def _config_for(workdir):
     import ml_collections
@@ -64,6 +67,10 @@ def main(argv):
             if needs else f"conversion failed: {cli.one_line(error)}")
     path, audit = write_model_files(model, module, run.plan, _OUTPUT_DIR.value or workdir)
     print(f"{path}: {len(model):,} bytes")
+    if _TASK_DATA.value:
+        from sparcl_tf.ondevice.task_data import write_task_data
+        print(write_task_data(os.path.join(os.path.dirname(path), "task_data.npz"), run.tasks,
+                              run.engine.method))
     for key, entry in audit.items():
         print(f"  {key}: {sum(entry['ops'].values())} ops, Flex ops: {entry['flex_ops'] or 'none'}")
     return 0

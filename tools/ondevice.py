@@ -10,7 +10,8 @@ the task stream. A --config whose plan differs from the model's (another schedul
 size, batch or method) is refused. Every weight update runs in the interpreter; the host keeps
 the replay buffer, data removal and the event schedule. Writes W2/results.json (the trainer's
 keys, plus runtime and model_file), plots, TensorBoard scalars, the model state after each task
-(W2/device_state/) and host checkpoints; running again resumes where the last run stopped. A bad
+(W2/device_state/) and host checkpoints; running again resumes where the last run stopped.
+--trace=FILE appends the session's trace (the records the Kotlin session's --trace writes). A bad
 model, state file or config prints one line and exits 2.
 """
 
@@ -28,13 +29,18 @@ _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Session folder (results, state).",
                                required=True)
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar or per-task lines.")
+_TRACE = flags.DEFINE_string("trace", None, "Also write the session's trace (JSON lines: steps, "
+                             "mask updates, removals, task ends) to this file.")
 
 
 def main(argv):
     del argv
     from sparcl_tf.ondevice import OnDeviceSession
+    from sparcl_tf.session.trace import TraceFile
+    trace = TraceFile(_TRACE.value) if _TRACE.value else None
     results = cli.run_or_exit(lambda: OnDeviceSession(
-        _MODEL.value, _CONFIG.value, _WORKDIR.value, verbose=0 if _QUIET.value else 1).run())
+        _MODEL.value, _CONFIG.value, _WORKDIR.value, verbose=0 if _QUIET.value else 1,
+        trace=trace).run())
     print(cli.results_table([results]))
     print(f"results: {os.path.join(_WORKDIR.value, 'results.json')}")
     return 0

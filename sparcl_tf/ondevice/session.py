@@ -115,11 +115,11 @@ class OnDeviceSession:
     """Runs the task stream through the model at `model_path`, living in `workdir`.
 
     `config` supplies the task stream; without one, the run config recorded in the model's
-    session plan does. The session follows the plan in signatures.json beside the model; a config
+    session plan does. `trace` receives the session's records (`session.trace`). The session follows the plan in signatures.json beside the model; a config
     whose plan differs from it is refused (the model was converted for another session).
     """
 
-    def __init__(self, model_path, config, workdir, verbose=1):
+    def __init__(self, model_path, config, workdir, verbose=1, trace=None):
         self.device = DeviceModel(model_path)
         file_plan = read_plan(model_path)
         if config is None:
@@ -154,7 +154,8 @@ class OnDeviceSession:
             int(sum(np.prod(v.shape) for v in network.trainable_variables)), workdir)
         identity = run_results.identity(config, self.method, self.tasks)
         self.session = SessionLoop(plan, self.engine, stream, self.config, workdir, identity,
-                                   ledger=FlopsLedger(network, full), verbose=verbose)
+                                   ledger=FlopsLedger(network, full), verbose=verbose,
+                                   trace=trace)
 
     @property
     def progress(self):

@@ -78,8 +78,9 @@ class SessionLoop:
     """Runs `plan` over `stream` with `engine`, living in `workdir` (None: no files at all)."""
 
     def __init__(self, plan, engine, stream, config, workdir, identity, ledger=None,
-                 example_shape=None, example_dtype=np.float32, verbose=1):
+                 example_shape=None, example_dtype=np.float32, verbose=1, trace=None):
         self.plan, self.engine, self.stream, self.config = plan, engine, stream, config
+        self.trace = trace or (lambda record: None)  # `session.trace` records
         self.workdir, self.identity, self.ledger, self.verbose = workdir, identity, ledger, verbose
         tasks = stream.tasks
         replay = plan.replay
@@ -188,6 +189,8 @@ class SessionLoop:
                             ids[rows])
         self.stats.observe(ids[rows], np.asarray(out["correct"]) > 0,
                            margin(out["logits"], labels))
+        self.trace({"kind": "step", "task": task_index, "step": progress.global_step,
+                    "loss": float(out["loss"])})
         progress.global_step += 1
         progress.task_steps += 1
         progress.examples_presented += len(rows)
@@ -201,6 +204,8 @@ class SessionLoop:
             progress.active = [int(a) for a in self.engine.update_masks(
                 event.prune_to, event.grow_to, event.seed)]
             progress.refresh_pending = True  # fresh gradient masks after every mask change
+            self.trace({"kind": "mask_update", "task": task_index, "update": event.update_index,
+                        "active": progress.active})
         if event.removal_stage:
             candidates = ids[self._kept(ids)]
             # Cumulative plan: a stage that finds too few candidates leaves the rest to the next.
@@ -212,6 +217,8 @@ class SessionLoop:
             progress.removed += [int(i) for i in chosen]
             progress.examples_removed += len(chosen)
             self.stats.reset()  # the next stage ranks by its own window
+            self.trace({"kind": "removal", "task": task_index, "stage": event.removal_stage,
+                        "removed": [int(i) for i in chosen]})
 
     def _kept(self, example_ids):
         """True for the example ids that data removal has not taken out of this task."""
@@ -306,6 +313,8 @@ class SessionLoop:
             task_row.append(task_il)
         progress.class_il_matrix.append(class_row)
         progress.task_il_matrix.append(task_row)
+        self.trace({"kind": "task_end", "task": task_index, "class_il": class_row,
+                    "task_il": task_row})
         seen_class, seen_task = class_row[:task_index + 1], task_row[:task_index + 1]
         if self.writer is not None:
             with self.writer.as_default(step=progress.global_step):

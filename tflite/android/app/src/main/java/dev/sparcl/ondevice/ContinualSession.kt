@@ -1,127 +1,317 @@
 package dev.sparcl.ondevice
 
 import java.io.File
+import org.json.JSONArray
 import org.json.JSONObject
 
 /**
- * One continual-learning session on the phone: the app's task data goes through [SparclModel]
- * with replay from a [ReservoirBuffer], the TDM schedule and DGM cadence from the "session_plan"
- * section of signatures.json (written by tools.convert), dynamic data removal from the per-example
- * `correct` output, and the model state saved to [stateDir] after every task.
- *
- * What the app supplies: normalised images (same mean/std as training, in signatures.json's
- * "normalization"), labels and a stable id per example.
+ * A whole continual-learning session on the device, step for step the Python task loop
+ * (`sparcl_tf/session/loop.py`) following the model's session plan: each epoch's example order,
+ * replay draws and augmentation from the portable stream, the plan's mask updates and data-removal
+ * stages at their positions, the DGM refresh cadence, momentum reset per task, evaluation after
+ * every task. State files in [stateDir] at every epoch and task end and every
+ * [checkpointEverySteps] steps; constructing a session on a folder that holds one resumes it.
+ * [records] receives the session's trace (steps, mask updates, removals, task ends) as JSON.
  */
-class ContinualSession(private val model: SparclModel, signaturesJson: String,
-                       private val stateDir: File, bufferCapacity: Int, seed: Long) {
-    private val plan = JSONObject(signaturesJson).getJSONObject("session_plan")
-    private val buffer = ReservoirBuffer(bufferCapacity, model.imageSize, model.numClasses, seed)
-    private val refreshEvery = plan.optInt("dgm_refresh_every", 0)
+class ContinualSession(
+    private val model: SparclModel, private val plan: SessionPlan, private val stream: TaskStream,
+    stateDir: File, private val checkpointEverySteps: Int = 0, private val records: (JSONObject) -> Unit = {},
+) {
+    private val numTasks = plan.tasks.size
+    private val numExampleIds: Int
+    private val buffer: ReservoirBuffer?
+    private val stats: ExampleStats
+    private val augment = Augment(plan)
+    private val files = StateFiles(stateDir, plan.fingerprint, StateFiles.fingerprint(model.stateSpec))
+    private val momenta = model.stateSpec.keys.filter { it.startsWith("momentum__") }
+
+    // Progress: where the session stands (all of it goes into every state file).
+    private var task = 0
+    private var epoch = 0
+    private var epochOrder: IntArray? = null
+    private var cursor = 0
+    private var eventsDone = 0
+    private val removed = mutableListOf<Int>()
+    private var refreshPending = true
     private var stepsSinceRefresh = 0
+    private var globalStep = 0L
+    private var examplesPresented = 0L
+    private var trainNanos = 0L
+    private val losses = mutableListOf<Float>()
+    private val classIl = mutableListOf<DoubleArray>()
+    private val taskIl = mutableListOf<DoubleArray>()
+    private val removedByTask = mutableListOf<IntArray>()
+    private val activeAfterUpdates = mutableListOf<IntArray>()  // [task, update, active per layer...]
 
-    class Task(val index: Int, val classes: IntArray, val images: FloatArray,
-               val labels: IntArray, val ids: IntArray)
+    private var classMask = FloatArray(0)
+    private var replayOn = false
 
-    /** Restores the state of the last finished task, if any; returns the next task index. */
-    fun resume(): Int {
-        val saved = stateDir.listFiles { f -> f.name.matches(Regex("task_\\d+\\.state")) }
-            ?.maxByOrNull { it.name.removePrefix("task_").removeSuffix(".state").toInt() }
-            ?: return 0
-        model.restoreState(saved)
-        return saved.name.removePrefix("task_").removeSuffix(".state").toInt() + 1
+    init {
+        if (stream.numTasks != numTasks) throw SessionError("the data has ${stream.numTasks} tasks; the session plan has $numTasks")
+        numExampleIds = (0 until numTasks).maxOf { t -> stream.training(t).ids.maxOrNull() ?: -1 } + 1
+        if ((0 until numTasks).any { t -> stream.training(t).ids.any { it < 0 } }) throw SessionError("example ids must be >= 0")
+        buffer = if (plan.replayDraws > 0) ReservoirBuffer(plan.bufferSize, plan.imageSize, plan.numClasses, plan.seed) else null
+        stats = ExampleStats(maxOf(numExampleIds, 1))
+        files.latest()?.let { restore(files.load(it)) }
     }
 
-    fun trainTask(task: Task) {
-        val n = task.labels.size
-        val batch = model.batchSize
-        val classMask = FloatArray(model.numClasses).also { m -> task.classes.forEach { m[it] = 1f } }
-        val replayOn = task.index >= plan.optInt("replay_from_task", 1)
-        val updates = plan.optJSONArray("mask_updates")
-        val events = (0 until (updates?.length() ?: 0)).map { updates!!.getJSONObject(it) }
-        val removal = plan.optJSONObject("data_removal")
-        val forgetting = ForgettingTracker()
-        val removed = HashSet<Int>()
-        for (epoch in 0 until plan.optInt("epochs_per_task", 1)) {
-            val order = (0 until n).filter { task.ids[it] !in removed }
-                .shuffled(kotlin.random.Random(task.index * 1000L + epoch))
-            var refresh = true  // fresh gradient masks at each epoch's start
-            var cursor = 0
-            val epochEvents = events.filter { it.getDouble("progress").toInt() == epoch }
-            for (eventIndex in 0..epochEvents.size) {
-                val boundary = if (eventIndex < epochEvents.size)
-                    ((epochEvents[eventIndex].getDouble("progress") - epoch) * order.size).toInt()
-                else order.size
-                // full batches of not-removed examples; a partial batch waits for the next segment
-                val window = (cursor until boundary).filter { task.ids[order[it]] !in removed }
-                val batches = window.size / batch
-                for (b in 0 until batches) {
-                    step(task, window.subList(b * batch, (b + 1) * batch).map { order[it] },
-                         classMask, replayOn, refresh, forgetting)
-                    refresh = false
-                }
-                if (batches > 0) cursor = window[batches * batch - 1] + 1
-                if (eventIndex == epochEvents.size) break
-                val event = epochEvents[eventIndex]
-                if (model.canUpdateMasks && event.has("prune_to")) {
-                    model.updateMasks(event.getJSONArray("prune_to").toIntArray(),
-                                      event.getJSONArray("grow_to").toIntArray(),
-                                      seed = task.index * 1009 + event.getInt("update_index"))
-                    refresh = true
-                }
-                val stage = event.optInt("removal_stage", 0)
-                if (removal != null && stage > 0) {
-                    val target = Math.round(removal.getDouble("total_fraction") * n * stage /
-                                            removal.getInt("stages")).toInt()
-                    removed += forgetting.easiest(target - removed.size, exclude = removed)
-                    forgetting.reset()
-                }
+    val finished: Boolean get() = task >= numTasks
+
+    /** Trains the remaining tasks (or stops after [stopAfterTask]); returns the results so far. */
+    fun run(stopAfterTask: Int = numTasks - 1): JSONObject {
+        while (task < numTasks && task <= stopAfterTask) {
+            val data = stream.training(task)
+            val expected = plan.tasks[task].trainingExamples
+            if (data.ids.size != expected)
+                throw SessionError("task $task has ${data.ids.size} training examples; the session plan was made for $expected")
+            beginTask(data)
+            while (epoch < plan.epochsPerTask) {
+                trainEpoch(data)
+                if (epoch < plan.epochsPerTask) save()
             }
+            endTask()
+            save()
         }
-        model.saveState(File(stateDir, "task_${task.index}.state"))
+        return results()
     }
 
-    private fun step(task: Task, rows: List<Int>, classMask: FloatArray, replayOn: Boolean,
-                     refreshPending: Boolean, forgetting: ForgettingTracker) {
-        val size = model.imageSize
-        val images = FloatArray(rows.size * size)
-        val labels = IntArray(rows.size)
-        rows.forEachIndexed { i, row ->
-            task.images.copyInto(images, i * size, row * size, (row + 1) * size)
-            labels[i] = task.labels[row]
+    private fun beginTask(data: TaskExamples) {
+        if (epoch == 0 && epochOrder == null) {  // a fresh start of this task
+            if (plan.momentumResetPerTask && momenta.isNotEmpty()) {
+                val state = model.getState()
+                model.setState(state.mapValues { (name, bytes) -> if (name in momenta) ByteArray(bytes.size) else bytes })
+            }
+            stats.reset()
+            removed.clear()
         }
-        val draws = if (replayOn && buffer.size > 0)
-            List(model.replayDraws) { buffer.sample(model.replayBatchSize) } else null
-        val refresh = refreshPending || (refreshEvery > 0 && stepsSinceRefresh >= refreshEvery)
+        val classes = plan.tasks[task].classes.toSet()
+        classMask = FloatArray(plan.numClasses) { if (it in classes) 1f else 0f }
+        replayOn = plan.replayDraws > 0 && task >= plan.replayFromTask
+        check(data.ids.size >= plan.batchSize)
+    }
+
+    private fun kept(data: TaskExamples): (Int) -> Boolean {
+        val gone = removed.toHashSet()
+        return { row -> data.ids[row] !in gone }
+    }
+
+    private fun trainEpoch(data: TaskExamples) {
+        if (epochOrder == null) {
+            val isKept = kept(data)
+            val rows = data.ids.indices.filter(isKept).toIntArray()
+            val order = SessionRandom(plan.seed, SessionRandom.EPOCH_ORDER, task.toLong(), epoch.toLong()).permutation(rows.size)
+            epochOrder = IntArray(rows.size) { rows[order[it]] }
+            cursor = 0; eventsDone = 0
+            refreshPending = true  // fresh gradient masks at each epoch's start
+        }
+        val length = epochOrder!!.size
+        val events = plan.tasks[task].events.filter { it.epoch == epoch }
+        for (event in events.drop(eventsDone)) {
+            trainSegment(data, event.position(length))
+            applyEvent(event, data)
+            eventsDone += 1
+        }
+        trainSegment(data, length)
+        epoch += 1
+        epochOrder = null; cursor = 0; eventsDone = 0
+    }
+
+    /** The full batches of kept examples in [cursor, boundary); a partial batch waits for the next segment. */
+    private fun trainSegment(data: TaskExamples, boundary: Int) {
+        val order = epochOrder!!
+        val isKept = kept(data)
+        val positions = (cursor until boundary).filter { isKept(order[it]) }
+        val batch = plan.batchSize
+        for (b in 0 until positions.size / batch) {
+            val rows = IntArray(batch) { order[positions[b * batch + it]] }
+            step(data, rows)
+            cursor = positions[b * batch + batch - 1] + 1
+            if (checkpointEverySteps > 0 && globalStep % checkpointEverySteps == 0L) save()
+        }
+    }
+
+    private fun step(data: TaskExamples, rows: IntArray) {
+        val images = data.images.prepare(rows, plan)
+        val labels = IntArray(rows.size) { data.labels[rows[it]] }
+        val ids = IntArray(rows.size) { data.ids[rows[it]] }
+        val draws = plan.replayDraws
+        val replayCount = plan.replayBatchSize
+        val replayImages = FloatArray(draws * replayCount * plan.imageSize)
+        val replayLabels = IntArray(draws * replayCount)
+        val replayLogits = FloatArray(draws * replayCount * plan.numClasses)
+        val on = replayOn && buffer!!.size > 0
+        if (on) for (draw in 0 until draws) {
+            val slots = buffer.sample(replayCount, globalStep, draw)
+            val drawn = FloatArray(replayCount * plan.imageSize)
+            for ((i, slot) in slots.withIndex()) {
+                System.arraycopy(buffer.images, slot * plan.imageSize, drawn, i * plan.imageSize, plan.imageSize)
+                replayLabels[draw * replayCount + i] = buffer.labels[slot]
+                System.arraycopy(buffer.logits, slot * plan.numClasses, replayLogits, (draw * replayCount + i) * plan.numClasses, plan.numClasses)
+            }
+            System.arraycopy(augment.apply(drawn, replayCount, globalStep, draw + 1), 0, replayImages,
+                draw * replayCount * plan.imageSize, drawn.size)
+        }
+        val every = plan.dgmRefreshEvery
+        val refresh = every > 0 && (refreshPending || stepsSinceRefresh >= every)
         stepsSinceRefresh = if (refresh) 1 else stepsSinceRefresh + 1
-        val result = model.train(images, labels, classMask, draws, refresh)
-        rows.forEachIndexed { i, row ->
-            buffer.offer(images, labels, result.logits, i)
-            forgetting.observe(task.ids[row], result.correct[i] > 0f)
+        refreshPending = false
+        val started = System.nanoTime()
+        val out = model.train(augment.apply(images, rows.size, globalStep, 0), labels, classMask,
+            replayImages, replayLabels, replayLogits, if (on) 1f else 0f, refresh)
+        trainNanos += System.nanoTime() - started
+        if (!out.loss.isFinite())
+            throw SessionError("task $task step $globalStep: the loss is ${out.loss}; the run diverged (lower the learning rate)")
+        buffer?.add(images, labels, out.logits, task, ids)
+        stats.observe(ids, BooleanArray(rows.size) { out.correct[it] > 0f }, ExampleStats.margins(out.logits, labels, plan.numClasses))
+        losses.add(out.loss)
+        records(JSONObject().put("kind", "step").put("task", task).put("step", globalStep).put("loss", out.loss.toDouble()))
+        globalStep += 1
+        examplesPresented += rows.size
+    }
+
+    private fun applyEvent(event: PlanEvent, data: TaskExamples) {
+        if (event.maskUpdate) {
+            val active = model.updateMasks(event.pruneTo, event.growTo, event.seed)
+            if (active.size != plan.sparseLayers.size) throw SessionError("update_masks returned ${active.size} counts for ${plan.sparseLayers.size} layers")
+            activeAfterUpdates.add(intArrayOf(task, event.updateIndex) + active)
+            refreshPending = true  // fresh gradient masks after every mask change
+            records(JSONObject().put("kind", "mask_update").put("task", task).put("update", event.updateIndex).put("active", JSONArray(active.toList())))
+        }
+        if (event.removalStage > 0) {
+            val isKept = kept(data)
+            val candidates = data.ids.indices.filter(isKept).map { data.ids[it] }.toIntArray()
+            // Cumulative plan: a stage that finds too few candidates leaves the rest to the next.
+            val tieBreak = SessionRandom(plan.seed, SessionRandom.REMOVAL, task.toLong(), event.removalStage.toLong()).permutation(candidates.size)
+            val chosen = stats.removals(candidates, tieBreak, event.removalTarget - removed.size)
+            removed.addAll(chosen.toList())
+            stats.reset()  // the next stage ranks by its own window
+            records(JSONObject().put("kind", "removal").put("task", task).put("stage", event.removalStage).put("removed", JSONArray(chosen.toList())))
         }
     }
 
-    private fun org.json.JSONArray.toIntArray() = IntArray(length()) { getInt(it) }
-}
-
-/** Forgetting events per example id (correct at one presentation, wrong at the next). */
-class ForgettingTracker {
-    private val lastCorrect = HashMap<Int, Boolean>()
-    private val events = HashMap<Int, Int>()
-    private val everCorrect = HashSet<Int>()
-
-    fun observe(id: Int, correct: Boolean) {
-        if (lastCorrect[id] == true && !correct) events[id] = (events[id] ?: 0) + 1
-        if (correct) everCorrect += id
-        lastCorrect[id] = correct
+    private fun endTask() {
+        val classRow = DoubleArray(numTasks) { Double.NaN }
+        val taskRow = DoubleArray(numTasks) { Double.NaN }
+        for (t in 0..task) {
+            val test = stream.test(t)
+            val logits = model.infer(test.images.prepare(IntArray(test.images.count) { it }, plan), test.images.count)
+            val classes = plan.tasks[t].classes
+            var classHits = 0
+            var taskHits = 0
+            for (row in 0 until test.images.count) {
+                val label = test.labels[row]
+                if (argmax(logits, row, (0 until plan.numClasses).toList().toIntArray()) == label) classHits++
+                if (argmax(logits, row, classes) == label) taskHits++
+            }
+            classRow[t] = 100.0 * (classHits.toDouble() / test.images.count)
+            taskRow[t] = 100.0 * (taskHits.toDouble() / test.images.count)
+        }
+        classIl.add(classRow); taskIl.add(taskRow)
+        removedByTask.add(removed.toIntArray())
+        records(JSONObject().put("kind", "task_end").put("task", task).put("class_il", row(classRow)).put("task_il", row(taskRow)))
+        task += 1
+        epoch = 0; epochOrder = null; cursor = 0; eventsDone = 0
     }
 
-    /** The [count] presented examples least worth keeping: never forgotten, learned. */
-    fun easiest(count: Int, exclude: Set<Int>): List<Int> =
-        lastCorrect.keys.filter { it !in exclude }
-            .sortedBy { if (it in everCorrect) events[it] ?: 0 else Int.MAX_VALUE }
-            .take(maxOf(count, 0))
+    /** The first of [candidates] with the largest logit in [row] (numpy's argmax rule). */
+    private fun argmax(logits: FloatArray, row: Int, candidates: IntArray): Int {
+        var best = candidates[0]
+        for (c in candidates) if (logits[row * plan.numClasses + c] > logits[row * plan.numClasses + best]) best = c
+        return best
+    }
 
-    fun reset() {
-        lastCorrect.clear(); events.clear(); everCorrect.clear()
+    private fun row(values: DoubleArray) = JSONArray().also { array -> values.forEach { array.put(if (it.isNaN()) JSONObject.NULL else it) } }
+
+    /** The trainer's result keys where they mean the same (class_il, task_il: the last row's mean),
+     *  plus what only a device run reports: removed ids per task, active counts after every mask
+     *  update ([task, update, per layer...]) and every step's loss. */
+    fun results(): JSONObject {
+        val last = (classIl.lastOrNull() ?: DoubleArray(0)).filter { !it.isNaN() }
+        val lastTask = (taskIl.lastOrNull() ?: DoubleArray(0)).filter { !it.isNaN() }
+        return JSONObject()
+            .put("tasks_done", task)
+            .put("class_il", if (last.isEmpty()) JSONObject.NULL else last.average())
+            .put("task_il", if (lastTask.isEmpty()) JSONObject.NULL else lastTask.average())
+            .put("class_il_matrix", JSONArray().also { a -> classIl.forEach { a.put(row(it)) } })
+            .put("task_il_matrix", JSONArray().also { a -> taskIl.forEach { a.put(row(it)) } })
+            .put("steps", globalStep)
+            .put("examples_presented", examplesPresented)
+            .put("examples_removed", removedByTask.sumOf { it.size })
+            .put("training_examples", plan.tasks.sumOf { it.trainingExamples })
+            .put("train_time_s", trainNanos / 1e9)
+            .put("train_step_ms", if (globalStep > 0) trainNanos / 1e6 / globalStep else 0.0)
+            .put("removed_example_ids", JSONArray().also { a -> removedByTask.forEach { a.put(JSONArray(it.toList())) } })
+            .put("active_after_mask_updates", JSONArray().also { a -> activeAfterUpdates.forEach { a.put(JSONArray(it.toList())) } })
+            .put("losses", JSONArray().also { a -> losses.forEach { a.put(it.toDouble()) } })
+    }
+
+    // --- state files --------------------------------------------------------------------------
+
+    private fun save() {
+        val r = StateFiles.Records()
+        r.ints["progress"] = intArrayOf(task, epoch, cursor, eventsDone, if (refreshPending) 1 else 0, stepsSinceRefresh)
+        r.longs["counters"] = longArrayOf(globalStep, examplesPresented, trainNanos)
+        epochOrder?.let { r.ints["epoch_order"] = it }
+        r.ints["removed"] = removed.toIntArray()
+        r.floats["losses"] = losses.toFloatArray()
+        r.doubles["class_il"] = classIl.flatMap { it.toList() }.toDoubleArray()
+        r.doubles["task_il"] = taskIl.flatMap { it.toList() }.toDoubleArray()
+        r.ints["removed_by_task/sizes"] = removedByTask.map { it.size }.toIntArray()
+        r.ints["removed_by_task"] = removedByTask.flatMap { it.toList() }.toIntArray()
+        r.ints["active_after_mask_updates"] = activeAfterUpdates.flatMap { it.toList() }.toIntArray()
+        r.ints["stats/presentations"] = stats.presentations
+        r.ints["stats/correct"] = stats.correct
+        r.ints["stats/last_correct"] = stats.lastCorrect
+        r.ints["stats/forgetting_events"] = stats.forgettingEvents
+        r.floats["stats/last_margin"] = stats.lastMargin
+        buffer?.let { b ->
+            r.floats["buffer/images"] = b.images; r.ints["buffer/labels"] = b.labels; r.floats["buffer/logits"] = b.logits
+            r.ints["buffer/task_ids"] = b.taskIds; r.ints["buffer/example_ids"] = b.exampleIds; r.longs["buffer/seen"] = longArrayOf(b.seen)
+        }
+        for ((name, bytes) in model.getState()) r.bytes["model/$name"] = bytes
+        files.save(r)
+    }
+
+    private fun restore(r: StateFiles.Records) {
+        val p = r.int("progress")
+        val counters = r.long("counters")
+        fun sized(values: IntArray, size: Int, what: String) =
+            values.also { if (it.size != size) throw SessionError("state file $what has ${it.size} entries, this session needs $size") }
+        fun sized(values: FloatArray, size: Int, what: String) =
+            values.also { if (it.size != size) throw SessionError("state file $what has ${it.size} entries, this session needs $size") }
+        task = p[0]; epoch = p[1]; cursor = p[2]; eventsDone = p[3]; refreshPending = p[4] == 1; stepsSinceRefresh = p[5]
+        globalStep = counters[0]; examplesPresented = counters[1]; trainNanos = counters[2]
+        epochOrder = r.ints["epoch_order"]
+        removed.clear(); removed.addAll(r.int("removed").toList())
+        losses.clear(); losses.addAll(r.float("losses").toList())
+        val classValues = r.double("class_il")
+        val taskValues = r.double("task_il")
+        classIl.clear(); taskIl.clear()
+        for (i in 0 until classValues.size / numTasks) {
+            classIl.add(classValues.copyOfRange(i * numTasks, (i + 1) * numTasks))
+            taskIl.add(taskValues.copyOfRange(i * numTasks, (i + 1) * numTasks))
+        }
+        removedByTask.clear()
+        var offset = 0
+        val flat = r.int("removed_by_task")
+        for (size in r.int("removed_by_task/sizes")) { removedByTask.add(flat.copyOfRange(offset, offset + size)); offset += size }
+        activeAfterUpdates.clear()
+        val active = r.int("active_after_mask_updates")
+        val width = 2 + plan.sparseLayers.size
+        for (i in 0 until active.size / width) activeAfterUpdates.add(active.copyOfRange(i * width, (i + 1) * width))
+        for ((name, table) in listOf("presentations" to stats.presentations, "correct" to stats.correct,
+                "last_correct" to stats.lastCorrect, "forgetting_events" to stats.forgettingEvents))
+            sized(r.int("stats/$name"), stats.size, "stats/$name").copyInto(table)
+        sized(r.float("stats/last_margin"), stats.size, "stats/last_margin").copyInto(stats.lastMargin)
+        buffer?.let { b ->
+            sized(r.float("buffer/images"), b.images.size, "buffer/images").copyInto(b.images)
+            sized(r.int("buffer/labels"), b.labels.size, "buffer/labels").copyInto(b.labels)
+            sized(r.float("buffer/logits"), b.logits.size, "buffer/logits").copyInto(b.logits)
+            sized(r.int("buffer/task_ids"), b.taskIds.size, "buffer/task_ids").copyInto(b.taskIds)
+            sized(r.int("buffer/example_ids"), b.exampleIds.size, "buffer/example_ids").copyInto(b.exampleIds)
+            b.seen = r.long("buffer/seen")[0]
+        }
+        if (task > numTasks || epoch > plan.epochsPerTask) throw SessionError("state file progress (task $task, epoch $epoch) is outside the plan")
+        model.setState(r.bytes.filterKeys { it.startsWith("model/") }.mapKeys { it.key.removePrefix("model/") })
     }
 }

@@ -1,47 +1,40 @@
 package dev.sparcl.ondevice
 
-import kotlin.random.Random
-
 /**
- * The replay buffer the app keeps (the model only trains): reservoir sampling (Algorithm R) over
- * every example the train step has seen, storing the normalised image, its label and the logits
- * the train step returned for it (DER / DER++ match them later).
+ * The replay buffer, bit for bit `sparcl_tf/replay/buffer.py`: reservoir sampling over every
+ * example offered (the p-th goes to slot p while filling, else to slot below(reservoir output p,
+ * p + 1) if that is a slot), storing the un-augmented prepared image, label, the logits `train`
+ * returned, task id and example id. Draws come from the replay stream of (step, draw).
  */
-class ReservoirBuffer(private val capacity: Int, private val imageSize: Int,
-                      private val numClasses: Int, seed: Long) {
-    class Draw(val images: FloatArray, val labels: IntArray, val logits: FloatArray)
-
-    private val images = FloatArray(capacity * imageSize)
-    private val labels = IntArray(capacity)
-    private val logits = FloatArray(capacity * numClasses)
-    private val random = Random(seed)
+class ReservoirBuffer(val capacity: Int, private val imageSize: Int, private val numClasses: Int, private val seed: Long) {
+    val images = FloatArray(capacity * imageSize)
+    val labels = IntArray(capacity)
+    val logits = FloatArray(capacity * numClasses)
+    val taskIds = IntArray(capacity)
+    val exampleIds = IntArray(capacity) { -1 }
     var seen = 0L
-        private set
+    private val reservoir = SessionRandom(seed, SessionRandom.RESERVOIR)
+
     val size: Int get() = minOf(seen, capacity.toLong()).toInt()
 
-    /** Offers example [index] of a batch (images/labels/logits laid out row after row). */
-    fun offer(batchImages: FloatArray, batchLabels: IntArray, batchLogits: FloatArray, index: Int) {
-        val slot = if (seen < capacity) seen.toInt() else random.nextLong(seen + 1).toInt()
-        seen++
-        if (slot >= capacity) return
-        batchImages.copyInto(images, slot * imageSize, index * imageSize, (index + 1) * imageSize)
-        labels[slot] = batchLabels[index]
-        batchLogits.copyInto(logits, slot * numClasses, index * numClasses,
-                             (index + 1) * numClasses)
+    fun add(batchImages: FloatArray, batchLabels: IntArray, batchLogits: FloatArray, task: Int, ids: IntArray) {
+        if (capacity == 0) return
+        for (row in batchLabels.indices) {
+            val p = seen + row
+            val slot = if (p < capacity) p else reservoir.below(p, p + 1)
+            if (slot < capacity) {
+                val s = slot.toInt()
+                System.arraycopy(batchImages, row * imageSize, images, s * imageSize, imageSize)
+                System.arraycopy(batchLogits, row * numClasses, logits, s * numClasses, numClasses)
+                labels[s] = batchLabels[row]; taskIds[s] = task; exampleIds[s] = ids[row]
+            }
+        }
+        seen += batchLabels.size
     }
 
-    /** [count] stored examples, distinct while the buffer holds that many, else repeated. */
-    fun sample(count: Int): Draw {
-        check(size > 0) { "the buffer is empty" }
-        val order = (0 until size).shuffled(random)
-        val draw = Draw(FloatArray(count * imageSize), IntArray(count), FloatArray(count * numClasses))
-        for (i in 0 until count) {
-            val slot = order[i % size]
-            images.copyInto(draw.images, i * imageSize, slot * imageSize, (slot + 1) * imageSize)
-            draw.labels[i] = labels[slot]
-            logits.copyInto(draw.logits, i * numClasses, slot * numClasses,
-                            (slot + 1) * numClasses)
-        }
-        return draw
+    /** Slots of draw [draw] at [step]: distinct while the buffer holds [count], cycled when fewer. */
+    fun sample(count: Int, step: Long, draw: Int): IntArray {
+        val distinct = SessionRandom(seed, SessionRandom.REPLAY, step, draw.toLong()).distinct(size, count)
+        return IntArray(count) { distinct[it % distinct.size] }
     }
 }

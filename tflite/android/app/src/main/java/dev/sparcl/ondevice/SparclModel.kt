@@ -1,171 +1,111 @@
 package dev.sparcl.ondevice
 
-import java.io.DataInputStream
-import java.io.DataOutputStream
-import java.io.File
-import java.io.FileInputStream
-import java.io.FileOutputStream
-import java.io.IOException
 import java.nio.ByteBuffer
-import java.nio.ByteOrder
-import org.tensorflow.lite.Interpreter
+
+class StepOutputs(val loss: Float, val logits: FloatArray, val correct: FloatArray, val gradientDensity: FloatArray)
 
 /**
- * The training .tflite written by `python -m tools.convert`, called through LiteRT signatures.
- *
- * Every call goes through [Interpreter.runSignature] with direct ByteBuffers sized from the
- * signature's own tensors ([Interpreter.getInputTensorFromSignature] /
- * [Interpreter.getOutputTensorFromSignature]), so shapes and dtypes always come from the model
- * (they are listed in signatures.json too). The model file holds the weights it was converted
- * with; the state of a training session lives in the app's own state file (see [saveState]).
+ * The converted training model's signatures as typed calls, checked against the session plan on
+ * construction (one SessionError listing every mismatch): `train`, `update_masks`, `infer`,
+ * `get_state` / `set_state` (the model's whole state as raw bytes per variable).
  */
-class SparclModel(modelFile: File, numThreads: Int = 2) : AutoCloseable {
-    private val interpreter = Interpreter(modelFile, Interpreter.Options().setNumThreads(numThreads))
+class SparclModel(private val model: TrainingModel, private val plan: SessionPlan) {
+    private val signatures = model.signatures
+    val stateSpec: Map<String, TensorSpec>
+    val hasGradientMasks: Boolean
+    private val trainInputs: Map<String, ByteBuffer>
+    private val inferInputs: Map<String, ByteBuffer>
 
     init {
-        val keys = interpreter.signatureKeys.toSet()
-        val missing = listOf("infer", "train", "get_state", "set_state").filterNot { it in keys }
-        require(missing.isEmpty()) { "$modelFile lacks the signatures $missing (has $keys)" }
+        val missing = listOf("train", "infer", "get_state", "set_state").filter { it !in signatures } +
+            (if (plan.hasMaskUpdates && "update_masks" !in signatures) listOf("update_masks") else emptyList())
+        if (missing.isNotEmpty())
+            throw SessionError("the model lacks the signatures $missing (has ${signatures.keys.sorted()}); convert it with tools.convert")
+        signatures.forEach { (key, signature) -> JavaApiRules.checkSignature(key, signature) }
+        val train = signatures.getValue("train").inputs
+        val image = plan.imageShape.toList()
+        val expected = mutableMapOf(
+            "train images" to (train["images"]?.shape?.toList() to listOf(plan.batchSize) + image),
+            "train labels" to (train["labels"]?.shape?.toList() to listOf(plan.batchSize)),
+            "train class_mask" to (train["class_mask"]?.shape?.toList() to listOf(plan.numClasses)),
+            "infer images" to (signatures.getValue("infer").inputs["images"]?.shape?.toList() to listOf(plan.batchSize) + image),
+            "replay draws" to (train["replay_images"]?.shape?.toList() to
+                if (plan.replayDraws > 0) listOf(plan.replayDraws, plan.replayBatchSize) + image else null),
+            "DGM refresh input" to (train["refresh_gradient_masks"]?.shape?.toList() to if (plan.dgmRefreshEvery > 0) listOf<Int>() else null),
+            "get_state input" to (signatures.getValue("get_state").inputs["dummy"]?.shape?.toList() to listOf<Int>()),
+        )
+        if (plan.hasMaskUpdates) expected["update_masks prune_to"] =
+            signatures.getValue("update_masks").inputs["prune_to"]?.shape?.toList() to listOf(plan.sparseLayers.size)
+        val gaps = expected.filter { (_, pair) -> pair.first != pair.second }
+            .map { (what, pair) -> "$what: model ${pair.first ?: "none"}, plan ${pair.second ?: "none"}" }
+        if (gaps.isNotEmpty())
+            throw SessionError("the model does not match its session plan (${gaps.joinToString("; ")}); convert it again")
+        stateSpec = signatures.getValue("set_state").inputs
+        hasGradientMasks = "refresh_gradient_masks" in train
+        trainInputs = train.mapValues { (_, spec) -> directBuffer(spec.bytes) }
+        inferInputs = signatures.getValue("infer").inputs.mapValues { (_, spec) -> directBuffer(spec.bytes) }
     }
 
-    val batchSize: Int = inputTensor("infer", "images").shape()[0]
-    val imageSize: Int = inputTensor("infer", "images").shape().drop(1).fold(1) { a, b -> a * b }
-    val numClasses: Int = inputTensor("train", "class_mask").shape()[0]
-    val trainInputs: Set<String> = interpreter.getSignatureInputs("train").toSet()
-    val replayDraws: Int =
-        if ("replay_images" in trainInputs) inputTensor("train", "replay_images").shape()[0] else 0
-    val replayBatchSize: Int =
-        if (replayDraws > 0) inputTensor("train", "replay_images").shape()[1] else 0
-    val hasGradientMasks: Boolean = "refresh_gradient_masks" in trainInputs
-    val canUpdateMasks: Boolean = "update_masks" in interpreter.signatureKeys
+    private fun put(buffer: ByteBuffer, values: FloatArray) { buffer.clear(); buffer.asFloatBuffer().put(values) }
+    private fun put(buffer: ByteBuffer, values: IntArray) { buffer.clear(); buffer.asIntBuffer().put(values) }
+    private fun floats(buffer: ByteBuffer) = FloatArray(buffer.capacity() / 4).also { buffer.asFloatBuffer().get(it) }
+    private fun ints(buffer: ByteBuffer) = IntArray(buffer.capacity() / 4).also { buffer.asIntBuffer().get(it) }
 
-    class StepResult(val loss: Float, val logits: FloatArray, val correct: FloatArray,
-                     val gradientDensity: FloatArray)
-
-    /** Logits [batchSize * numClasses] of one full batch of normalised images. */
-    fun infer(images: FloatArray): FloatArray {
-        val outputs = outputBuffers("infer")
-        interpreter.runSignature(mapOf("images" to floats(images)), outputs, "infer")
-        return outputs.getValue("logits").asFloats()
+    /** One training step on host-made inputs (replay arrays sized draws x replay batch, zeros when off). */
+    fun train(images: FloatArray, labels: IntArray, classMask: FloatArray, replayImages: FloatArray?, replayLabels: IntArray?,
+              replayLogits: FloatArray?, replayWeight: Float, refresh: Boolean): StepOutputs {
+        put(trainInputs.getValue("images"), images)
+        put(trainInputs.getValue("labels"), labels)
+        put(trainInputs.getValue("class_mask"), classMask)
+        trainInputs["replay_images"]?.let { put(it, replayImages!!) }
+        trainInputs["replay_labels"]?.let { put(it, replayLabels!!) }
+        trainInputs["replay_logits"]?.let { put(it, replayLogits!!) }
+        trainInputs["replay_weight"]?.let { put(it, floatArrayOf(replayWeight)) }
+        trainInputs["refresh_gradient_masks"]?.let { put(it, floatArrayOf(if (refresh) 1f else 0f)) }
+        val out = model.run("train", trainInputs)
+        return StepOutputs(floats(out.getValue("loss"))[0], floats(out.getValue("logits")), floats(out.getValue("correct")),
+            floats(out.getValue("gradient_density")))
     }
 
-    /**
-     * One SparCL step. [replay] holds [replayDraws] draws from the app's buffer (null or empty
-     * while the buffer is empty: replay_weight is then 0).
-     */
-    fun train(images: FloatArray, labels: IntArray, classMask: FloatArray,
-              replay: List<ReservoirBuffer.Draw>?, refreshGradientMasks: Boolean): StepResult {
-        val inputs = HashMap<String, Any>()
-        inputs["images"] = floats(images)
-        inputs["labels"] = ints(labels)
-        inputs["class_mask"] = floats(classMask)
-        if (replayDraws > 0) {
-            val draws = replay.orEmpty()
-            val size = replayBatchSize
-            val replayImages = FloatArray(replayDraws * size * imageSize)
-            val replayLabels = IntArray(replayDraws * size)
-            val replayLogits = FloatArray(replayDraws * size * numClasses)
-            draws.forEachIndexed { d, draw ->
-                draw.images.copyInto(replayImages, d * size * imageSize)
-                draw.labels.copyInto(replayLabels, d * size)
-                draw.logits.copyInto(replayLogits, d * size * numClasses)
-            }
-            inputs["replay_images"] = floats(replayImages)
-            inputs["replay_labels"] = ints(replayLabels)
-            inputs["replay_logits"] = floats(replayLogits)
-            inputs["replay_weight"] = floats(floatArrayOf(if (draws.isEmpty()) 0f else 1f))
-        }
-        if (hasGradientMasks) {
-            inputs["refresh_gradient_masks"] =
-                floats(floatArrayOf(if (refreshGradientMasks) 1f else 0f))
-        }
-        val outputs = outputBuffers("train")
-        interpreter.runSignature(inputs, outputs, "train")
-        return StepResult(
-            outputs.getValue("loss").asFloats()[0], outputs.getValue("logits").asFloats(),
-            outputs.getValue("correct").asFloats(), outputs.getValue("gradient_density").asFloats())
-    }
-
-    /** TDM prune-and-grow: active weights per sparse layer after pruning and after growing. */
     fun updateMasks(pruneTo: IntArray, growTo: IntArray, seed: Int): IntArray {
-        check(canUpdateMasks) { "the model has no update_masks signature" }
-        val outputs = outputBuffers("update_masks")
-        interpreter.runSignature(
-            mapOf("prune_to" to ints(pruneTo), "grow_to" to ints(growTo),
-                  "seed" to ints(intArrayOf(seed))),
-            outputs, "update_masks")
-        val active = outputs.getValue("active")
-        return IntArray(active.capacity() / 4) { active.getInt(it * 4) }
+        val out = model.run("update_masks", mapOf(
+            "prune_to" to directBuffer(pruneTo.size * 4).also { put(it, pruneTo) },
+            "grow_to" to directBuffer(growTo.size * 4).also { put(it, growTo) },
+            "seed" to directBuffer(4).also { put(it, intArrayOf(seed)) }))
+        return ints(out.getValue("active"))
     }
 
-    /**
-     * Every variable (weights, BN statistics, masks, gradient masks, optimizer slots) to [file]:
-     * per variable its name, byte count and raw bytes, written to a temporary file and renamed,
-     * so an interrupted save leaves the previous state intact.
-     */
-    fun saveState(file: File) {
-        val outputs = outputBuffers("get_state")
-        // runSignature refuses an empty input map: get_state takes an ignored int32 scalar.
-        interpreter.runSignature(mapOf<String, Any>("dummy" to 0), outputs, "get_state")
-        val temporary = File(file.parentFile, file.name + ".tmp")
-        DataOutputStream(FileOutputStream(temporary).buffered()).use { out ->
-            out.writeInt(outputs.size)
-            for ((name, buffer) in outputs.toSortedMap()) {
-                out.writeUTF(name)
-                out.writeInt(buffer.capacity())
-                buffer.rewind()
-                val bytes = ByteArray(buffer.capacity())
-                buffer.get(bytes)
-                out.write(bytes)
-            }
+    /** Logits of [count] prepared images, run in the signature's fixed batch (the last one zero-padded). */
+    fun infer(images: FloatArray, count: Int): FloatArray {
+        val logits = FloatArray(count * plan.numClasses)
+        val batch = plan.batchSize
+        val size = plan.imageSize
+        for (start in 0 until count step batch) {
+            val rows = minOf(batch, count - start)
+            val chunk = FloatArray(batch * size)
+            System.arraycopy(images, start * size, chunk, 0, rows * size)
+            put(inferInputs.getValue("images"), chunk)
+            val out = floats(model.run("infer", inferInputs).getValue("logits"))
+            System.arraycopy(out, 0, logits, start * plan.numClasses, rows * plan.numClasses)
         }
-        if (!temporary.renameTo(file)) throw IOException("cannot replace $file")
+        return logits
     }
 
-    /** Restores a [saveState] file; every variable must match the model's name and size. */
-    fun restoreState(file: File) {
-        val inputs = HashMap<String, Any>()
-        DataInputStream(FileInputStream(file).buffered()).use { input ->
-            repeat(input.readInt()) {
-                val name = input.readUTF()
-                val bytes = ByteArray(input.readInt())
-                input.readFully(bytes)
-                val expected = inputTensor("set_state", name).numBytes()
-                require(bytes.size == expected) {
-                    "state $name has ${bytes.size} bytes; the model needs $expected"
-                }
-                inputs[name] = ByteBuffer.allocateDirect(bytes.size).order(ByteOrder.nativeOrder())
-                    .put(bytes).rewind()
-            }
+    fun getState(): Map<String, ByteArray> =
+        model.run("get_state", mapOf("dummy" to directBuffer(4))).mapValues { (_, buffer) ->
+            ByteArray(buffer.capacity()).also { buffer.get(it) } }
+
+    /** Writes every variable; [state] must name each one with exactly its bytes. */
+    fun setState(state: Map<String, ByteArray>) {
+        val missing = stateSpec.keys - state.keys
+        val unknown = state.keys - stateSpec.keys
+        if (missing.isNotEmpty() || unknown.isNotEmpty())
+            throw SessionError("state does not match the model: missing ${missing.sorted().take(5)}, unknown ${unknown.sorted().take(5)}")
+        val inputs = stateSpec.mapValues { (name, spec) ->
+            val bytes = state.getValue(name)
+            if (bytes.size != spec.bytes) throw SessionError("state '$name' has ${bytes.size} bytes; the model's $spec needs ${spec.bytes}")
+            directBuffer(spec.bytes).also { it.put(bytes); it.rewind() }
         }
-        val missing = interpreter.getSignatureInputs("set_state").filterNot { it in inputs }
-        require(missing.isEmpty()) { "state file $file lacks $missing" }
-        interpreter.runSignature(inputs, outputBuffers("set_state"), "set_state")
+        model.run("set_state", inputs)
     }
-
-    override fun close() = interpreter.close()
-
-    private fun inputTensor(signature: String, name: String) =
-        interpreter.getInputTensorFromSignature(name, signature)
-
-    private fun outputBuffers(signature: String): MutableMap<String, Any> =
-        interpreter.getSignatureOutputs(signature).associateWith { name ->
-            ByteBuffer.allocateDirect(interpreter.getOutputTensorFromSignature(name, signature)
-                .numBytes()).order(ByteOrder.nativeOrder()) as Any
-        }.toMutableMap()
-
-    private fun Any.asFloats(): FloatArray {
-        val buffer = (this as ByteBuffer).apply { rewind() }.asFloatBuffer()
-        return FloatArray(buffer.remaining()).also { buffer.get(it) }
-    }
-
-    private fun floats(values: FloatArray): ByteBuffer =
-        ByteBuffer.allocateDirect(values.size * 4).order(ByteOrder.nativeOrder()).apply {
-            asFloatBuffer().put(values)
-        }
-
-    private fun ints(values: IntArray): ByteBuffer =
-        ByteBuffer.allocateDirect(values.size * 4).order(ByteOrder.nativeOrder()).apply {
-            asIntBuffer().put(values)
-        }
 }

@@ -1,0 +1,256 @@
+"""The Kotlin session of tflite/android, compiled by its build.sh and run by its JVM host on
+libLiteRt.so (the runtime the Android AAR wraps), against the Python LiteRT session given the same
+.tflite, session plan and data: the same steps, removals, mask updates and accuracies; a kill and
+restart that loses nothing; bad inputs refused in one line with the state files untouched."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import FASHION_MNIST_DIR, tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ANDROID = os.path.join(ROOT, "tflite", "android")
+JARS = [os.path.join(ANDROID, "build", "sparcl-session.jar"), "/usr/share/java/jna.jar",
+        "/usr/share/java/com.android.json.jar"]
+# Fields of the Kotlin results that are measurements, not outcomes.
+TIMINGS = ("train_time_s", "train_step_ms")
+
+
+@pytest.fixture(scope="module")
+def session_build():
+    """Compiles every Kotlin source (what .ci/run does first; a no-op when up to date)."""
+    built = subprocess.run(["bash", os.path.join(ANDROID, "build.sh")], capture_output=True,
+                           text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+
+
+def litert_library():
+    import ai_edge_litert
+    return os.path.join(os.path.dirname(ai_edge_litert.__file__), "libLiteRt.so")
+
+
+def kotlin(model_dir, state_dir, *flags):
+    return subprocess.run(
+        ["java", "-cp", ":".join(JARS), "dev.sparcl.ondevice.jvm.MainKt",
+         f"--model={model_dir}/model.tflite", f"--data={model_dir}/task_data.npz",
+         f"--state_dir={state_dir}", f"--litert={litert_library()}", *flags],
+        capture_output=True, text=True, timeout=600)
+
+
+def convert_with_data(config, directory):
+    """What `tools.convert --state=initial --task_data` writes: model, signatures.json, data."""
+    from sparcl_tf.experiment import Experiment
+    from sparcl_tf.export import convert, training_module
+    from sparcl_tf.export.files import write_model_files
+    from sparcl_tf.ondevice.task_data import write_task_data
+    run = Experiment(config, str(directory / "run"), verbose=0)
+    module = training_module(config, run.network)
+    model_dir = directory / "model"
+    write_model_files(convert(module, str(directory / "saved")), module, run.plan, str(model_dir))
+    write_task_data(str(model_dir / "task_data.npz"), run.tasks, run.engine.method)
+    return model_dir
+
+
+def python_trace(model_dir, config, workdir):
+    from sparcl_tf.ondevice import OnDeviceSession
+    from sparcl_tf.session.trace import TraceFile, read_trace
+    trace = TraceFile(str(workdir / "trace.jsonl"))
+    results = OnDeviceSession(str(model_dir / "model.tflite"), config, str(workdir), verbose=0,
+                              trace=trace).run()
+    trace.close()
+    return read_trace(str(workdir / "trace.jsonl")), results
+
+
+def kotlin_trace(model_dir, workdir, *flags):
+    from sparcl_tf.session.trace import read_trace
+    ran = kotlin(model_dir, workdir, f"--trace={workdir}/trace.jsonl", *flags)
+    assert ran.returncode == 0 and ran.stderr == "", ran.stderr
+    with open(workdir / "results.json") as handle:
+        return read_trace(str(workdir / "trace.jsonl")), json.load(handle)
+
+
+def assert_same_steps(python, kotlin_records):
+    """Record for record: losses within 1e-5 relative, everything else exactly."""
+    assert [(r["kind"], r["task"]) for r in kotlin_records] == [(r["kind"], r["task"])
+                                                                 for r in python]
+    for mine, theirs in zip(kotlin_records, python):
+        if mine["kind"] == "step":
+            assert mine["step"] == theirs["step"]
+            assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
+        else:
+            assert mine == theirs
+
+
+def fmnist_config():
+    from configs.split_fmnist import get_config
+    config = get_config("sparcl_derpp_90")
+    config.data.dir = FASHION_MNIST_DIR
+    config.data.num_tasks = 3
+    config.data.train_per_task = 300
+    config.data.test_per_task = 100
+    config.epochs_per_task = 1
+    config.log.progress = False
+    config.log.tensorboard = False
+    config.checkpoint.every_steps = 0
+    return config
+
+
+@pytest.fixture(scope="module")
+def fmnist(tmp_path_factory, session_build):
+    """SparCL-DER++ 0.90 on 3 Split Fashion-MNIST tasks (300 / 100 images each, one epoch), by
+    the Python LiteRT session and by the Kotlin one, from the same converted model."""
+    if not os.path.isdir(FASHION_MNIST_DIR):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+    directory = tmp_path_factory.mktemp("android_fmnist")
+    config = fmnist_config()
+    model_dir = convert_with_data(config, directory)
+    python, python_results = python_trace(model_dir, config, directory / "python")
+    kotlin_records, kotlin_results = kotlin_trace(model_dir, directory / "kotlin")
+    return dict(model_dir=model_dir, directory=directory, python=python,
+                python_results=python_results, kotlin=kotlin_records,
+                kotlin_results=kotlin_results)
+
+
+@pytest.mark.slow
+def test_kotlin_session_takes_the_python_sessions_steps(fmnist):
+    python, kotlin_records = fmnist["python"], fmnist["kotlin"]
+    assert_same_steps(python, kotlin_records)
+    kinds = [r["kind"] for r in python]
+    removed = [i for r in python if r["kind"] == "removal" for i in r["removed"]]
+    assert kinds.count("task_end") == 3 and kinds.count("mask_update") >= 3 and removed
+    results, mine = fmnist["python_results"], fmnist["kotlin_results"]
+    for key in ("class_il_matrix", "task_il_matrix", "class_il", "task_il", "steps",
+                "examples_presented", "examples_removed", "training_examples"):
+        assert mine[key] == results[key], key
+    assert [i for task in mine["removed_example_ids"] for i in task] == removed
+
+
+@pytest.mark.slow
+def test_a_killed_kotlin_session_resumes_to_the_same_results(fmnist, tmp_path):
+    from sparcl_tf.session.trace import read_trace
+    state_dir = tmp_path / "state"
+    killed = kotlin(fmnist["model_dir"], state_dir, "--checkpoint_every=4", "--halt_after_step=13")
+    assert killed.returncode == 137, killed.stderr  # halted mid-task 2, between two saves
+    assert not (state_dir / "results.json").exists()
+    assert len(list(state_dir.glob("state-*.bin"))) == 2  # older ones pruned
+    resumed = kotlin(fmnist["model_dir"], state_dir, "--checkpoint_every=4",
+                     f"--trace={tmp_path}/resumed.jsonl")
+    assert resumed.returncode == 0 and resumed.stderr == "", resumed.stderr
+    first_step = next(r["step"] for r in read_trace(str(tmp_path / "resumed.jsonl"))
+                      if r["kind"] == "step")
+    assert 0 < first_step <= 13  # it went on from a state file, not from the start
+    with open(state_dir / "results.json") as handle:
+        results = json.load(handle)
+    uninterrupted = fmnist["kotlin_results"]
+    assert {k: v for k, v in results.items() if k not in TIMINGS} == {
+        k: v for k, v in uninterrupted.items() if k not in TIMINGS}
+
+
+def _variant(model_dir, target, edit=None, signatures_text=None):
+    """A copy of `model_dir` whose signatures.json `edit` changed (a plan dict -> None)."""
+    shutil.copytree(model_dir, target)
+    path = target / "signatures.json"
+    if signatures_text is not None:
+        path.write_text(signatures_text)
+    elif edit is not None:
+        described = json.loads(path.read_text())
+        edit(described)
+        path.write_text(json.dumps(described))
+    return target
+
+
+def _refused(ran, *words):
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert ran.stderr.count("\n") == 1 and ran.stderr.startswith("error: "), ran.stderr
+    for word in words:
+        assert word in ran.stderr, ran.stderr
+
+
+@pytest.mark.slow
+def test_bad_plans_models_and_state_files_are_one_line_each(fmnist, tmp_path):
+    model_dir = fmnist["model_dir"]
+    state = tmp_path / "state"
+    _refused(kotlin(_variant(model_dir, tmp_path / "no_plan",
+                             edit=lambda d: d.pop("session_plan")), state), "no session_plan")
+    _refused(kotlin(_variant(model_dir, tmp_path / "not_json", signatures_text="{"), state),
+             "not JSON")
+    _refused(kotlin(_variant(model_dir, tmp_path / "v9",
+                             edit=lambda d: d["session_plan"].update(version=9)), state),
+             "version 9")
+    _refused(kotlin(_variant(model_dir, tmp_path / "batch",
+                             edit=lambda d: d["session_plan"].update(batch_size=16)), state),
+             "does not match its session plan", "train images")
+    assert not list(state.glob("state-*"))  # nothing was started
+
+    # A state file of another plan, and a truncated one: refused, and left as they were.
+    killed = kotlin(model_dir, state, "--checkpoint_every=4", "--halt_after_step=9")
+    assert killed.returncode == 137
+    files = sorted(state.glob("state-*.bin"), key=lambda p: int(p.stem.split("-")[1]))
+    assert len(files) == 2
+    before = {p: p.read_bytes() for p in files}
+    other = _variant(model_dir, tmp_path / "seed",
+                     edit=lambda d: d["session_plan"].update(seed=1))
+    _refused(kotlin(other, state), "another session plan")
+    with open(files[-1], "r+b") as handle:
+        handle.truncate(len(before[files[-1]]) // 2)
+    truncated = files[-1].read_bytes()
+    _refused(kotlin(model_dir, state), "truncated")
+    assert files[-1].read_bytes() == truncated and files[-2].read_bytes() == before[files[-2]]
+    assert sorted(state.glob("state-*.bin")) == sorted(files)
+    files[-1].write_bytes(b"not a state file at all")
+    _refused(kotlin(model_dir, state), "not a sparcl session state file")
+
+
+@pytest.mark.slow
+def test_a_signature_the_java_api_cannot_call_is_refused(fmnist, tmp_path, session_build):
+    """A model with an input-less signature: LiteRT's Java runSignature would throw on a phone,
+    so the desktop adapter refuses it when it loads the model."""
+    import tensorflow as tf
+    variable = tf.Variable(1.0)
+    read = tf.function(lambda: {"value": variable.read_value()}, input_signature=[])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [read.get_concrete_function()], tf.Module())
+    target = _variant(fmnist["model_dir"], tmp_path / "no_inputs")
+    (target / "model.tflite").write_bytes(converter.convert())
+    _refused(kotlin(target, tmp_path / "state"), "no inputs", "runSignature")
+
+
+@pytest.mark.parametrize("preset,augment", [("sparcl_derpp_s90", "crop_flip"),
+                                            ("rigl_derpp_90", "crop")])
+def test_kotlin_follows_structured_and_rigl_plans_with_augmentation(idx_folder, tmp_path, preset,
+                                                                     augment, session_build):
+    """Filter-slot counts (channel-structured SparCL) and RigL's per-task events, on augmented
+    current and replayed batches: the same steps as the Python session."""
+    config = tiny_config(idx_folder, preset, data__num_tasks=2, data__augment=augment,
+                         data__crop_padding=2, log__tensorboard=False)
+    model_dir = convert_with_data(config, tmp_path)
+    python, _ = python_trace(model_dir, config, tmp_path / "python")
+    kotlin_records, _ = kotlin_trace(model_dir, tmp_path / "kotlin")
+    assert_same_steps(python, kotlin_records)
+    assert any(r["kind"] == "mask_update" for r in python)
+
+
+def test_task_data_file_holds_the_stream_the_loop_trains_on(idx_folder, tmp_path):
+    from sparcl_tf.data import build_tasks, load_source
+    from sparcl_tf.methods import build_method
+    from sparcl_tf.ondevice.task_data import write_task_data
+    config = tiny_config(idx_folder, "derpp", data__num_tasks=2)
+    tasks = build_tasks(load_source(config.data), config.data, config.seed)
+    method = build_method(config.method)
+    path = write_task_data(str(tmp_path / "data.npz"), tasks, method)
+    with np.load(path) as data:
+        assert sorted(data.files) == sorted(f"{split}_{what}_{t}" for t in range(2) for split, what
+                                            in (("train", "images"), ("train", "labels"),
+                                                ("train", "ids"), ("test", "images"),
+                                                ("test", "labels")))
+        for t in range(2):
+            x, y, ids = method.task_training_data(tasks, t)
+            assert data[f"train_images_{t}"].dtype == x.dtype
+            np.testing.assert_array_equal(data[f"train_images_{t}"], x)
+            np.testing.assert_array_equal(data[f"train_ids_{t}"], ids)
+            np.testing.assert_array_equal(data[f"test_labels_{t}"], tasks.tasks[t].y_test)

@@ -1,0 +1,48 @@
+package dev.sparcl.ondevice
+
+import java.io.File
+import java.nio.ByteBuffer
+import org.tensorflow.lite.DataType
+import org.tensorflow.lite.Interpreter
+
+/**
+ * The Android adapter: a [TrainingModel] over LiteRT's `org.tensorflow.lite.Interpreter` (Gradle:
+ * `com.google.ai.edge.litert:litert`). One interpreter holds the model's variables, shared by all
+ * its signatures; it is not thread-safe, so one thread drives a session.
+ */
+class InterpreterModel(modelFile: File, threads: Int = 2) : TrainingModel {
+    private val interpreter = Interpreter(modelFile, Interpreter.Options().setNumThreads(threads))
+
+    override val signatures: Map<String, Signature> = interpreter.signatureKeys.associateWith { key ->
+        Signature(
+            interpreter.getSignatureInputs(key).associateWith { spec(interpreter.getInputTensorFromSignature(it, key)) },
+            interpreter.getSignatureOutputs(key).associateWith { spec(interpreter.getOutputTensorFromSignature(it, key)) },
+        ).also { JavaApiRules.checkSignature(key, it) }
+    }
+
+    override fun run(key: String, inputs: Map<String, ByteBuffer>): Map<String, ByteBuffer> {
+        val signature = signatures[key] ?: throw SessionError("the model has no signature '$key'")
+        JavaApiRules.checkInputs(key, signature, inputs)
+        inputs.values.forEach { it.rewind() }
+        val outputs = signature.outputs.mapValues { (_, spec) -> directBuffer(spec.bytes) }
+        interpreter.runSignature(inputs, outputs, key)
+        outputs.values.forEach { it.rewind() }
+        return outputs
+    }
+
+    override fun close() = interpreter.close()
+
+    private fun spec(tensor: org.tensorflow.lite.Tensor): TensorSpec {
+        val type = when (tensor.dataType()) {
+            DataType.FLOAT32 -> ElementType.FLOAT32
+            DataType.INT32 -> ElementType.INT32
+            DataType.INT64 -> ElementType.INT64
+            DataType.UINT8 -> ElementType.UINT8
+            DataType.INT8 -> ElementType.INT8
+            DataType.INT16 -> ElementType.INT16
+            DataType.BOOL -> ElementType.BOOL
+            else -> throw SessionError("tensor ${tensor.name()} has type ${tensor.dataType()}, which a session cannot exchange")
+        }
+        return TensorSpec(tensor.shape(), type)
+    }
+}

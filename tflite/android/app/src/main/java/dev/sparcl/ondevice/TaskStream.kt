@@ -1,0 +1,46 @@
+package dev.sparcl.ondevice
+
+/**
+ * Stored images, uint8 pixels (0..255) or floats in [0, 1], laid out [count, height, width,
+ * channels]; [prepare] turns chosen rows into model inputs with the plan's normalisation.
+ */
+class ImageSet private constructor(val count: Int, private val bytes: ByteArray?, private val floats: FloatArray?, val size: Int) {
+    companion object {
+        fun ofBytes(pixels: ByteArray, size: Int) = ImageSet(checkedCount(pixels.size, size), pixels, null, size)
+        fun ofFloats(pixels: FloatArray, size: Int) = ImageSet(checkedCount(pixels.size, size), null, pixels, size)
+        private fun checkedCount(total: Int, size: Int): Int {
+            if (size <= 0 || total % size != 0) throw SessionError("$total pixels are not whole images of $size values")
+            return total / size
+        }
+    }
+
+    /** (pixel / scale - mean) / std per channel, float32 as the trainer computes it. */
+    fun prepare(rows: IntArray, plan: SessionPlan): FloatArray {
+        val out = FloatArray(rows.size * size)
+        val channels = plan.channels
+        for ((i, row) in rows.withIndex()) {
+            val from = row * size
+            for (k in 0 until size) {
+                val c = k % channels
+                val pixel = if (bytes != null) (bytes[from + k].toInt() and 0xFF).toFloat() / 255f else floats!![from + k]
+                out[i * size + k] = (pixel - plan.mean[c]) / plan.std[c]
+            }
+        }
+        return out
+    }
+}
+
+/** A task's examples: images, labels and (for training sets) stable example ids. */
+class TaskExamples(val images: ImageSet, val labels: IntArray, val ids: IntArray) {
+    init {
+        if (labels.size != images.count || ids.size != images.count)
+            throw SessionError("${images.count} images, ${labels.size} labels and ${ids.size} ids do not match")
+    }
+}
+
+/** Where a session's data comes from: the app's own store on a phone, a data file on a desktop. */
+interface TaskStream {
+    val numTasks: Int
+    fun training(task: Int): TaskExamples
+    fun test(task: Int): TaskExamples
+}

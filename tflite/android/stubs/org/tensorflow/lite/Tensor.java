@@ -1,0 +1,9 @@
+// See Interpreter.java: a declaration of the LiteRT Java API, for type-checking only.
+package org.tensorflow.lite;
+
+public interface Tensor {
+    DataType dataType();
+    int[] shape();
+    String name();
+    int numBytes();
+}
