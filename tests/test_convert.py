@@ -54,8 +54,10 @@ def test_convert_writes_a_builtins_only_model_with_its_interface(tmp_path, idx_f
     assert signatures["get_state"]["outputs"]["conv2__mask"]["dtype"] == "bool"
     trained_state = _model_state(workdir / "model.tflite")
 
-    initial = _tool("tools.convert", f"--workdir={workdir}", "--state=initial")
+    initial = _tool("tools.convert", f"--workdir={workdir}", "--state=initial", "--task_data")
     assert initial.returncode == 0, initial.stderr
+    with np.load(workdir / "task_data.npz") as data:  # the stream, for the Kotlin session's host
+        assert len(data["train_ids_1"]) == 48 and data["train_images_0"].dtype == np.uint8
     initial_state = _model_state(workdir / "model.tflite")
     from sparcl_tf.experiment import Experiment
     fresh = Experiment(_run_config(workdir), str(tmp_path / "fresh"), verbose=0)

@@ -9,6 +9,11 @@ SparCL-DER++ 0.90 (masks + DGM) and the same with masks only is timed side by si
 batches (interleaved repeats, median), which is the overhead figure. Writes WORKDIR/benchmark.md,
 benchmark.json and accuracy_vs_flops.png.
 
+  python -m tools.benchmark --sessions_only --workdir=runs/benchmark_hosts
+
+compares the two session hosts instead: one converted model's session run by the Python LiteRT
+host and by the Kotlin session on the JVM (tflite/android), same steps, side by side.
+
 Modes (Split Fashion-MNIST, edge CNN, seed 0):
   quick: 2000 training / 1000 test images per task, 3 epochs per task (about 15 min on 2 cores)
   full:  all 12000 / 2000 images per task, 5 epochs per task (several hours on 2 cores)
@@ -47,6 +52,14 @@ _LITERT_PRESETS = flags.DEFINE_list("litert_presets", ["derpp", "sparcl_derpp_90
                                     "Presets whose exported train signature is timed in TF and "
                                     "LiteRT.")
 _LITERT_STEPS = flags.DEFINE_integer("litert_steps", 20, "Calls per repeat of that timing.")
+_SESSIONS_ONLY = flags.DEFINE_bool(
+    "sessions_only", False, "Only compare the two session hosts (Python LiteRT, Kotlin on the "
+    "JVM) on one converted model; writes WORKDIR/sessions.md and sessions.json.")
+_SESSION_REPEATS = flags.DEFINE_integer("session_repeats", 3, "Interleaved repeats of each host.")
+
+# The session the host comparison runs (the Kotlin parity test's: tests/test_android_session.py).
+SESSION_SIZE = {"data.num_tasks": 3, "data.train_per_task": 300, "data.test_per_task": 100,
+                "epochs_per_task": 1}
 
 
 def _run_preset(preset, workdir, overrides):
@@ -204,6 +217,67 @@ def litert_step_times(overrides, repeats, presets=("derpp", "sparcl_derpp_90"), 
     return {label: float(np.median(values)) for label, values in timings.items()}
 
 
+def host_session_times(workdir, repeats):
+    """One converted SparCL-DER++ 0.90 session (SESSION_SIZE) run by the Python LiteRT host
+    (tools.ondevice) and by the Kotlin session on the JVM (tflite/android/session.sh), each in
+    its own process, interleaved repeats: medians of the ms per train call as each host times it
+    and of the whole process's wall-clock (start-up, data, evaluation included)."""
+    import statistics
+    import tempfile
+
+    model_dir = os.path.join(workdir, "session_model")
+    model = os.path.join(model_dir, "model.tflite")
+    if not os.path.exists(os.path.join(model_dir, "task_data.npz")):
+        subprocess.run([sys.executable, "-m", "tools.convert", f"--workdir={model_dir}",
+                        f"--config={_CONFIG.value}:sparcl_derpp_90", "--state=initial",
+                        "--task_data", *[f"--config.{k}={v}" for k, v in SESSION_SIZE.items()]],
+                       check=True, capture_output=True)
+    subprocess.run(["bash", "tflite/android/build.sh"], check=True, capture_output=True)
+    commands = {
+        "Python LiteRT session": lambda state: [
+            sys.executable, "-m", "tools.ondevice", f"--model={model}", f"--workdir={state}",
+            "--quiet"],
+        "Kotlin session (JVM)": lambda state: [
+            "bash", "tflite/android/session.sh", f"--model={model}",
+            f"--data={model_dir}/task_data.npz", f"--state_dir={state}"],
+    }
+    runs = {label: [] for label in commands}
+    for _ in range(repeats):
+        for label, command in commands.items():
+            state = tempfile.mkdtemp(prefix="sparcl_host_")
+            started = time.perf_counter()
+            subprocess.run(command(state), check=True, capture_output=True)
+            wall = time.perf_counter() - started
+            with open(os.path.join(state, "results.json")) as handle:
+                results = json.load(handle)
+            runs[label].append((results["train_step_ms"], wall, results["steps"],
+                                results["class_il"]))
+    return {label: {"train_step_ms": statistics.median(r[0] for r in measured),
+                    "wall_s": statistics.median(r[1] for r in measured),
+                    "steps": measured[0][2], "class_il": measured[0][3]}
+            for label, measured in runs.items()}
+
+
+def _sessions_report(workdir):
+    hosts = host_session_times(workdir, _SESSION_REPEATS.value)
+    with open(os.path.join(workdir, "sessions.json"), "w") as handle:
+        json.dump({"session": SESSION_SIZE, "hosts": hosts}, handle, indent=2)
+    python = hosts["Python LiteRT session"]
+    size = ", ".join(f"{k}={v}" for k, v in SESSION_SIZE.items())
+    lines = [f"SparCL-DER++ 0.90 on Split Fashion-MNIST ({size}), one converted model, median "
+             f"of {_SESSION_REPEATS.value} interleaved runs per host:", "",
+             "| host | steps | class-IL | train call (ms) | vs Python | process wall-clock (s) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {label} | {h['steps']} | {h['class_il']:.2f} | {h['train_step_ms']:.1f} | "
+              f"{h['train_step_ms'] / python['train_step_ms']:.2f}x | {h['wall_s']:.1f} |"
+              for label, h in hosts.items()]
+    report = "\n".join(lines)
+    with open(os.path.join(workdir, "sessions.md"), "w") as handle:
+        handle.write(report + "\n")
+    print(report)
+    return 0
+
+
 def _table(rows, reference):
     lines = ["| preset | class-IL | task-IL | forgetting | training FLOPs | FLOPs vs DER++ | "
              "wall-clock (s) | wall-clock vs DER++ | peak RSS (MiB) | data removed |",
@@ -275,6 +349,8 @@ def main(argv):
     overrides = [f"{k}={v}" for k, v in MODES[_MODE.value].items()] + list(_OVERRIDES.value)
     workdir = _WORKDIR.value
     os.makedirs(workdir, exist_ok=True)
+    if _SESSIONS_ONLY.value:
+        return _sessions_report(workdir)
     rows = []
     for preset in presets:
         results, peak = _run_preset(preset, workdir, overrides)

@@ -1,16 +1,16 @@
 r"""Converts a run's network into a builtins-only .tflite with on-device training signatures.
 
   python -m tools.convert --workdir=W [--config=configs/split_fmnist.py:sparcl_derpp_90]
-      [--state=checkpoint|initial] [--flex] [--output_dir=DIR]
+      [--state=checkpoint|initial] [--flex] [--task_data] [--output_dir=DIR]
 
 Takes W/config.json and W's latest checkpoint (or, for a workdir without a run, a fresh model
 from --config) and writes W/model.tflite, W/signatures.json (every signature's inputs and outputs:
 name, shape, dtype, meaning; the sparse layers in update_masks' order) and W/op_audit.json (ops
 per signature, Flex ops listed). --state=initial embeds the run's starting state instead (seeded
 weights and initial masks: the state the Keras trainer starts from), for an on-device session
-that repeats the run. --flex adds save/restore signatures that need the Select-TF runtime. --task_data also writes
-task_data.npz (the run's task stream, for the Kotlin session on a desktop JVM). A
-graph that would need a Flex op without --flex fails with one line naming the op.
+that repeats the run. --flex adds save/restore signatures that need the Select-TF runtime.
+--task_data also writes task_data.npz (the run's task stream, for the Kotlin session on a desktop
+JVM). A graph that would need a Flex op without --flex fails with one line naming the op.
 """
 
 import json

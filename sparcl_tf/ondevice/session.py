@@ -115,8 +115,9 @@ class OnDeviceSession:
     """Runs the task stream through the model at `model_path`, living in `workdir`.
 
     `config` supplies the task stream; without one, the run config recorded in the model's
-    session plan does. `trace` receives the session's records (`session.trace`). The session follows the plan in signatures.json beside the model; a config
+    session plan does. The session follows the plan in signatures.json beside the model; a config
     whose plan differs from it is refused (the model was converted for another session).
+    `trace` receives the session's records (`session.trace`).
     """
 
     def __init__(self, model_path, config, workdir, verbose=1, trace=None):

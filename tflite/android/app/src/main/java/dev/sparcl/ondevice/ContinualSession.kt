@@ -64,7 +64,7 @@ class ContinualSession(
             val expected = plan.tasks[task].trainingExamples
             if (data.ids.size != expected)
                 throw SessionError("task $task has ${data.ids.size} training examples; the session plan was made for $expected")
-            beginTask(data)
+            beginTask()
             while (epoch < plan.epochsPerTask) {
                 trainEpoch(data)
                 if (epoch < plan.epochsPerTask) save()
@@ -75,7 +75,7 @@ class ContinualSession(
         return results()
     }
 
-    private fun beginTask(data: TaskExamples) {
+    private fun beginTask() {
         if (epoch == 0 && epochOrder == null) {  // a fresh start of this task
             if (plan.momentumResetPerTask && momenta.isNotEmpty()) {
                 val state = model.getState()
@@ -87,7 +87,6 @@ class ContinualSession(
         val classes = plan.tasks[task].classes.toSet()
         classMask = FloatArray(plan.numClasses) { if (it in classes) 1f else 0f }
         replayOn = plan.replayDraws > 0 && task >= plan.replayFromTask
-        check(data.ids.size >= plan.batchSize)
     }
 
     private fun kept(data: TaskExamples): (Int) -> Boolean {

@@ -41,7 +41,7 @@ class StateFiles(private val folder: File, private val planFingerprint: Long, pr
     fun latest(): File? = files().lastOrNull()?.second
 
     fun save(records: Records) {
-        folder.mkdirs()
+        if (!folder.isDirectory && !folder.mkdirs()) throw SessionError("cannot create the state folder $folder")
         val number = (files().lastOrNull()?.first ?: 0L) + 1
         val target = File(folder, "state-$number.bin")
         val temporary = File(folder, "state-$number.bin.tmp")
@@ -62,10 +62,15 @@ class StateFiles(private val folder: File, private val planFingerprint: Long, pr
         }
         val content = body.toByteArray()
         val crc = CRC32().apply { update(content) }.value
-        FileOutputStream(temporary).use { stream ->
-            stream.write(content)
-            stream.write(ByteBuffer.allocate(8).putLong(crc).array())
-            stream.fd.sync()
+        try {
+            FileOutputStream(temporary).use { stream ->
+                stream.write(content)
+                stream.write(ByteBuffer.allocate(8).putLong(crc).array())
+                stream.fd.sync()
+            }
+        } catch (error: java.io.IOException) {
+            temporary.delete()
+            throw SessionError("cannot write state file $temporary: ${error.message}")
         }
         if (!temporary.renameTo(target)) throw SessionError("cannot move $temporary to $target")
         files().dropLast(keep).forEach { it.second.delete() }
