@@ -212,13 +212,13 @@ class SessionLoop:
             count = event.removal_target - len(progress.removed)
             tie_break = session_random.Stream(self.plan.seed, session_random.REMOVAL, task_index,
                                               event.removal_stage).permutation(len(candidates))
-            chosen = ddr.select_removals(candidates, self.stats.snapshot(candidates), count,
-                                         tie_break)
-            progress.removed += [int(i) for i in chosen]
+            chosen = [int(i) for i in ddr.select_removals(
+                candidates, self.stats.snapshot(candidates), count, tie_break)]
+            progress.removed += chosen
             progress.examples_removed += len(chosen)
             self.stats.reset()  # the next stage ranks by its own window
             self.trace({"kind": "removal", "task": task_index, "stage": event.removal_stage,
-                        "removed": [int(i) for i in chosen]})
+                        "removed": chosen})
 
     def _kept(self, example_ids):
         """True for the example ids that data removal has not taken out of this task."""
