@@ -15,13 +15,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _train(workdir, *flags, preset="derpp"):
     command = [sys.executable, "-m", "tools.train",
                f"--config=configs/split_fmnist.py:{preset}", f"--workdir={workdir}", *flags]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def _error_lines(stderr):
-    # TF's C++ runtime may print its own start-up notes before Python runs; ours start "error:".
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
+    """The lines of a binary's stderr, which must be its one error line and nothing else (no
+    TensorFlow start-up logging, no warnings)."""
+    lines = stderr.splitlines()
+    assert all(line.startswith("error: ") for line in lines), stderr
+    return lines
 
 
 @pytest.mark.parametrize("flags, preset, message", [

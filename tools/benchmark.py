@@ -25,11 +25,9 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from tools import cli  # noqa: E402
+from tools import cli
 
 PRESETS = ("finetune", "derpp", "sparcl_derpp", "sparcl_derpp_90", "sparcl_derpp_95",
            "static_derpp_90", "rigl_derpp_90", "sparcl_derpp_90_no_tdm",

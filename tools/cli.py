@@ -1,14 +1,44 @@
-"""What the absl binaries share: the --config flag, one-line errors, the results table."""
+"""What the absl binaries share: the --config flag, one-line errors, the results table.
 
+A binary's stderr carries its one error line and nothing else: imported by a `tools.*` binary,
+this module sends file descriptor 2 to /dev/null before TensorFlow loads (TensorFlow's C++
+start-up lines come from absl logging before any flag could silence them; LiteRT's native INFO
+lines and Python warnings follow the same way) and keeps the real stderr for `fail`. `--verbose`
+on the command line keeps everything, tracebacks included.
+"""
+
+import os
 import re
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
 
-from sparcl_tf.errors import SparclError
+def _binary_without_verbose():
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    verbose = any(arg in ("--verbose", "--verbose=true", "--verbose=True", "--verbose=1")
+                  for arg in sys.argv[1:])
+    return bool(spec and spec.name.startswith("tools.")) and not verbose
+
+
+ERRORS = sys.stderr  # where the one error line goes
+if _binary_without_verbose():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    _saved_stderr = os.dup(2)
+    _null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(_null, 2)
+    os.close(_null)
+    ERRORS = os.fdopen(_saved_stderr, "w", buffering=1)
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from sparcl_tf.errors import SparclError  # noqa: E402
 
 USAGE_ERROR = 2
+UNEXPECTED_ERROR = 1
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Keep TensorFlow's and LiteRT's logging and "
+                             "Python warnings on stderr, and show tracebacks.")
 
 
 def define_config_flag():
@@ -51,9 +81,9 @@ def one_line(error):
     return lines[-1] if lines else type(error).__name__
 
 
-def fail(message):
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(USAGE_ERROR)
+def fail(message, code=USAGE_ERROR):
+    print(f"error: {message}", file=ERRORS, flush=True)
+    sys.exit(code)
 
 
 def _parse_flags(argv):
@@ -67,8 +97,19 @@ def _parse_flags(argv):
 
 
 def run_app(main):
-    """absl `app.run` whose flag and config errors are one line on stderr and exit code 2."""
-    return app.run(main, flags_parser=_parse_flags)
+    """absl `app.run` whose flag, config and user errors are one line on stderr and exit code 2;
+    anything unforeseen is one line and exit code 1 (the traceback with --verbose)."""
+    def guarded(argv):
+        try:
+            return main(argv)
+        except SparclError as error:
+            fail(one_line(error))
+        except Exception as error:  # a bug or an environment failure: say so in one line
+            if _VERBOSE.value:
+                raise
+            fail(f"unexpected {type(error).__name__}: {one_line(error)} (rerun with --verbose "
+                 f"for the traceback)", UNEXPECTED_ERROR)
+    return app.run(guarded, flags_parser=_parse_flags)
 
 
 def run_or_exit(function):

@@ -18,11 +18,9 @@ import os
 import sys
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from tools import cli  # noqa: E402
+from tools import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; receives the .tflite.", required=True)
 _CONFIG = cli.define_config_flag()

@@ -14,11 +14,9 @@ W/head_train.tflite and W/head_infer.tflite. Bad input prints one line and exits
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from tools import cli  # noqa: E402
+from tools import cli
 
 _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)

@@ -18,11 +18,9 @@ model, state file or config prints one line and exits 2.
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from tools import cli  # noqa: E402
+from tools import cli
 
 _MODEL = flags.DEFINE_string("model", None, "Training .tflite from tools.convert.", required=True)
 _CONFIG = cli.define_config_flag()

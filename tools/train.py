@@ -11,11 +11,9 @@ same workdir resumes. A bad config, data file or checkpoint prints one line and 
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from tools import cli  # noqa: E402
+from tools import cli
 
 _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (results, checkpoints, logs).",
