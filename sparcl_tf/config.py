@@ -6,6 +6,8 @@ preset: a preset is a flat dict of dotted-path overrides, so presets are data, n
 allowed values.
 """
 
+import math
+
 import ml_collections
 
 from sparcl_tf.errors import ConfigError
@@ -165,6 +167,20 @@ def _require(condition, field, value, allowed):
         raise ConfigError(f"{field}={value!r} is invalid: must be {allowed}")
 
 
+SEEDS = 2 ** 32      # seeds key numpy generators and the portable stream: [0, 2**32)
+MAX_MODEL_WIDTH = 16.0
+
+
+def _finite_numbers(config, prefix=""):
+    """ConfigError for the first float field that is NaN or infinite (none is meaningful)."""
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            _finite_numbers(value, path + ".")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path}={value!r} is invalid: must be a finite number")
+
+
 def validate(config):
     """Raises `ConfigError` for the first field a run cannot use."""
     from sparcl_tf.data.augment import AUGMENTATIONS
@@ -190,6 +206,8 @@ def validate(config):
                            ("micro.buffer_bytes", 0), ("micro.memory_budget_bytes", 0),
                            ("micro.compare_steps", 0)):
         integer(field, minimum)
+    _finite_numbers(config)
+    _require(config.seed < SEEDS, "seed", config.seed, "< 2**32")
     optimizer, method, data = config.optimizer, config.method, config.data
     _require(optimizer.learning_rate > 0, "optimizer.learning_rate", optimizer.learning_rate,
              "> 0")
@@ -209,7 +227,8 @@ def validate(config):
              f"one of {list(AUGMENTATIONS)}")
     _require(config.model.name in MODELS, "model.name", config.model.name,
              f"one of {sorted(MODELS)}")
-    _require(config.model.width > 0, "model.width", config.model.width, "> 0")
+    _require(0 < config.model.width <= MAX_MODEL_WIDTH, "model.width", config.model.width,
+             f"in (0, {MAX_MODEL_WIDTH:g}]")
     from sparcl_tf.sparsity import schedule
     schedule.validate(config.sparsity, config.ddr, config.dgm)
     return config

@@ -19,3 +19,7 @@ class DataError(SparclError):
 
 class CheckpointError(SparclError):
     """A checkpoint cannot be read or does not match the model and config."""
+
+
+class DivergedError(SparclError):
+    """Training turned non-finite; the run stopped before saving anything of that state."""

@@ -1,6 +1,7 @@
 """Reader for the IDX format of (Fashion-)MNIST, plain or gzip-compressed."""
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -36,7 +37,7 @@ def read_idx(path):
     if len(raw) < header_size:
         raise DataError(f"IDX file {path} is truncated inside its header")
     shape = struct.unpack(f">{ndim}I", raw[4:header_size])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: a huge header cannot wrap
     if len(raw) - header_size != expected:
         raise DataError(f"IDX file {path} holds {len(raw) - header_size} data bytes, its header "
                         f"{shape} promises {expected} (truncated or corrupt)")

@@ -7,6 +7,8 @@ files never execute code (`allow_pickle=False`).
 
 import dataclasses
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -55,6 +57,10 @@ def _checked(name, x_train, y_train, x_test, y_test, num_classes=None):
                         f"{x_test.shape[1:]}")
     if x_train.dtype != np.uint8 and not np.issubdtype(x_train.dtype, np.floating):
         raise DataError(f"{name} images must be uint8 or float, got {x_train.dtype}")
+    for split, x in (("train", x_train), ("test", x_test)):
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise DataError(f"{name} x_{split} has {int(np.size(x) - np.isfinite(x).sum())} NaN "
+                            f"or infinite pixels")
     if num_classes is None:
         num_classes = int(max(y_train.max(), y_test.max())) + 1
     for split, y in (("train", y_train), ("test", y_test)):
@@ -90,7 +96,7 @@ def load_npz(path, num_classes=0):
             arrays = [archive[key] for key in ("x_train", "y_train", "x_test", "y_test")]
     except FileNotFoundError:
         raise DataError(f"npz file {path} does not exist") from None
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         if isinstance(error, DataError):
             raise
         raise DataError(

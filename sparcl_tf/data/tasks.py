@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from sparcl_tf.errors import ConfigError
+from sparcl_tf.errors import ConfigError, DataError
 from sparcl_tf.session import random as session_random
 
 SCENARIOS = ("class_il", "permuted", "rotated")
@@ -136,13 +136,14 @@ def _class_incremental(data, data_config, seed):
     for t in range(num_tasks):
         rng = session_random.data_rng(seed, session_random.CLASS_TASK_SUBSET, t)
         classes = np.arange(t * per_task, (t + 1) * per_task)
+        for split, labels in (("training", y_train), ("test", y_test)):
+            absent = [int(class_order[c]) for c in classes if not np.any(labels == c)]
+            if absent:  # a task must see every one of its classes
+                raise DataError(f"task {t} needs classes {class_order[classes].tolist()}, but "
+                                f"{data.name} has no {split} examples of class {absent}")
         train = _subset(rng, np.flatnonzero(np.isin(y_train, classes)),
                         data_config.train_per_task)
         test = _subset(rng, np.flatnonzero(np.isin(y_test, classes)), data_config.test_per_task)
-        if len(train) == 0 or len(test) == 0:
-            raise ConfigError(f"task {t} (classes {class_order[classes].tolist()}) has no "
-                              f"{'training' if len(train) == 0 else 'test'} examples in "
-                              f"{data.name}")
         tasks.append(Task(t, classes, data.x_train[train], y_train[train], train.astype(np.int64),
                           data.x_test[test], y_test[test]))
     return tasks, class_order

@@ -196,6 +196,10 @@ class MicroSession:
         self.example_bytes = features.size + 1 + 4 * num_classes
         capacity = (config.micro.buffer_bytes // self.example_bytes if config.micro.buffer_bytes
                     else config.replay.buffer_size) if self.method.uses_buffer else 0
+        if self.method.uses_buffer and capacity == 0:
+            raise ConfigError(f"micro.buffer_bytes={config.micro.buffer_bytes} holds no example "
+                              f"({self.example_bytes} B each), so {self.method.name} would train "
+                              f"without replay; raise it, or 0 to use replay.buffer_size")
         self.buffer_bytes = capacity * self.example_bytes
         # Both interpreters stay resident on a board: the backbone's arena and the larger of
         # the head's (train and infer run at different times and can share one).

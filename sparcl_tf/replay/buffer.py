@@ -5,9 +5,12 @@ It stores what DER++ needs: the un-augmented model input, its label, the logits 
 produced for it when it was stored, the task it came from and its stable example id.
 """
 
+import os
+
 import numpy as np
 
 from sparcl_tf.checkpoint import HostArray
+from sparcl_tf.errors import ConfigError
 from sparcl_tf.session import random as session_random
 
 
@@ -24,6 +27,12 @@ class ReservoirBuffer:
             raise ValueError(f"buffer capacity must be >= 0, got {capacity}")
         self.capacity = int(capacity)
         slots = max(self.capacity, 1)
+        needed = slots * (int(np.prod(example_shape)) * np.dtype(dtype).itemsize + 16
+                          + 4 * num_classes)
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        if needed > memory // 2:
+            raise ConfigError(f"replay.buffer_size={capacity} needs {needed / 2 ** 30:.1f} GiB "
+                              f"for the buffer; this machine has {memory / 2 ** 30:.1f} GiB")
         self.images = np.zeros((slots,) + tuple(example_shape), dtype)
         self.labels = np.zeros((slots,), np.int32)
         self.logits = np.zeros((slots, num_classes), np.float32)

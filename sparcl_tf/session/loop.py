@@ -37,7 +37,7 @@ from sparcl_tf import results as run_results
 from sparcl_tf.checkpoint import CheckpointManager
 from sparcl_tf.data.augment import make_augment
 from sparcl_tf.data.pipeline import segment_batches
-from sparcl_tf.errors import ConfigError
+from sparcl_tf.errors import ConfigError, DivergedError
 from sparcl_tf.evaluation import accuracies
 from sparcl_tf.example_stats import ExampleStats, margin
 from sparcl_tf.replay import ReservoirBuffer
@@ -173,6 +173,11 @@ class SessionLoop:
         started = time.perf_counter()
         out = self.engine.train(inputs, refresh)
         progress.train_time_s += time.perf_counter() - started
+        loss = float(out["loss"])
+        if not np.isfinite(loss):  # raised before any save: the checkpoints stay good
+            raise DivergedError(f"task {task_index + 1} epoch {progress.epoch + 1} step "
+                                f"{progress.global_step}: the loss is {loss}; the run diverged "
+                                f"(lower optimizer.learning_rate); nothing of this state was saved")
 
         density = np.asarray(out["gradient_density"], np.float64)
         progress.gradient_density_sum = list(np.asarray(progress.gradient_density_sum) + density)
@@ -190,11 +195,11 @@ class SessionLoop:
         self.stats.observe(ids[rows], np.asarray(out["correct"]) > 0,
                            margin(out["logits"], labels))
         self.trace({"kind": "step", "task": task_index, "step": progress.global_step,
-                    "loss": float(out["loss"])})
+                    "loss": loss})
         progress.global_step += 1
         progress.task_steps += 1
         progress.examples_presented += len(rows)
-        return float(out["loss"]), float(np.mean(out["correct"]))
+        return loss, float(np.mean(out["correct"]))
 
     # --- events -----------------------------------------------------------------------------
 
