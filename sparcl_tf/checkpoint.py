@@ -1,14 +1,18 @@
 """Atomic checkpoints of a whole run: every variable plus the host-side progress, no pickles.
 
-A checkpoint is a folder `ckpt-<step>` with `variables.npz` (name -> array: network weights, BN
-statistics, masks, optimizer slots, replay buffer, example statistics, RNG state) and `state.json`
-(task, epoch, step, accuracy matrices so far, ...). It is written under a temporary name and renamed
-into place, then the `latest` pointer is replaced atomically, so a crash at any moment leaves the
-previous checkpoint intact and readable.
+A checkpoint is a folder `ckpt-<step>` (a second save at the same step: `ckpt-<step>.<k>`) with
+`variables.npz` (name -> array: network weights, BN statistics, masks, optimizer slots, replay
+buffer, example statistics) and `state.json` (task, epoch, step, accuracy matrices so far, ...).
+It is written in a staging folder and renamed into place, so every `ckpt-*` folder is complete, and
+nothing older is deleted before the new one is in place. The latest checkpoint is the newest
+folder by (step, k): no pointer file can go stale or point elsewhere. A latest checkpoint that
+cannot be read is reported and the previous one used; one of another model (names, shapes,
+dtypes) is an error.
 """
 
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -16,7 +20,7 @@ import numpy as np
 
 from sparcl_tf.errors import CheckpointError
 
-_POINTER = "latest"
+_NAME = re.compile(r"ckpt-(\d+)(?:\.(\d+))?$")
 
 
 def _value(variable):
@@ -42,72 +46,97 @@ class HostArray:
 
 
 class CheckpointManager:
-    """Saves and restores `variables` (name -> tf.Variable or keras.Variable) with host state."""
+    """Saves and restores `variables` (name -> tf.Variable or keras.Variable) with host state.
 
-    def __init__(self, directory, variables, keep=2):
+    `warn(message)` hears of an unreadable checkpoint passed over for the previous one."""
+
+    def __init__(self, directory, variables, keep=2, warn=None):
         self.directory = directory
         self.variables = dict(variables)
         self.keep = keep
+        self.warn = warn or (lambda message: print(f"warning: {message}", flush=True))
+
+    def _folders(self):
+        """Checkpoint folders, oldest first."""
+        if not os.path.isdir(self.directory):
+            return []
+        found = []
+        for name in os.listdir(self.directory):
+            match = _NAME.match(name)
+            if match and os.path.isdir(os.path.join(self.directory, name)):
+                found.append((int(match.group(1)), int(match.group(2) or 0), name))
+        return [os.path.join(self.directory, name) for _, _, name in sorted(found)]
 
     def latest(self):
-        pointer = os.path.join(self.directory, _POINTER)
-        if not os.path.isfile(pointer):
-            return None
-        with open(pointer) as handle:
-            name = handle.read().strip()
-        path = os.path.join(self.directory, name)
-        if not name or not os.path.isdir(path):
-            raise CheckpointError(f"{pointer} names {name!r}, which is not a checkpoint folder")
-        return path
+        folders = self._folders()
+        return folders[-1] if folders else None
 
     def save(self, step, host_state):
         os.makedirs(self.directory, exist_ok=True)
-        name = f"ckpt-{int(step)}"
+        name, again = f"ckpt-{int(step)}", 0
+        while os.path.exists(os.path.join(self.directory, name)):  # the same step saved again
+            again += 1
+            name = f"ckpt-{int(step)}.{again}"
         staging = tempfile.mkdtemp(prefix=f".{name}-", dir=self.directory)
         np.savez(os.path.join(staging, "variables.npz"),
                  **{key: _value(v) for key, v in self.variables.items()})
         with open(os.path.join(staging, "state.json"), "w") as handle:
             json.dump(host_state, handle)
         final = os.path.join(self.directory, name)
-        if os.path.exists(final):  # same step saved twice (e.g. epoch end == periodic)
-            shutil.rmtree(final)
         os.replace(staging, final)
-        pointer_tmp = os.path.join(self.directory, f".{_POINTER}.tmp")
-        with open(pointer_tmp, "w") as handle:
-            handle.write(name)
-        os.replace(pointer_tmp, os.path.join(self.directory, _POINTER))
-        self._prune(keep_name=name)
+        self._prune()
         return final
 
-    def _prune(self, keep_name):
-        names = [n for n in os.listdir(self.directory) if n.startswith("ckpt-")]
-        names.sort(key=lambda n: int(n.split("-")[1]))
-        for stale in [n for n in names if n != keep_name][:max(0, len(names) - self.keep)]:
-            shutil.rmtree(os.path.join(self.directory, stale), ignore_errors=True)
+    def _prune(self):
+        for stale in self._folders()[:-self.keep]:
+            shutil.rmtree(stale, ignore_errors=True)
         for leftover in os.listdir(self.directory):  # staging folders of interrupted saves
             if leftover.startswith(".ckpt-"):
                 shutil.rmtree(os.path.join(self.directory, leftover), ignore_errors=True)
 
-    def restore(self):
-        """Loads the latest checkpoint into the variables; returns its host state, or None."""
-        path = self.latest()
-        if path is None:
-            return None
+    @staticmethod
+    def _read(path):
         try:
             with np.load(os.path.join(path, "variables.npz"), allow_pickle=False) as archive:
                 arrays = {key: archive[key] for key in archive.files}
             with open(os.path.join(path, "state.json")) as handle:
                 host_state = json.load(handle)
-        except (OSError, ValueError, EOFError) as error:
+        except Exception as error:  # numpy and zipfile raise many types for a damaged archive
             raise CheckpointError(f"checkpoint {path} is unreadable: {error}") from None
+        if not isinstance(host_state, dict):
+            raise CheckpointError(f"checkpoint {path} is unreadable: state.json is not an object")
+        return arrays, host_state
+
+    def restore(self):
+        """Loads the latest readable checkpoint into the variables; returns its host state, or
+        None when there is none."""
+        folders = self._folders()
+        for index in range(len(folders) - 1, -1, -1):
+            path = folders[index]
+            try:
+                arrays, host_state = self._read(path)
+            except CheckpointError as error:
+                if index == 0:
+                    raise
+                self.warn(f"{error}; resuming from the previous checkpoint, "
+                          f"{os.path.basename(folders[index - 1])}")
+                continue
+            self._check(path, arrays)
+            for key, variable in self.variables.items():
+                variable.assign(arrays[key])
+            return host_state
+        return None
+
+    def _check(self, path, arrays):
         missing = sorted(set(self.variables) - set(arrays))
         if missing:
             raise CheckpointError(f"checkpoint {path} lacks {missing[:3]} (a different model or "
                                   f"method?)")
         for key, variable in self.variables.items():
-            if tuple(arrays[key].shape) != tuple(variable.shape):
+            current = _value(variable)
+            if tuple(arrays[key].shape) != tuple(current.shape):
                 raise CheckpointError(f"checkpoint {path}: {key} has shape {arrays[key].shape}, "
-                                      f"the model expects {tuple(variable.shape)}")
-        for key, variable in self.variables.items():
-            variable.assign(arrays[key])
-        return host_state
+                                      f"the model expects {tuple(current.shape)}")
+            if arrays[key].dtype != current.dtype:
+                raise CheckpointError(f"checkpoint {path}: {key} is {arrays[key].dtype}, the "
+                                      f"model expects {current.dtype}")

@@ -25,6 +25,7 @@ batch's examples to the segment after it.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -37,7 +38,7 @@ from sparcl_tf import results as run_results
 from sparcl_tf.checkpoint import CheckpointManager
 from sparcl_tf.data.augment import make_augment
 from sparcl_tf.data.pipeline import segment_batches
-from sparcl_tf.errors import ConfigError, DivergedError
+from sparcl_tf.errors import CheckpointError, ConfigError, DivergedError
 from sparcl_tf.evaluation import accuracies
 from sparcl_tf.example_stats import ExampleStats, margin
 from sparcl_tf.replay import ReservoirBuffer
@@ -63,6 +64,34 @@ class Progress(run_results.RunCounters):
     active: list = None               # active units per sparse layer
     gradient_density_sum: list = None
     gradient_density_steps: int = 0
+    config_hash: str = ""             # the run's config (`config_hash`): a resume must match it
+
+    @classmethod
+    def from_checkpoint(cls, state, where):
+        """The progress in a checkpoint's state.json, checked field by field."""
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        unknown = sorted(set(state) - set(fields))
+        if unknown:
+            raise CheckpointError(f"{where} has unknown progress fields {unknown[:5]} (written "
+                                  f"by another version of sparcl-tf?)")
+        for name, value in state.items():
+            kind = fields[name].type
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (value is None and fields[name].default is None
+                    or kind is float and number and np.isfinite(value)
+                    or kind is int and number and isinstance(value, int)
+                    or kind is bool and isinstance(value, bool)
+                    or kind in (list, str) and isinstance(value, kind)):
+                raise CheckpointError(f"{where}: progress field {name}={value!r:.60} is not a "
+                                      f"{kind.__name__}")
+        return cls(**state)
+
+
+def config_hash(config):
+    """SHA-256 of the config fields that decide what a run computes."""
+    fields = {key: value for key, value in json.loads(config.to_json()).items()
+              if key not in _RESUME_FREE_FIELDS}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 class TaskStream:
@@ -106,12 +135,18 @@ class SessionLoop:
             os.makedirs(workdir, exist_ok=True)
             self._check_or_write_config(resuming=self.checkpoints.latest() is not None)
             restored = self.checkpoints.restore()
+        run_hash = config_hash(config)
         if restored is not None:
-            self.progress = Progress(**restored)
+            self.progress = Progress.from_checkpoint(restored, self.checkpoints.latest())
+            if self.progress.config_hash and self.progress.config_hash != run_hash:
+                raise ConfigError(f"workdir {workdir} holds the checkpoints of a run with another "
+                                  f"config; use a new --workdir")
+            self.progress.config_hash = run_hash
             engine.after_restore()
         else:
             self.progress = Progress(active=list(engine.active_units()),
-                                     gradient_density_sum=[0.0] * len(engine.layer_names))
+                                     gradient_density_sum=[0.0] * len(engine.layer_names),
+                                     config_hash=run_hash)
         self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) \
             if workdir is not None and config.log.tensorboard else None
         self._clock_start = time.perf_counter()
