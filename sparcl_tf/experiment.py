@@ -184,9 +184,11 @@ class KerasEngine:
 
 
 class Experiment:
-    """One run: data, engine and session built from `config`, living in `workdir`."""
+    """One run: data, engine and session built from `config`, living in `workdir` (None: no
+    files; `read_only`: its latest checkpoint restored, nothing written, as tools.convert reads a
+    run)."""
 
-    def __init__(self, config, workdir, verbose=1):
+    def __init__(self, config, workdir, verbose=1, read_only=False):
         self.config = validate(config)
         self.workdir = workdir
         self.tasks = build_tasks(load_source(config.data), config.data, config.seed)
@@ -199,7 +201,8 @@ class Experiment:
             method.replay_draws if method.uses_buffer else 0)
         self.session = SessionLoop(self.plan, self.engine, stream, self.config, workdir,
                                    run_results.identity(self.config, method, self.tasks),
-                                   ledger=self.engine.ledger, verbose=verbose)
+                                   ledger=self.engine.ledger, verbose=verbose,
+                                   read_only=read_only)
 
     @property
     def network(self):

@@ -66,6 +66,10 @@ def one_line(error):
     error = _root_cause(error)
     if isinstance(error, SparclError) and "\n" not in str(error):
         return str(error)
+    if isinstance(error, AttributeError) and "get_config" in str(error):
+        return "the --config file defines no get_config() function"
+    if isinstance(error, AttributeError) and "'NoneType' object" in str(error):
+        return "the --config file's get_config() returned None; it must return a ConfigDict"
     if isinstance(error, (AttributeError, KeyError)):  # ml_collections: unknown --config.KEY
         return f"unknown config field {str(error).strip(chr(34))} in a --config override"
     if isinstance(error, FileNotFoundError):

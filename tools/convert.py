@@ -33,42 +33,67 @@ _TASK_DATA = flags.DEFINE_bool("task_data", False, "Also write task_data.npz: th
                                "stream, for a host without the data set (the JVM session).")
 
 def _config_for(workdir):
+    """The run's config from W/config.json, else --config for a fresh model (its initial state)."""
     import ml_collections
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
-        with open(path) as handle:
-            return ml_collections.ConfigDict(json.load(handle))
+        try:
+            with open(path) as handle:
+                saved = json.load(handle)
+        except (OSError, ValueError) as error:
+            cli.fail(f"{path} is unreadable ({cli.one_line(error)}); restore it or pass "
+                     f"--config=FILE:PRESET with a fresh --workdir")
+        if not isinstance(saved, dict):
+            cli.fail(f"{path} is not a config")
+        return ml_collections.ConfigDict(saved), True
     if flags.FLAGS["config"].present:
-        return _CONFIG.value
+        return _CONFIG.value, False
     cli.fail(f"{workdir} holds no run (no config.json): pass --config=FILE:PRESET for a fresh "
              f"model")
 
 
+def _run(config, workdir, has_run):
+    """The run whose state the model embeds, read without writing anything."""
+    from sparcl_tf.experiment import Experiment
+    if _STATE.value == "initial" or not has_run:
+        return Experiment(config, None, verbose=0)  # the seeded start, no files
+    from sparcl_tf.checkpoint import CheckpointManager
+    if CheckpointManager(os.path.join(workdir, "checkpoints"), {}).latest() is None:
+        cli.fail(f"{workdir} has a config but no checkpoint: train it first (tools.train "
+                 f"--workdir={workdir}), or pass --state=initial for its untrained start")
+    return Experiment(config, workdir, verbose=0, read_only=True)
+
+
 def main(argv):
     del argv
-    from sparcl_tf.experiment import Experiment
     from sparcl_tf.export import convert, training_module
     from sparcl_tf.export.audit import flex_ops_by_layer
     from sparcl_tf.export.files import write_model_files
 
     workdir = _WORKDIR.value
-    config = _config_for(workdir)
-    run_dir = tempfile.mkdtemp(prefix="sparcl_initial_") if _STATE.value == "initial" else workdir
-    run = cli.run_or_exit(lambda: Experiment(config, run_dir, verbose=0))
+    output_dir = _OUTPUT_DIR.value or workdir
+    config, has_run = _config_for(workdir)
+    run = cli.run_or_exit(lambda: _run(config, workdir, has_run))
     module = training_module(config, run.network, flex=_FLEX.value)
+    with tempfile.TemporaryDirectory(prefix="sparcl_saved_model_") as saved_model:
+        try:
+            model = convert(module, saved_model)
+        except Exception as error:  # the converter raises its own types
+            needs = flex_ops_by_layer(error, [layer.name for layer in run.network.layers])
+            cli.fail("the training graph needs ops outside the TFLite builtins: " + "; ".join(
+                f"{op} (layers {', '.join(layers)})" for op, layers in needs.items())
+                if needs else f"conversion failed: {cli.one_line(error)}")
     try:
-        model = convert(module, tempfile.mkdtemp(prefix="sparcl_saved_model_"))
-    except Exception as error:  # the converter raises its own types
-        needs = flex_ops_by_layer(error, [layer.name for layer in run.network.layers])
-        cli.fail("the training graph needs ops outside the TFLite builtins: " + "; ".join(
-            f"{op} (layers {', '.join(layers)})" for op, layers in needs.items())
-            if needs else f"conversion failed: {cli.one_line(error)}")
-    path, audit = write_model_files(model, module, run.plan, _OUTPUT_DIR.value or workdir)
+        path, audit = write_model_files(model, module, run.plan, output_dir)
+        if _TASK_DATA.value:
+            from sparcl_tf.ondevice.task_data import write_task_data
+            data_path = write_task_data(os.path.join(output_dir, "task_data.npz"), run.tasks,
+                                        run.engine.method)
+    except OSError as error:
+        cli.fail(f"cannot write to {output_dir}: {error.strerror or error}")
     print(f"{path}: {len(model):,} bytes")
     if _TASK_DATA.value:
-        from sparcl_tf.ondevice.task_data import write_task_data
-        print(write_task_data(os.path.join(os.path.dirname(path), "task_data.npz"), run.tasks,
-                              run.engine.method))
+        print(data_path)
     for key, entry in audit.items():
         print(f"  {key}: {sum(entry['ops'].values())} ops, Flex ops: {entry['flex_ops'] or 'none'}")
     return 0

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 import time
 
 import keras
@@ -103,12 +104,27 @@ class TaskStream:
             tasks, training, prepare, test_inputs)
 
 
+def _usable_workdir(workdir):
+    """Creates `workdir` if needed; ConfigError when it is a file, lies under one or cannot be
+    written."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-check-")
+        probe.close()
+    except OSError as error:
+        raise ConfigError(f"--workdir {workdir} cannot be used: {error.strerror or error}") \
+            from None
+
+
 class SessionLoop:
-    """Runs `plan` over `stream` with `engine`, living in `workdir` (None: no files at all)."""
+    """Runs `plan` over `stream` with `engine`, living in `workdir` (None: no files at all;
+    `read_only`: restore its latest checkpoint, write nothing)."""
 
     def __init__(self, plan, engine, stream, config, workdir, identity, ledger=None,
-                 example_shape=None, example_dtype=np.float32, verbose=1, trace=None):
+                 example_shape=None, example_dtype=np.float32, verbose=1, trace=None,
+                 read_only=False):
         self.plan, self.engine, self.stream, self.config = plan, engine, stream, config
+        self.read_only = read_only
         self.trace = trace or (lambda record: None)  # `session.trace` records
         self.workdir, self.identity, self.ledger, self.verbose = workdir, identity, ledger, verbose
         tasks = stream.tasks
@@ -132,8 +148,9 @@ class SessionLoop:
                 variables.update({f"{group}/{name}": v for name, v in state.items()})
             self.checkpoints = CheckpointManager(os.path.join(workdir, "checkpoints"), variables,
                                                  keep=config.checkpoint.keep)
-            os.makedirs(workdir, exist_ok=True)
-            self._check_or_write_config(resuming=self.checkpoints.latest() is not None)
+            if not read_only:
+                _usable_workdir(workdir)
+                self._check_or_write_config(resuming=self.checkpoints.latest() is not None)
             restored = self.checkpoints.restore()
         run_hash = config_hash(config)
         if restored is not None:
@@ -148,15 +165,21 @@ class SessionLoop:
                                      gradient_density_sum=[0.0] * len(engine.layer_names),
                                      config_hash=run_hash)
         self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) \
-            if workdir is not None and config.log.tensorboard else None
+            if workdir is not None and config.log.tensorboard and not read_only else None
         self._clock_start = time.perf_counter()
 
     def _check_or_write_config(self, resuming):
         path = os.path.join(self.workdir, "config.json")
         current = json.loads(self.config.to_json())
         if resuming and os.path.exists(path):
-            with open(path) as handle:
-                saved = json.load(handle)
+            try:
+                with open(path) as handle:
+                    saved = json.load(handle)
+            except (OSError, ValueError) as error:
+                raise ConfigError(f"{path} is unreadable ({error}); restore it or use a new "
+                                  f"--workdir") from None
+            if not isinstance(saved, dict):
+                raise ConfigError(f"{path} is not a config; restore it or use a new --workdir")
             differing = sorted(key for key in set(saved) | set(current)
                                if key not in _RESUME_FREE_FIELDS
                                and saved.get(key) != current.get(key))
@@ -170,9 +193,27 @@ class SessionLoop:
         now = time.perf_counter()
         self.progress.wall_clock_s += now - self._clock_start
         self._clock_start = now
-        if self.checkpoints is not None:
+        if self.checkpoints is not None and not self.read_only:
             self.engine.before_save()
-            self.checkpoints.save(self.progress.global_step, dataclasses.asdict(self.progress))
+            self._check_finite()
+            try:
+                self.checkpoints.save(self.progress.global_step,
+                                      dataclasses.asdict(self.progress))
+            except OSError as error:  # a full disk, a folder taken away: the last one is intact
+                raise CheckpointError(f"cannot write a checkpoint in {self.checkpoints.directory}"
+                                      f": {error.strerror or error}") from None
+
+    def _check_finite(self):
+        """DivergedError before a checkpoint would hold NaN or Inf (a step can blow the weights
+        up while its own loss is still finite)."""
+        for name, variable in self.checkpoints.variables.items():
+            value = np.asarray(variable.numpy())
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                progress = self.progress
+                raise DivergedError(f"task {progress.task + 1} epoch {progress.epoch + 1} step "
+                                    f"{progress.global_step}: {name} is not finite; the run "
+                                    f"diverged (lower optimizer.learning_rate); nothing of this "
+                                    f"state was saved")
 
     # --- one step ---------------------------------------------------------------------------
 
