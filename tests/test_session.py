@@ -157,5 +157,9 @@ def test_the_litert_session_from_signatures_json_alone_equals_the_one_from_the_c
         assert from_plan[key] == from_config[key], key
     other = _parity_config(parity_folder, "sparcl_derpp_90", data__num_tasks=2,
                            optimizer__momentum=0.0, sparsity__swap_fraction=0.05)
-    with pytest.raises(ConfigError, match=r"another session plan \(fields \['tasks'\]\)"):
+    with pytest.raises(ConfigError, match=r"other values of \['sparsity.swap_fraction'\]"):
         OnDeviceSession(model, other, str(tmp_path / "c"), verbose=0)
+    faster = _parity_config(parity_folder, "sparcl_derpp_90", data__num_tasks=2,
+                            optimizer__momentum=0.0, optimizer__learning_rate=0.1)
+    with pytest.raises(ConfigError, match=r"other values of \['optimizer.learning_rate'\]"):
+        OnDeviceSession(model, faster, str(tmp_path / "d"), verbose=0)  # baked into `train`

@@ -45,6 +45,27 @@ def read_plan(model_path):
     return SessionPlan.from_json(described["session_plan"])
 
 
+# Config fields that say where the data is or how a run reports, not what the model computes.
+_LOCATION_FIELDS = ("data.dir", "data.path", "data.tfds_download", "log.", "checkpoint.",
+                    "preset")
+
+
+def baked_in_differences(config, run_config):
+    """Dotted config fields whose values differ from the run config a model was converted with
+    (learning rate, method weights, widths, ...: what its signatures compute with)."""
+    def flat(tree, prefix=""):
+        items = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                items.update(flat(value, f"{prefix}{key}."))
+            else:
+                items[f"{prefix}{key}"] = value
+        return items
+    mine, theirs = flat(json.loads(config.to_json())), flat(run_config)
+    return sorted(key for key in set(mine) | set(theirs)
+                  if mine.get(key) != theirs.get(key) and not key.startswith(_LOCATION_FIELDS))
+
+
 class LiteRTEngine:
     """The LiteRT step engine over a `DeviceModel`."""
 
@@ -129,6 +150,12 @@ class OnDeviceSession:
                                   f"{model_path}")
             config = ml_collections.ConfigDict(file_plan.run_config)
         self.config = validate(config)
+        if file_plan is not None and file_plan.run_config:
+            differing = baked_in_differences(config, file_plan.run_config)
+            if differing:
+                raise ConfigError(f"{model_path} was converted with other values of "
+                                  f"{differing[:6]} (its train step holds them); convert this "
+                                  f"config with tools.convert, or drop --config")
         self.workdir = workdir
         self.tasks = build_tasks(load_source(config.data), config.data, config.seed)
         self.method = build_method(config.method)
