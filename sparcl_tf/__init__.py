@@ -1,21 +1,28 @@
 """sparcl-tf: sparse continual learning on edge devices, in TensorFlow / Keras 3.
 
-Public API; every other module is internal.
+Public API; every other module is internal. Names load on first use, so a config file or a
+binary that stops at a bad flag never waits for TensorFlow to import.
 """
 
-from sparcl_tf.config import base_config, validate
-from sparcl_tf.continual_model import ContinualModel
-from sparcl_tf.errors import CheckpointError, ConfigError, DataError, SparclError
-from sparcl_tf.experiment import Experiment, run_experiment
-from sparcl_tf.flops import FlopsLedger, layer_forward_flops
-from sparcl_tf.layers import MaskedConv2D, MaskedDense, masked_layers, sparsifiable_layers
-from sparcl_tf.methods import METHODS, build_method
-from sparcl_tf.models import MODELS, build_model
-from sparcl_tf.replay import ReservoirBuffer
+import importlib
 
-__all__ = [
-    "CheckpointError", "ConfigError", "ContinualModel", "DataError", "Experiment", "FlopsLedger",
-    "METHODS", "MODELS", "MaskedConv2D", "MaskedDense", "ReservoirBuffer", "SparclError",
-    "base_config", "build_method", "build_model", "layer_forward_flops",
-    "masked_layers", "run_experiment", "sparsifiable_layers", "validate",
-]
+_EXPORTS = {
+    "base_config": "sparcl_tf.config", "validate": "sparcl_tf.config",
+    "ContinualModel": "sparcl_tf.continual_model",
+    "CheckpointError": "sparcl_tf.errors", "ConfigError": "sparcl_tf.errors",
+    "DataError": "sparcl_tf.errors", "SparclError": "sparcl_tf.errors",
+    "Experiment": "sparcl_tf.experiment", "run_experiment": "sparcl_tf.experiment",
+    "FlopsLedger": "sparcl_tf.flops", "layer_forward_flops": "sparcl_tf.flops",
+    "MaskedConv2D": "sparcl_tf.layers", "MaskedDense": "sparcl_tf.layers",
+    "masked_layers": "sparcl_tf.layers", "sparsifiable_layers": "sparcl_tf.layers",
+    "METHODS": "sparcl_tf.methods", "build_method": "sparcl_tf.methods",
+    "MODELS": "sparcl_tf.models", "build_model": "sparcl_tf.models",
+    "ReservoirBuffer": "sparcl_tf.replay",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sparcl_tf' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

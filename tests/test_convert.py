@@ -21,12 +21,13 @@ def _tool(*args):
 
 
 def test_convert_writes_a_builtins_only_model_with_its_interface(tmp_path, idx_folder):
+    from sparcl_tf.experiment import run_experiment
+    from tests.conftest import tiny_config
     workdir = tmp_path / "run"
-    trained = _tool("tools.train", "--config=configs/split_fmnist.py:sparcl_derpp_90",
-                    f"--workdir={workdir}", f"--config.data.dir={idx_folder}",
-                    "--config.data.train_per_task=48", "--config.data.num_tasks=2",
-                    "--config.model.width=0.25", "--config.epochs_per_task=1", "--quiet")
-    assert trained.returncode == 0, trained.stderr
+    run_experiment(tiny_config(idx_folder, "sparcl_derpp_90", data__train_per_task=48,
+                               data__num_tasks=2, batch_size=32, replay__batch_size=32,
+                               replay__buffer_size=500, log__tensorboard=False),
+                   str(workdir), verbose=0)
     result = _tool("tools.convert", f"--workdir={workdir}")
     assert result.returncode == 0, result.stderr
     audit = json.loads((workdir / "op_audit.json").read_text())

@@ -57,22 +57,25 @@ def _run(config, workdir, has_run):
     from sparcl_tf.experiment import Experiment
     if _STATE.value == "initial" or not has_run:
         return Experiment(config, None, verbose=0)  # the seeded start, no files
-    from sparcl_tf.checkpoint import CheckpointManager
-    if CheckpointManager(os.path.join(workdir, "checkpoints"), {}).latest() is None:
-        cli.fail(f"{workdir} has a config but no checkpoint: train it first (tools.train "
-                 f"--workdir={workdir}), or pass --state=initial for its untrained start")
     return Experiment(config, workdir, verbose=0, read_only=True)
 
 
 def main(argv):
     del argv
+    workdir = _WORKDIR.value
+    output_dir = _OUTPUT_DIR.value or workdir
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):  # before the long part
+        cli.fail(f"cannot write to {output_dir}: it is a file, not a folder")
+    config, has_run = _config_for(workdir)
+    from sparcl_tf.checkpoint import CheckpointManager
+    if has_run and _STATE.value == "checkpoint" and CheckpointManager(
+            os.path.join(workdir, "checkpoints"), {}).latest() is None:
+        cli.fail(f"{workdir} has a config but no checkpoint: train it first (tools.train "
+                 f"--workdir={workdir}), or pass --state=initial for its untrained start")
     from sparcl_tf.export import convert, training_module
     from sparcl_tf.export.audit import flex_ops_by_layer
     from sparcl_tf.export.files import write_model_files
 
-    workdir = _WORKDIR.value
-    output_dir = _OUTPUT_DIR.value or workdir
-    config, has_run = _config_for(workdir)
     run = cli.run_or_exit(lambda: _run(config, workdir, has_run))
     module = training_module(config, run.network, flex=_FLEX.value)
     with tempfile.TemporaryDirectory(prefix="sparcl_saved_model_") as saved_model:
