@@ -77,6 +77,8 @@ def main(argv):
     from sparcl_tf.export.files import write_model_files
 
     run = cli.run_or_exit(lambda: _run(config, workdir, has_run))
+    if not has_run:
+        print(f"{workdir} holds no run: the model embeds a fresh --config model's initial state")
     module = training_module(config, run.network, flex=_FLEX.value)
     with tempfile.TemporaryDirectory(prefix="sparcl_saved_model_") as saved_model:
         try:
