@@ -6,6 +6,7 @@ in test_train_cli.py and at the end here."""
 import gzip
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -122,11 +123,23 @@ def test_a_workdir_that_cannot_be_one_is_a_config_error(tmp_path, make_config, w
         Experiment(make_config("derpp"), str(workdir), verbose=0)
 
 
-def _trained(tmp_path, make_config, **overrides):
+def _trained_config(idx_folder):
+    return tiny_config(idx_folder, "derpp", data__num_tasks=2, log__tensorboard=False,
+                       checkpoint__keep=1)
+
+
+@pytest.fixture(scope="module")
+def trained_run(idx_folder, tmp_path_factory):
+    """A run stopped after its first task (one checkpoint), for each test to copy and spoil."""
     from sparcl_tf.experiment import Experiment
-    config = make_config("derpp", data__num_tasks=2, log__tensorboard=False, **overrides)
-    Experiment(config, str(tmp_path), verbose=0).run(stop_after_task=0)
-    return config
+    workdir = tmp_path_factory.mktemp("trained")
+    Experiment(_trained_config(idx_folder), str(workdir), verbose=0).run(stop_after_task=0)
+    return workdir
+
+
+def _trained(tmp_path, trained_run, idx_folder):
+    shutil.copytree(trained_run, tmp_path, dirs_exist_ok=True)
+    return _trained_config(idx_folder)
 
 
 @pytest.mark.parametrize("spoil, error, message", [
@@ -134,11 +147,11 @@ def _trained(tmp_path, make_config, **overrides):
     (lambda state: dict(state, global_step="seven"), CheckpointError, "global_step='seven'"),
     (lambda state: [state], CheckpointError, "not an object"),
 ])
-def test_a_damaged_checkpoint_state_is_a_checkpoint_error(tmp_path, make_config, spoil, error,
-                                                          message):
+def test_a_damaged_checkpoint_state_is_a_checkpoint_error(tmp_path, trained_run, idx_folder,
+                                                          spoil, error, message):
     from sparcl_tf.checkpoint import CheckpointManager
     from sparcl_tf.experiment import Experiment
-    config = _trained(tmp_path, make_config, checkpoint__keep=1)
+    config = _trained(tmp_path, trained_run, idx_folder)
     path = os.path.join(CheckpointManager(str(tmp_path / "checkpoints"), {}).latest(),
                         "state.json")
     with open(path) as handle:
@@ -150,18 +163,19 @@ def test_a_damaged_checkpoint_state_is_a_checkpoint_error(tmp_path, make_config,
 
 
 def test_a_resume_under_another_config_is_refused_even_without_config_json(tmp_path,
-                                                                           make_config):
+                                                                           trained_run,
+                                                                           idx_folder):
     from sparcl_tf.experiment import Experiment
-    config = _trained(tmp_path, make_config)
+    config = _trained(tmp_path, trained_run, idx_folder)
     os.remove(tmp_path / "config.json")
     config.optimizer.learning_rate = 0.1
     with pytest.raises(ConfigError, match="another config"):
         Experiment(config, str(tmp_path), verbose=0)
 
 
-def test_a_corrupt_config_json_on_resume_is_a_config_error(tmp_path, make_config):
+def test_a_corrupt_config_json_on_resume_is_a_config_error(tmp_path, trained_run, idx_folder):
     from sparcl_tf.experiment import Experiment
-    config = _trained(tmp_path, make_config)
+    config = _trained(tmp_path, trained_run, idx_folder)
     (tmp_path / "config.json").write_text("{ torn")
     with pytest.raises(ConfigError, match="config.json is unreadable"):
         Experiment(config, str(tmp_path), verbose=0)
