@@ -10,7 +10,9 @@ per signature, Flex ops listed). --state=initial embeds the run's starting state
 weights and initial masks: the state the Keras trainer starts from), for an on-device session
 that repeats the run. --flex adds save/restore signatures that need the Select-TF runtime.
 --task_data also writes task_data.npz (the run's task stream, for the Kotlin session on a desktop
-JVM). A graph that would need a Flex op without --flex fails with one line naming the op.
+JVM). A graph that would need a Flex op without --flex fails with one line naming the op. The
+run is read, never written (no config.json, events or folders appear in W when --output_dir
+points elsewhere); a run with a config but no checkpoint is refused unless --state=initial.
 """
 
 import json
