@@ -55,6 +55,7 @@ class CheckpointManager:
         self.variables = dict(variables)
         self.keep = keep
         self.warn = warn or (lambda message: print(f"warning: {message}", flush=True))
+        self.restored_from = None  # the folder `restore` read
 
     def _folders(self):
         """Checkpoint folders, oldest first."""
@@ -71,7 +72,13 @@ class CheckpointManager:
         folders = self._folders()
         return folders[-1] if folders else None
 
-    def save(self, step, host_state):
+    def snapshot(self):
+        """Name -> numpy array of every variable now (what `save` writes)."""
+        return {key: _value(v) for key, v in self.variables.items()}
+
+    def save(self, step, host_state, arrays=None):
+        """Writes `arrays` (default: a fresh `snapshot`) and `host_state` as the newest
+        checkpoint."""
         os.makedirs(self.directory, exist_ok=True)
         name, again = f"ckpt-{int(step)}", 0
         while os.path.exists(os.path.join(self.directory, name)):  # the same step saved again
@@ -79,7 +86,7 @@ class CheckpointManager:
             name = f"ckpt-{int(step)}.{again}"
         staging = tempfile.mkdtemp(prefix=f".{name}-", dir=self.directory)
         np.savez(os.path.join(staging, "variables.npz"),
-                 **{key: _value(v) for key, v in self.variables.items()})
+                 **(self.snapshot() if arrays is None else arrays))
         with open(os.path.join(staging, "state.json"), "w") as handle:
             json.dump(host_state, handle)
         final = os.path.join(self.directory, name)
@@ -124,6 +131,7 @@ class CheckpointManager:
             self._check(path, arrays)
             for key, variable in self.variables.items():
                 variable.assign(arrays[key])
+            self.restored_from = path
             return host_state
         return None
 

@@ -162,6 +162,22 @@ def apply_preset(config, presets, name):
     return config
 
 
+def differing_fields(mine, theirs, ignored=()):
+    """Dotted leaf fields whose values differ between two config trees (dicts, as in
+    config.json), leaving out those that start with a prefix in `ignored`."""
+    def flat(tree, prefix=""):
+        items = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                items.update(flat(value, f"{prefix}{key}."))
+            else:
+                items[f"{prefix}{key}"] = value
+        return items
+    mine, theirs = flat(mine), flat(theirs)
+    return sorted(key for key in set(mine) | set(theirs)
+                  if mine.get(key) != theirs.get(key) and not key.startswith(tuple(ignored)))
+
+
 def _require(condition, field, value, allowed):
     if not condition:
         raise ConfigError(f"{field}={value!r} is invalid: must be {allowed}")

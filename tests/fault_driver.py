@@ -39,13 +39,18 @@ def _child(config, workdir):
     return pid
 
 
+def _saving(folder):
+    """True while a save's staging folder is there (a kill now lands inside the save)."""
+    return os.path.isdir(folder) and any(n.startswith(".ckpt-") for n in os.listdir(folder))
+
+
 def _wait_for_a_save(pid, folder, deadline):
     """Polls until a staging folder of a save appears (or the child ends, or the deadline)."""
     while time.perf_counter() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return done, status
-        if os.path.isdir(folder) and any(n.startswith(".ckpt-") for n in os.listdir(folder)):
+        if _saving(folder):
             break
         time.sleep(0.0005)
     return 0, 0
@@ -87,9 +92,7 @@ def main(data_folder, base, kills, seed):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             summary["kills"] += 1
-            folder = os.path.join(workdir, "checkpoints")
-            if os.path.isdir(folder) and any(n.startswith(".ckpt-") for n in os.listdir(folder)):
-                summary["kills_inside_a_save"] += 1  # a staging folder the kill left behind
+            summary["kills_inside_a_save"] += _saving(os.path.join(workdir, "checkpoints"))
         summary["failures"] += status != 0
         summary["runs"] += 1
         summary["equal_runs"] += status == 0 and _results(workdir) == reference

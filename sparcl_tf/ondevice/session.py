@@ -16,7 +16,7 @@ import numpy as np
 
 from sparcl_tf import results as run_results
 from sparcl_tf.checkpoint import HostArray
-from sparcl_tf.config import validate
+from sparcl_tf.config import differing_fields, validate
 from sparcl_tf.data import build_tasks, load_source
 from sparcl_tf.errors import ConfigError, DataError
 from sparcl_tf.experiment import build_networks, image_stream, sparse_units
@@ -53,17 +53,7 @@ _LOCATION_FIELDS = ("data.dir", "data.path", "data.tfds_download", "log.", "chec
 def baked_in_differences(config, run_config):
     """Dotted config fields whose values differ from the run config a model was converted with
     (learning rate, method weights, widths, ...: what its signatures compute with)."""
-    def flat(tree, prefix=""):
-        items = {}
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                items.update(flat(value, f"{prefix}{key}."))
-            else:
-                items[f"{prefix}{key}"] = value
-        return items
-    mine, theirs = flat(json.loads(config.to_json())), flat(run_config)
-    return sorted(key for key in set(mine) | set(theirs)
-                  if mine.get(key) != theirs.get(key) and not key.startswith(_LOCATION_FIELDS))
+    return differing_fields(json.loads(config.to_json()), run_config, _LOCATION_FIELDS)
 
 
 class LiteRTEngine:

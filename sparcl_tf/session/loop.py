@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from sparcl_tf import results as run_results
 from sparcl_tf.checkpoint import CheckpointManager
+from sparcl_tf.config import differing_fields
 from sparcl_tf.data.augment import make_augment
 from sparcl_tf.data.pipeline import segment_batches
 from sparcl_tf.errors import CheckpointError, ConfigError, DivergedError
@@ -154,7 +155,7 @@ class SessionLoop:
             restored = self.checkpoints.restore()
         run_hash = config_hash(config)
         if restored is not None:
-            self.progress = Progress.from_checkpoint(restored, self.checkpoints.latest())
+            self.progress = Progress.from_checkpoint(restored, self.checkpoints.restored_from)
             if self.progress.config_hash and self.progress.config_hash != run_hash:
                 raise ConfigError(f"workdir {workdir} holds the checkpoints of a run with another "
                                   f"config; use a new --workdir")
@@ -180,9 +181,8 @@ class SessionLoop:
                                   f"--workdir") from None
             if not isinstance(saved, dict):
                 raise ConfigError(f"{path} is not a config; restore it or use a new --workdir")
-            differing = sorted(key for key in set(saved) | set(current)
-                               if key not in _RESUME_FREE_FIELDS
-                               and saved.get(key) != current.get(key))
+            differing = differing_fields(current, saved,
+                                         [f"{field}." for field in _RESUME_FREE_FIELDS])
             if differing:
                 raise ConfigError(f"workdir {self.workdir} holds a run with a different config "
                                   f"(fields {differing}); use a new --workdir")
@@ -195,19 +195,19 @@ class SessionLoop:
         self._clock_start = now
         if self.checkpoints is not None and not self.read_only:
             self.engine.before_save()
-            self._check_finite()
+            arrays = self.checkpoints.snapshot()
+            self._check_finite(arrays)
             try:
                 self.checkpoints.save(self.progress.global_step,
-                                      dataclasses.asdict(self.progress))
+                                      dataclasses.asdict(self.progress), arrays)
             except OSError as error:  # a full disk, a folder taken away: the last one is intact
                 raise CheckpointError(f"cannot write a checkpoint in {self.checkpoints.directory}"
                                       f": {error.strerror or error}") from None
 
-    def _check_finite(self):
+    def _check_finite(self, arrays):
         """DivergedError before a checkpoint would hold NaN or Inf (a step can blow the weights
         up while its own loss is still finite)."""
-        for name, variable in self.checkpoints.variables.items():
-            value = np.asarray(variable.numpy())
+        for name, value in arrays.items():
             if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
                 progress = self.progress
                 raise DivergedError(f"task {progress.task + 1} epoch {progress.epoch + 1} step "

@@ -65,6 +65,8 @@ class LiteRtModel(library: File, modelFile: File, private val nativeLog: NativeL
     private val index = LinkedHashMap<String, Int>()
     private val inputBuffers = HashMap<String, List<Pair<String, Pointer>>>()
     private val outputBuffers = HashMap<String, List<Pair<String, Pointer>>>()
+    private val inputHandles = HashMap<String, Array<Pointer>>()  // what RunCompiledModel takes, made once
+    private val outputHandles = HashMap<String, Array<Pointer>>()
     override val signatures: Map<String, Signature>
 
     private fun check(status: Int, what: String) {
@@ -117,6 +119,8 @@ class LiteRtModel(library: File, modelFile: File, private val nativeLog: NativeL
             outputBuffers[key] = outputBuffers.getValue(key).mapIndexed { i, (name, _) ->
                 name to buffer(types.getValue("$key/out")[i], out({ c.LiteRtGetCompiledModelOutputBufferRequirements(compiled, s.toLong(), i.toLong(), it) }, "output requirements"))
             }
+            inputHandles[key] = inputBuffers.getValue(key).map { it.second }.toTypedArray()
+            outputHandles[key] = outputBuffers.getValue(key).map { it.second }.toTypedArray()
         }
     }
 
@@ -148,8 +152,8 @@ class LiteRtModel(library: File, modelFile: File, private val nativeLog: NativeL
             locked(buffer, WRITE, source.capacity()) { it.put(source) }
         }
         val status = nativeLog.quiet {  // LiteRT logs as it first runs some signatures
-            c.LiteRtRunCompiledModel(compiled, index.getValue(key).toLong(), ins.size.toLong(), ins.map { it.second }.toTypedArray(),
-                outs.size.toLong(), outs.map { it.second }.toTypedArray())
+            c.LiteRtRunCompiledModel(compiled, index.getValue(key).toLong(), ins.size.toLong(), inputHandles.getValue(key),
+                outs.size.toLong(), outputHandles.getValue(key))
         }
         check(status, "RunCompiledModel($key)")
         return outs.associate { (name, buffer) ->

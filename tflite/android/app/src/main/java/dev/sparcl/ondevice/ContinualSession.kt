@@ -48,8 +48,9 @@ class ContinualSession(
 
     init {
         if (stream.numTasks != numTasks) throw SessionError("the data has ${stream.numTasks} tasks; the session plan has $numTasks")
-        numExampleIds = (0 until numTasks).maxOf { t -> stream.training(t).ids.maxOrNull() ?: -1 } + 1
-        if ((0 until numTasks).any { t -> stream.training(t).ids.any { it < 0 } }) throw SessionError("example ids must be >= 0")
+        val ids = (0 until numTasks).flatMap { stream.training(it).ids.toList() }
+        if (ids.any { it < 0 }) throw SessionError("example ids must be >= 0")
+        numExampleIds = (ids.maxOrNull() ?: -1) + 1
         buffer = if (plan.replayDraws > 0) ReservoirBuffer(plan.bufferSize, plan.imageSize, plan.numClasses, plan.seed) else null
         stats = ExampleStats(maxOf(numExampleIds, 1))
         files.latest()?.let { restore(files.load(it)) }
@@ -191,6 +192,7 @@ class ContinualSession(
     private fun endTask() {
         val classRow = DoubleArray(numTasks) { Double.NaN }
         val taskRow = DoubleArray(numTasks) { Double.NaN }
+        val allClasses = IntArray(plan.numClasses) { it }
         for (t in 0..task) {
             val test = stream.test(t)
             val logits = model.infer(test.images.prepare(IntArray(test.images.count) { it }, plan), test.images.count)
@@ -199,7 +201,7 @@ class ContinualSession(
             var taskHits = 0
             for (row in 0 until test.images.count) {
                 val label = test.labels[row]
-                if (argmax(logits, row, (0 until plan.numClasses).toList().toIntArray()) == label) classHits++
+                if (argmax(logits, row, allClasses) == label) classHits++
                 if (argmax(logits, row, classes) == label) taskHits++
             }
             classRow[t] = 100.0 * (classHits.toDouble() / test.images.count)
