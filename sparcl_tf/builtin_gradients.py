@@ -3,11 +3,33 @@
 Stock autodiff emits `ReluGrad` and `Conv2DBackpropFilter`, which exist only as Select-TF ("Flex")
 ops: a model that uses them cannot train in the stock LiteRT interpreter. These replacements have
 the same forward pass and mathematically the same gradients, written with ops the converter maps to
-builtins (MUL, GREATER, CAST, CONV_2D with dilation, TRANSPOSE, PAD, TRANSPOSE_CONV, SLICE).
-They are used when a model is built for export; Keras training keeps the stock kernels.
+builtins. They are used when a model is built for export; Keras training keeps the stock kernels.
+
+How they are written is chosen by what LiteRT's CPU kernels run fast (measured per layer shape
+by `python -m tools.benchmark --ops_only`): CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED with a
+weight tensor that is not a constant (every trained weight is a variable) take slow generic paths,
+while a rank-3 BATCH_MATMUL is fast whatever its operands. So a conv is an im2col (slices of the
+padded input, stride-s convs through SPACE_TO_DEPTH so every slice is contiguous) and three batch
+matmuls (forward, input gradient, kernel gradient) with a col2im (PAD + ADD per offset,
+DEPTH_TO_SPACE) for the input gradient, except a conv with few weights per kernel offset
+(C_in x C_out <= 128, such as the narrow layers of a compacted structured model), where copying
+the input into patches costs more than the slow kernels save: it stays a CONV_2D with
+TRANSPOSE_CONV for the input gradient and the kernel gradient as a conv itself. Dense layers are
+batch matmuls too.
+
+Structured DGM: `selection` (int32 output-filter indices, a static count) and `full` (bool) make
+the kernel gradient cover the selected filters only (the output gradient's selected columns
+through the batch matmul, scattered back) unless `full`, as the Keras trainer's
+`filter_gradients` does with TF's kernels; the input gradient stays exact.
 """
 
 import tensorflow as tf
+
+# Above this C_in x C_out a conv is exported as im2col + batch matmuls (see the docstring).
+# Measured per fwd+bwd, batch 32, 2 threads (ms, conv form / matmul form): 14x14x4->7 1.19 / 2.01,
+# 14x14x8->8 1.70 / 2.27, 28x28x32->4 s2 5.34 / 6.35; 28x28x32->8 s2 6.70 / 6.06,
+# 14x14x16->16 4.49 / 3.05, 14x14x32->64 28.7 / 7.2.
+MATMUL_MIN_WEIGHTS_PER_OFFSET = 129
 
 
 @tf.custom_gradient
@@ -26,6 +48,47 @@ def _same_padding(size, kernel, stride):
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
+
+
+def _batch_matmul(a, b, transpose_a=False):
+    """a @ b (or a^T @ b) of two matrices as a rank-3 BATCH_MATMUL, the fast LiteRT kernel."""
+    def rank3(t):  # a batch dimension not known while Keras builds the model stays -1
+        return tf.reshape(t, [1] + [-1 if d is None else d for d in t.shape])
+
+    product = tf.matmul(rank3(a), rank3(b), adjoint_a=transpose_a)
+    return tf.reshape(product, [-1 if d is None else d for d in product.shape[1:]])
+
+
+def scatter_last_axis(values, index, shape):
+    """A tensor of `shape`, zeros except `values` at positions `index` of its last axis."""
+    rank = len(values.shape)
+    to_front = [rank - 1] + list(range(rank - 1))
+    scattered = tf.scatter_nd(index[:, None], tf.transpose(values, to_front),
+                              tf.concat([shape[-1:], shape[:-1]], 0))
+    return tf.transpose(scattered, list(range(1, rank)) + [0])
+
+
+def _structured_inputs(selection, full):
+    """Structured DGM's selection and flag as inputs of a custom gradient (a gradient function
+    that captures variables fails inside the tf.cond of the replay terms)."""
+    return () if selection is None else (tf.convert_to_tensor(selection),
+                                         tf.convert_to_tensor(full))
+
+
+def _kernel_gradient(inputs, output_gradient, kernel_shape, selection, full):
+    """inputs^T @ output_gradient, for the `selection` columns only unless `full`."""
+    if selection is None:
+        return _batch_matmul(inputs, output_gradient, transpose_a=True)
+
+    def all_filters():
+        return _batch_matmul(inputs, output_gradient, transpose_a=True)
+
+    def selected_filters():
+        subset = _batch_matmul(inputs, tf.gather(output_gradient, selection, axis=1),
+                               transpose_a=True)
+        return scatter_last_axis(subset, selection, tf.constant(kernel_shape))
+
+    return tf.cond(full, all_filters, selected_filters)
 
 
 def conv2d_kernel_gradient(x, dy, kernel_shape, strides, padding):
@@ -49,20 +112,138 @@ def conv2d_kernel_gradient(x, dy, kernel_shape, strides, padding):
     return tf.transpose(grad, [1, 2, 0, 3])     # (k_h, k_w, C_in, C_out)
 
 
-def conv2d(x, kernel, strides=(1, 1), padding="same"):
-    """NHWC conv (no bias) whose kernel gradient is `conv2d_kernel_gradient`."""
-    strides = tuple(strides)
+class _Im2col:
+    """The geometry of a square-stride conv as im2col on the stride's phase grid.
+
+    The input is padded (and cropped of rows no output reads) to a multiple of the stride and
+    folded by SPACE_TO_DEPTH, so kernel offset (i, j) reads the contiguous window at
+    (i // s, j // s) of phase (i % s, j % s): no strided slices, which LiteRT runs slowly.
+    """
+
+    def __init__(self, input_shape, kernel_shape, stride, padding):
+        self.height, self.width, self.channels = (int(d) for d in input_shape[1:])
+        kernel_h, kernel_w = kernel_shape[0], kernel_shape[1]
+        self.stride = stride
+        if padding == "same":
+            self.out_h, self.out_w = -(-self.height // stride), -(-self.width // stride)
+            self.top = _same_padding(self.height, kernel_h, stride)[0]
+            self.left = _same_padding(self.width, kernel_w, stride)[0]
+        else:
+            self.out_h = (self.height - kernel_h) // stride + 1
+            self.out_w = (self.width - kernel_w) // stride + 1
+            self.top = self.left = 0
+        self.grid_h = self.out_h + (kernel_h - 1) // stride
+        self.grid_w = self.out_w + (kernel_w - 1) // stride
+        self.offsets = [(i // stride, j // stride, (i % stride) * stride + j % stride)
+                        for i in range(kernel_h) for j in range(kernel_w)]
+
+    def patches(self, x):
+        """(B * H_out * W_out, k_h * k_w * C_in), columns in the kernel's (i, j, c) order."""
+        s, rows, cols = self.stride, self.grid_h * self.stride, self.grid_w * self.stride
+        x = tf.pad(x, [[0, 0], [self.top, max(rows - self.height - self.top, 0)],
+                       [self.left, max(cols - self.width - self.left, 0)], [0, 0]])
+        x = x[:, :rows, :cols, :]
+        grid = tf.nn.space_to_depth(x, s) if s > 1 else x
+        c = self.channels
+        windows = [grid[:, di:di + self.out_h, dj:dj + self.out_w, phase * c:(phase + 1) * c]
+                   for di, dj, phase in self.offsets]
+        stacked = tf.concat(windows, axis=3) if len(windows) > 1 else windows[0]
+        return tf.reshape(stacked, [-1, len(windows) * c])
+
+    def input_gradient(self, patch_gradient):
+        """col2im: the input's gradient from the gradient of `patches`."""
+        s, c = self.stride, self.channels
+        patch_gradient = tf.reshape(patch_gradient,
+                                    [-1, self.out_h, self.out_w, len(self.offsets) * c])
+        phases = [None] * (s * s)
+        for n, (di, dj, phase) in enumerate(self.offsets):
+            part = tf.pad(patch_gradient[..., n * c:(n + 1) * c],
+                          [[0, 0], [di, self.grid_h - self.out_h - di],
+                           [dj, self.grid_w - self.out_w - dj], [0, 0]])
+            phases[phase] = part if phases[phase] is None else phases[phase] + part
+        phases = [tf.zeros_like(phases[0]) if p is None else p for p in phases]  # (0, 0) is set
+        grid = tf.nn.depth_to_space(tf.concat(phases, axis=3), s) if s > 1 else phases[0]
+        missing_h = max(self.height + self.top - self.grid_h * s, 0)
+        missing_w = max(self.width + self.left - self.grid_w * s, 0)
+        if missing_h or missing_w:  # input rows/cols no output reads get zero gradient
+            grid = tf.pad(grid, [[0, 0], [0, missing_h], [0, missing_w], [0, 0]])
+        return grid[:, self.top:self.top + self.height, self.left:self.left + self.width, :]
+
+
+def _conv2d_as_matmuls(x, kernel, stride, padding, selection, full):
+    geometry = _Im2col(x.shape, kernel.shape, stride, padding)
+    kernel_shape = tuple(int(d) for d in kernel.shape)
+    outputs = kernel_shape[-1]
+
+    @tf.custom_gradient
+    def forward(x, kernel, *structured):
+        patches = geometry.patches(x)
+        flat_kernel = tf.reshape(kernel, [-1, outputs])
+        y = tf.reshape(_batch_matmul(patches, flat_kernel),
+                       [-1, geometry.out_h, geometry.out_w, outputs])
+
+        def gradient(dy):
+            dy = tf.reshape(dy, [-1, outputs])
+            dx = geometry.input_gradient(_batch_matmul(dy, tf.transpose(flat_kernel)))
+            dw = _kernel_gradient(patches, dy, (flat_kernel.shape[0], outputs), *(
+                structured or (None, None)))
+            return (dx, tf.reshape(dw, kernel_shape)) + (None,) * len(structured)
+
+        return y, gradient
+
+    return forward(x, kernel, *_structured_inputs(selection, full))
+
+
+def _conv2d_as_conv(x, kernel, strides, padding, selection, full):
     tf_padding = padding.upper()
 
     @tf.custom_gradient
-    def forward(x, kernel):
+    def forward(x, kernel, *structured):
         y = tf.nn.conv2d(x, kernel, strides=strides, padding=tf_padding)
 
         def gradient(dy):
             dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), strides=strides,
                                         padding=tf_padding)
-            return dx, conv2d_kernel_gradient(x, dy, kernel.shape, strides, padding)
+            if not structured:
+                return dx, conv2d_kernel_gradient(x, dy, kernel.shape, strides, padding)
+            selection, full = structured
+
+            def selected():
+                subset = conv2d_kernel_gradient(x, tf.gather(dy, selection, axis=3),
+                                                (*kernel.shape[:3], selection.shape[0]),
+                                                strides, padding)
+                return scatter_last_axis(subset, selection, tf.shape(kernel))
+
+            dw = tf.cond(full, lambda: conv2d_kernel_gradient(x, dy, kernel.shape, strides,
+                                                              padding), selected)
+            return dx, dw, None, None
 
         return y, gradient
 
-    return forward(x, kernel)
+    return forward(x, kernel, *_structured_inputs(selection, full))
+
+
+def conv2d(x, kernel, strides=(1, 1), padding="same", selection=None, full=None):
+    """NHWC conv (no bias) with builtins-only gradients, written the way LiteRT runs fastest
+    for its shape (module docstring); `selection` / `full`: structured DGM."""
+    strides = tuple(strides)
+    per_offset = int(kernel.shape[2]) * int(kernel.shape[3])
+    if strides[0] == strides[1] and per_offset >= MATMUL_MIN_WEIGHTS_PER_OFFSET:
+        return _conv2d_as_matmuls(x, kernel, strides[0], padding, selection, full)
+    return _conv2d_as_conv(x, kernel, strides, padding, selection, full)
+
+
+def matmul(x, kernel, selection=None, full=None):
+    """x @ kernel as batch matmuls (forward and both gradients); `selection` / `full`:
+    structured DGM over output units."""
+    @tf.custom_gradient
+    def forward(x, kernel, *structured):
+        def gradient(dy):
+            dx = _batch_matmul(dy, tf.transpose(kernel))
+            dw = _kernel_gradient(x, dy, tuple(int(d) for d in kernel.shape),
+                                  *(structured or (None, None)))
+            return (dx, dw) + (None,) * len(structured)
+
+        return _batch_matmul(x, kernel), gradient
+
+    return forward(x, kernel, *_structured_inputs(selection, full))

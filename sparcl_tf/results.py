@@ -43,6 +43,11 @@ def accuracy(class_il_matrix, task_il_matrix):
             "learning_accuracy": class_summary["learning_accuracy"]}
 
 
+# Keys of results.json that measure the machine, not the run: a resumed run matches an
+# uninterrupted one on every other key.
+MACHINE_DEPENDENT = ("wall_clock_s", "train_time_s", "train_step_ms", "peak_rss_mib")
+
+
 def cost(ledger, progress):
     """FLOPs, time and examples of a run whose `progress` counts steps and examples."""
     return {"training_flops": float(ledger.training_flops.numpy()),
@@ -52,7 +57,14 @@ def cost(ledger, progress):
             "steps": progress.global_step,
             "train_step_ms": 1000.0 * progress.train_time_s / max(progress.global_step, 1),
             "examples_presented": progress.examples_presented,
-            "examples_removed": progress.examples_removed}
+            "examples_removed": progress.examples_removed,
+            "peak_rss_mib": _peak_rss_mib()}
+
+
+def _peak_rss_mib():
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def write(workdir, results):

@@ -23,8 +23,7 @@ sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 from conftest import tiny_config  # noqa: E402
 from sparcl_tf.experiment import Experiment  # noqa: E402
-
-TIMINGS = ("wall_clock_s", "train_time_s", "train_step_ms")
+from sparcl_tf.results import MACHINE_DEPENDENT  # noqa: E402
 
 
 def _child(config, workdir):
@@ -58,7 +57,7 @@ def _wait_for_a_save(pid, folder, deadline):
 
 def _results(workdir):
     with open(os.path.join(workdir, "results.json")) as handle:
-        return {k: v for k, v in json.load(handle).items() if k not in TIMINGS}
+        return {k: v for k, v in json.load(handle).items() if k not in MACHINE_DEPENDENT}
 
 
 def main(data_folder, base, kills, seed):

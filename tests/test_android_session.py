@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 
 from conftest import FASHION_MNIST_DIR, tiny_config
+from sparcl_tf.results import MACHINE_DEPENDENT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANDROID = os.path.join(ROOT, "tflite", "android")
 JARS = [os.path.join(ANDROID, "build", "sparcl-session.jar"), "/usr/share/java/jna.jar",
         "/usr/share/java/com.android.json.jar"]
-# Fields of the Kotlin results that are measurements, not outcomes.
-TIMINGS = ("train_time_s", "train_step_ms")
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +146,8 @@ def test_a_killed_kotlin_session_resumes_to_the_same_results(fmnist, tmp_path):
     with open(state_dir / "results.json") as handle:
         results = json.load(handle)
     uninterrupted = fmnist["kotlin_results"]
-    assert {k: v for k, v in results.items() if k not in TIMINGS} == {
-        k: v for k, v in uninterrupted.items() if k not in TIMINGS}
+    assert {k: v for k, v in results.items() if k not in MACHINE_DEPENDENT} == {
+        k: v for k, v in uninterrupted.items() if k not in MACHINE_DEPENDENT}
 
 
 def _variant(model_dir, target, edit=None, signatures_text=None):

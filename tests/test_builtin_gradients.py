@@ -112,3 +112,88 @@ def test_whole_model_train_step_converts_to_builtins_only(name, shape, width):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.experimental_enable_resource_variables = True
     assert len(converter.convert()) > 0  # raises on any op outside the builtins
+
+
+def _relative_error(value, reference):
+    reference = np.asarray(reference)
+    return float(np.abs(np.asarray(value) - reference).max() / np.abs(reference).max())
+
+
+# Convs with C_in x C_out > 128 are exported as im2col + batch matmuls (the LiteRT-fast form).
+MATMUL_CASES = [
+    ((2, 9, 9, 8), (3, 3, 8, 17), 1, "same"),
+    ((2, 9, 9, 8), (3, 3, 8, 17), 2, "same"),
+    ((2, 10, 10, 8), (3, 3, 8, 17), 2, "same"),
+    ((2, 11, 11, 8), (3, 3, 8, 17), 2, "valid"),
+    ((2, 10, 10, 8), (3, 3, 8, 17), 1, "valid"),
+    ((3, 8, 8, 8), (1, 1, 8, 20), 2, "valid"),
+    ((3, 8, 8, 8), (1, 1, 8, 20), 1, "valid"),
+    ((2, 9, 9, 16), (5, 5, 16, 9), 2, "same"),
+]
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding", MATMUL_CASES)
+def test_matmul_form_conv_gradients_equal_autodiff(shape, kernel, stride, padding):
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=shape), tf.float32)
+    w = tf.constant(rng.normal(size=kernel), tf.float32)
+    y, (dx, dw) = _gradients(lambda a, b: ops.conv2d(a, b, (stride, stride), padding), x, w)
+    y_ref, (dx_ref, dw_ref) = _gradients(
+        lambda a, b: tf.nn.conv2d(a, b, strides=stride, padding=padding.upper()), x, w)
+    for value, reference in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
+        assert _relative_error(value, reference) <= 1e-5
+
+
+def test_structured_kernel_gradient_covers_the_selected_filters_only():
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(size=(2, 9, 9, 8)), tf.float32)
+    w = tf.constant(rng.normal(size=(3, 3, 8, 6)), tf.float32)  # conv form (48 per offset)
+    selection = tf.constant([4, 1], tf.int32)
+    _, (_, dw_ref) = _gradients(lambda a, b: tf.nn.conv2d(a, b, 2, "SAME"), x, w)
+    for full in (False, True):
+        _, (_, dw) = _gradients(lambda a, b: ops.conv2d(a, b, (2, 2), "same", selection,
+                                                        tf.constant(full)), x, w)
+        _, (_, dw_matmuls) = _gradients(lambda a, b: ops._conv2d_as_matmuls(
+            a, b, 2, "same", selection, tf.constant(full)), x, w)
+        assert _relative_error(dw_matmuls, dw) <= 1e-5
+        kept = [0, 1, 2, 3, 4, 5] if full else [1, 4]
+        assert _relative_error(tf.gather(dw, kept, axis=3),
+                               tf.gather(dw_ref, kept, axis=3)) <= 1e-5
+        dropped = [c for c in range(6) if c not in kept]
+        assert not np.any(dw.numpy()[..., dropped])
+    # The dense layers' batch-matmul form, with and without a selection of units.
+    a = tf.constant(rng.normal(size=(5, 7)), tf.float32)
+    k = tf.constant(rng.normal(size=(7, 3)), tf.float32)
+    y, (da, dk) = _gradients(ops.matmul, a, k)
+    y_ref, (da_ref, dk_ref) = _gradients(tf.matmul, a, k)
+    for value, reference in ((y, y_ref), (da, da_ref), (dk, dk_ref)):
+        assert _relative_error(value, reference) <= 1e-5
+    _, (_, dk) = _gradients(lambda p, q: ops.matmul(p, q, tf.constant([2]), tf.constant(False)),
+                            a, k)
+    assert _relative_error(dk[:, 2], dk_ref[:, 2]) <= 1e-5 and not np.any(dk[:, :2].numpy())
+
+
+def test_matmul_form_train_step_uses_batch_matmuls_not_conv_kernels():
+    """The point of the form: no CONV_2D / TRANSPOSE_CONV (slow in LiteRT with variable
+    weights), and the same gradient in LiteRT as in TF."""
+    from ai_edge_litert.interpreter import Interpreter
+    specs = (tf.TensorSpec((2, 8, 8, 8), tf.float32), tf.TensorSpec((3, 3, 8, 20), tf.float32))
+    module = tf.Module()
+    module.step = tf.function(_train_step(ops.conv2d, ops.relu), input_signature=specs)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.step.get_concrete_function()], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    model = converter.convert()
+    interpreter = Interpreter(model_content=model)
+    interpreter.allocate_tensors()
+    ops_used = {detail["op_name"] for detail in interpreter._get_ops_details()}
+    assert "BATCH_MATMUL" in ops_used and not ops_used & {"CONV_2D", "TRANSPOSE_CONV"}, ops_used
+    rng = np.random.default_rng(5)
+    x, w = (rng.normal(size=s.shape).astype(np.float32) for s in specs)
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], x if tuple(detail["shape"]) == x.shape else w)
+    interpreter.invoke()
+    result = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    expected = _train_step(lambda a, b, s, p: tf.nn.conv2d(a, b, s, p.upper()), tf.nn.relu)(
+        tf.constant(x), tf.constant(w))
+    assert _relative_error(result, expected) <= 1e-5

@@ -137,16 +137,22 @@ def test_a_model_converted_for_another_config_is_a_config_error(model_path, idx_
         OnDeviceSession(model_path, _config(idx_folder, "sparcl_er"), str(tmp_path), verbose=0)
 
 
-def test_ondevice_binary_reports_a_bad_model_in_one_line(tmp_path, idx_folder):
+@pytest.mark.parametrize("flags, message", [
+    ([], "not a readable .tflite"),
+    (["--threads=0"], "--threads must be 1 to 64, got 0"),
+])
+def test_ondevice_binary_reports_bad_input_in_one_line(tmp_path, idx_folder, flags, message):
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"garbage")
     result = subprocess.run(
         [sys.executable, "-m", "tools.ondevice", f"--model={bad}",
          "--config=configs/split_fmnist.py:sparcl_derpp_90", f"--config.data.dir={idx_folder}",
-         f"--workdir={tmp_path / 'w'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+         f"--workdir={tmp_path / 'w'}", *flags], cwd=ROOT, capture_output=True, text=True,
+        timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = result.stderr.splitlines()
-    assert len(errors) == 1 and "not a readable .tflite" in errors[0], result.stderr
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert not (tmp_path / "w").exists()
 
 
 def test_results_file_is_valid_json(finished):

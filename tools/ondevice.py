@@ -27,6 +27,8 @@ _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Session folder (results, state).",
                                required=True)
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar or per-task lines.")
+_THREADS = flags.DEFINE_integer("threads", None, "LiteRT interpreter threads (1 to 64; default "
+                                "sparcl_tf.ondevice.device_model.DEFAULT_THREADS).")
 _TRACE = flags.DEFINE_string("trace", None, "Also write the session's trace (JSON lines: steps, "
                              "mask updates, removals, task ends) to this file.")
 
@@ -35,10 +37,14 @@ def main(argv):
     del argv
     from sparcl_tf.ondevice import OnDeviceSession
     from sparcl_tf.session.trace import TraceFile
+    from sparcl_tf.ondevice.device_model import DEFAULT_THREADS
+    threads = DEFAULT_THREADS if _THREADS.value is None else _THREADS.value
+    if not 1 <= threads <= 64:
+        cli.fail(f"--threads must be 1 to 64, got {threads}")
     trace = TraceFile(_TRACE.value) if _TRACE.value else None
     results = cli.run_or_exit(lambda: OnDeviceSession(
         _MODEL.value, _CONFIG.value, _WORKDIR.value, verbose=0 if _QUIET.value else 1,
-        trace=trace).run())
+        trace=trace, threads=threads).run())
     print(cli.results_table([results]))
     print(f"results: {os.path.join(_WORKDIR.value, 'results.json')}")
     return 0

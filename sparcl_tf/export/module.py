@@ -174,6 +174,22 @@ class TrainingModule(tf.Module):
         return self._train(images, labels, class_mask, draws, replay_weight, refresh)
 
     def _train(self, images, labels, class_mask, draws, replay_weight, refresh):
+        if not self._filter_keep:
+            return self._step(images, labels, class_mask, draws, replay_weight, refresh)
+        # Structured DGM inside the step: kernel gradients of the selected filters only (all on
+        # a refresh step, which selects anew from them). The layers read these graph tensors
+        # while this signature is traced, and nothing else does.
+        for layer, selection, keep in zip(self._sparse, self._filter_selections,
+                                          self._filter_keep):
+            layer.filter_selection = tf.math.top_k(selection, k=keep).indices
+            layer.full_kernel_gradient = refresh > 0
+        try:
+            return self._step(images, labels, class_mask, draws, replay_weight, refresh)
+        finally:
+            for layer in self._sparse:
+                layer.filter_selection = layer.full_kernel_gradient = None
+
+    def _step(self, images, labels, class_mask, draws, replay_weight, refresh):
         variables = self._network.trainable_variables
         with tf.GradientTape() as tape:
             logits = self._network(images, training=True)

@@ -23,7 +23,7 @@ from sparcl_tf.experiment import build_networks, image_stream, sparse_units
 from sparcl_tf.flops import FlopsLedger
 from sparcl_tf.layers import channel_masks
 from sparcl_tf.methods import build_method
-from sparcl_tf.ondevice.device_model import DeviceModel
+from sparcl_tf.ondevice.device_model import DEFAULT_THREADS, DeviceModel
 from sparcl_tf.session.loop import SessionLoop
 from sparcl_tf.session.plan import SessionPlan, build_plan
 
@@ -131,8 +131,9 @@ class OnDeviceSession:
     `trace` receives the session's records (`session.trace`).
     """
 
-    def __init__(self, model_path, config, workdir, verbose=1, trace=None):
-        self.device = DeviceModel(model_path)
+    def __init__(self, model_path, config, workdir, verbose=1, trace=None,
+                 threads=DEFAULT_THREADS):
+        self.device = DeviceModel(model_path, threads)
         file_plan = read_plan(model_path)
         if config is None:
             if file_plan is None or not file_plan.run_config:

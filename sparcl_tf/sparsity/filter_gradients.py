@@ -6,14 +6,7 @@ kernels do (the Keras trainer), so a structured-DGM step really computes less.
 
 import tensorflow as tf
 
-
-def _scatter_last_axis(values, index, shape):
-    """A tensor of `shape`, zeros except `values` at positions `index` of its last axis."""
-    rank = len(values.shape)
-    to_front = [rank - 1] + list(range(rank - 1))
-    scattered = tf.scatter_nd(index[:, None], tf.transpose(values, to_front),
-                              tf.concat([shape[-1:], shape[:-1]], 0))
-    return tf.transpose(scattered, list(range(1, rank)) + [0])
+from sparcl_tf.builtin_gradients import scatter_last_axis
 
 
 def conv2d_filter_subset(x, kernel, strides, padding, selection, full):
@@ -41,7 +34,7 @@ def conv2d_filter_subset(x, kernel, strides, padding, selection, full):
                 subset = tf.raw_ops.Conv2DBackpropFilter(
                     input=x, filter_sizes=sizes, out_backprop=tf.gather(dy, selection, axis=3),
                     strides=tf_strides, padding=tf_padding)
-                return _scatter_last_axis(subset, selection, tf.shape(kernel))
+                return scatter_last_axis(subset, selection, tf.shape(kernel))
 
             return dx, tf.cond(full, all_filters, selected_filters), None, None
 
@@ -61,7 +54,7 @@ def matmul_unit_subset(x, kernel, selection, full):
 
             def selected_units():
                 subset = tf.matmul(x, tf.gather(dy, selection, axis=1), transpose_a=True)
-                return _scatter_last_axis(subset, selection, tf.shape(kernel))
+                return scatter_last_axis(subset, selection, tf.shape(kernel))
 
             return (tf.matmul(dy, kernel, transpose_b=True),
                     tf.cond(full, all_units, selected_units), None, None)
