@@ -45,7 +45,17 @@ class _MaskedKernelMixin:
             name="bias", shape=(outputs,), initializer="zeros") if self.use_bias else None
 
     def _add_bias(self, outputs):
-        return outputs if self.bias is None else outputs + self.bias
+        """Bias, then the layer's activation (ReLU with builtins-only gradients for export)."""
+        outputs = outputs if self.bias is None else outputs + self.bias
+        if self.activation is None:
+            return outputs
+        if self.builtin_gradients and self.activation is keras.activations.relu:
+            return builtin_gradients.relu(outputs)
+        return self.activation(outputs)
+
+    def _set_activation(self, activation):
+        activation = keras.activations.get(activation)
+        self.activation = None if activation is keras.activations.linear else activation
 
     # Set False by a trainer of a dense run: the forward then skips the (all-ones) mask entirely.
     mask_enabled = True
@@ -84,12 +94,15 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
         shortcuts, heads in the paper's setting) carry an all-ones mask that their forward skips.
       mask_dtype: dtype of the stored mask; None = the layer's dtype. Exported models use "bool"
         (a quarter of the bytes of a float32 mask in the .tflite).
+      activation: as in Keras (None: linear); "relu" exports with builtins-only gradients.
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding="same", use_bias=True,
-                 kernel_initializer="he_uniform", sparsifiable=True, mask_dtype=None, **kwargs):
+                 kernel_initializer="he_uniform", sparsifiable=True, mask_dtype=None,
+                 activation=None, **kwargs):
         super().__init__(**kwargs)
         self.mask_dtype = mask_dtype
+        self._set_activation(activation)
         self.filters = int(filters)
         self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(
             kernel_size)
@@ -130,18 +143,20 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
             filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
             padding=self.padding, use_bias=self.use_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            sparsifiable=self.sparsifiable, mask_dtype=self.mask_dtype)
+            sparsifiable=self.sparsifiable, mask_dtype=self.mask_dtype,
+            activation=keras.activations.serialize(self.activation) if self.activation else None)
         return config
 
 
 @keras.saving.register_keras_serializable(package="sparcl_tf")
 class MaskedDense(_MaskedKernelMixin, keras.layers.Layer):
-    """Fully connected layer with a masked kernel (`keras.layers.Dense`, no activation)."""
+    """Fully connected layer with a masked kernel (`keras.layers.Dense` semantics)."""
 
     def __init__(self, units, use_bias=True, kernel_initializer="he_uniform", sparsifiable=True,
-                 mask_dtype=None, **kwargs):
+                 mask_dtype=None, activation=None, **kwargs):
         super().__init__(**kwargs)
         self.mask_dtype = mask_dtype
+        self._set_activation(activation)
         self.units = int(units)
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -167,7 +182,8 @@ class MaskedDense(_MaskedKernelMixin, keras.layers.Layer):
         config.update(
             units=self.units, use_bias=self.use_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            sparsifiable=self.sparsifiable, mask_dtype=self.mask_dtype)
+            sparsifiable=self.sparsifiable, mask_dtype=self.mask_dtype,
+            activation=keras.activations.serialize(self.activation) if self.activation else None)
         return config
 
 

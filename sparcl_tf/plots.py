@@ -1,15 +1,17 @@
-"""PNG plots of a run's results (matplotlib, no display needed)."""
+"""PNG plots of a run's results (matplotlib, no display needed).
 
-import matplotlib
+Figures are made with matplotlib's object API, not pyplot: nothing here selects a backend or
+keeps global figure state, so importing the library leaves a user's matplotlib as it was.
+"""
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def plot_accuracy_matrices(results, path):
     """Heatmaps of the class-IL and task-IL accuracy matrices (row: after task, col: task)."""
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4.4), constrained_layout=True)
+    figure = Figure(figsize=(10, 4.4), layout="constrained")
+    axes = figure.subplots(1, 2)
     for axis, key, title in ((axes[0], "class_il_matrix", "Class-IL"),
                              (axes[1], "task_il_matrix", "Task-IL")):
         matrix = np.array([[np.nan if v is None else v for v in row] for row in results[key]])
@@ -24,14 +26,14 @@ def plot_accuracy_matrices(results, path):
     figure.colorbar(image, ax=axes, shrink=0.8)
     figure.suptitle(f"{results['preset'] or results['method']} - {results['dataset']}")
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def plot_task_curves(results, path):
     """Accuracy of every task after each training task, plus the running average (class-IL)."""
     matrix = np.array([[np.nan if v is None else v for v in row]
                        for row in results["class_il_matrix"]])
-    figure, axis = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
+    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    axis = figure.subplots()
     steps = np.arange(matrix.shape[0])
     for task in range(matrix.shape[1]):
         axis.plot(steps[task:], matrix[task:, task], marker="o", label=f"task {task}")
@@ -40,4 +42,3 @@ def plot_task_curves(results, path):
              xticks=steps, title=f"{results['preset'] or results['method']} - per-task accuracy")
     axis.legend(fontsize=7, ncol=2)
     figure.savefig(path, dpi=110)
-    plt.close(figure)

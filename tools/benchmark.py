@@ -548,10 +548,9 @@ def _targets(by_preset, steps, litert=None, model="edge_cnn"):
 
 
 def _plot(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    figure, axis = plt.subplots(figsize=(9, 5), constrained_layout=True)
+    from matplotlib.figure import Figure
+    figure = Figure(figsize=(9, 5), layout="constrained")
+    axis = figure.subplots()
     markers = "osD^v<>pPX*h"
     for index, row in enumerate(rows):
         axis.scatter(row["training_flops"], row["class_il"], s=55, marker=markers[index % 12],
@@ -562,7 +561,6 @@ def _plot(rows, path):
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def main(argv):

@@ -1,0 +1,147 @@
+"""The library face for a user's own Keras 3 model: masks in, masks kept, masks out.
+
+    model = sparcl_tf.keras.sparsify(model, weight_sparsity=0.9)      # Conv2D / Dense -> masked
+    model.fit(..., callbacks=[sparcl_tf.keras.KeepMasksExact()])      # pruned weights stay 0
+    plain = sparcl_tf.keras.strip(model)                              # plain Keras, zeros baked in
+
+`sparsify` clones a functional or Sequential model, replacing each chosen `Conv2D` and `Dense` by
+`MaskedConv2D` / `MaskedDense` with the same weights and a magnitude mask of exactly
+n - round(s n) active weights (the project's counting rule, `sparsity.masks`), so the trainer,
+TDM, DGM and the TFLite export handle it like the registry models. A layer that cannot be
+sparsified is one `ValueError` naming it, why, and the supported layers.
+"""
+
+import keras
+import numpy as np
+
+from sparcl_tf.layers import MaskedConv2D, MaskedDense, masked_layers
+from sparcl_tf.sparsity.masks import magnitude_mask
+
+SUPPORTED_LAYERS = ("Conv2D", "Dense")
+
+
+def _unsupported(layer, why):
+    return ValueError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be sparsified: "
+                      f"{why}; supported layers: {', '.join(SUPPORTED_LAYERS)}")
+
+
+def _masked_config(layer):
+    """The masked layer's config for a stock Conv2D or Dense, or a ValueError saying why not."""
+    config = layer.get_config()
+    common = dict(name=layer.name, use_bias=config["use_bias"],
+                  kernel_initializer=config["kernel_initializer"],
+                  activation=config["activation"], dtype=config.get("dtype"))
+    if config.get("kernel_regularizer") or config.get("kernel_constraint"):
+        raise _unsupported(layer, "kernel regularizers and constraints are not carried over")
+    if type(layer) is keras.layers.Dense:
+        return MaskedDense, dict(common, units=config["units"])
+    if config["data_format"] != "channels_last":
+        raise _unsupported(layer, "only channels_last convolutions are supported")
+    if tuple(config["dilation_rate"]) != (1, 1) or config["groups"] != 1:
+        raise _unsupported(layer, "dilated and grouped convolutions are not supported")
+    if config["padding"] not in ("same", "valid"):
+        raise _unsupported(layer, f"padding {config['padding']!r} is not supported")
+    return MaskedConv2D, dict(common, filters=config["filters"],
+                              kernel_size=config["kernel_size"], strides=config["strides"],
+                              padding=config["padding"])
+
+
+def _targets(model, weight_sparsity, layers):
+    """Layer name -> target sparsity for the layers `sparsify` converts."""
+    candidates = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+                  if type(layer) in (keras.layers.Conv2D, keras.layers.Dense)]
+    names = {layer.name for layer in model._flatten_layers(include_self=False, recursive=True)}
+    wanted = [layer.name for layer in candidates] if layers is None else list(layers)
+    for name in wanted:
+        if name not in names:
+            raise ValueError(f"sparsify: the model has no layer {name!r}")
+        layer = model.get_layer(name)
+        if type(layer) not in (keras.layers.Conv2D, keras.layers.Dense):
+            raise _unsupported(layer, "no masked version of this layer type exists yet")
+    if isinstance(weight_sparsity, dict):
+        unknown = sorted(set(weight_sparsity) - set(wanted))
+        if unknown:
+            raise ValueError(f"sparsify: weight_sparsity names layers that are not sparsified: "
+                             f"{unknown}")
+        targets = {name: weight_sparsity.get(name, 0.0) for name in wanted}
+    else:
+        targets = {name: weight_sparsity for name in wanted}
+    for name, value in targets.items():
+        if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+            raise ValueError(f"sparsify: weight_sparsity of {name!r} must be in [0, 1), got "
+                             f"{value!r}")
+    return targets
+
+
+def sparsify(model, weight_sparsity=0.9, layers=None):
+    """A copy of `model` whose chosen Conv2D / Dense layers carry exact magnitude masks.
+
+    Args:
+      model: a built functional or Sequential Keras 3 model (nested models are cloned inside).
+      weight_sparsity: one fraction of zeros for every converted layer, or layer name ->
+        fraction (layers left out of the dict stay dense but masked, so a schedule may prune them).
+      layers: names of the layers to convert; None converts every Conv2D and Dense.
+    Returns a new model with the original's weights; masked entries are exactly zero.
+    """
+    if not model.built:
+        raise ValueError("sparsify: build the model first (call it on data or give an Input)")
+    targets = _targets(model, weight_sparsity, layers)
+
+    def clone(layer):
+        if layer.name not in targets:
+            return layer.__class__.from_config(layer.get_config())
+        masked_class, config = _masked_config(layer)
+        return masked_class(**{k: v for k, v in config.items() if v is not None})
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    for source, target in zip(_layers(model), _layers(copy)):
+        weights = source.get_weights()
+        if target.name in targets:
+            kernel = weights[0]
+            mask = magnitude_mask(kernel, float(targets[target.name]))
+            target.kernel.assign(kernel * mask)
+            target.mask.assign(mask.astype(target.mask.dtype))
+            if target.bias is not None:
+                target.bias.assign(weights[1])
+        elif weights:
+            target.set_weights(weights)
+    return copy
+
+
+def strip(model):
+    """A plain Keras copy of a sparsified model: masked layers back to Conv2D / Dense with the
+    masked kernel (exact zeros) as their weights; nothing of this library left in it."""
+    def clone(layer):
+        if not isinstance(layer, (MaskedConv2D, MaskedDense)):
+            return layer.__class__.from_config(layer.get_config())
+        common = dict(name=layer.name, use_bias=layer.use_bias,
+                      activation=keras.activations.serialize(layer.activation)
+                      if layer.activation else None)
+        if isinstance(layer, MaskedDense):
+            return keras.layers.Dense(layer.units, **common)
+        return keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
+                                   padding=layer.padding, **common)
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    for source, target in zip(_layers(model), _layers(copy)):
+        if isinstance(source, (MaskedConv2D, MaskedDense)):
+            kernel = source.kernel.numpy() * source.mask.numpy().astype(np.float32)
+            target.set_weights([kernel] + ([source.bias.numpy()] if source.bias is not None
+                                           else []))
+        elif source.get_weights():
+            target.set_weights(source.get_weights())
+    return copy
+
+
+def _layers(model):
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+class KeepMasksExact(keras.callbacks.Callback):
+    """For a plain `model.fit` on a sparsified model: after every batch the masked kernel
+    entries are set back to exactly zero (the optimizer moved them; the forward pass never
+    saw them), so the trained model has the sparsity it was given."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        for layer in masked_layers(self.model):
+            layer.apply_mask_to_kernel()
