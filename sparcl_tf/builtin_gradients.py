@@ -137,29 +137,39 @@ class _Im2col:
         self.offsets = [(i // stride, j // stride, (i % stride) * stride + j % stride)
                         for i in range(kernel_h) for j in range(kernel_w)]
 
-    def patches(self, x):
-        """(B * H_out * W_out, k_h * k_w * C_in), columns in the kernel's (i, j, c) order."""
+    def windows(self, x):
+        """Per kernel offset (i, j), in the kernel's order: the (B, H_out, W_out, C_in) inputs
+        that offset multiplies."""
         s, rows, cols = self.stride, self.grid_h * self.stride, self.grid_w * self.stride
         x = tf.pad(x, [[0, 0], [self.top, max(rows - self.height - self.top, 0)],
                        [self.left, max(cols - self.width - self.left, 0)], [0, 0]])
         x = x[:, :rows, :cols, :]
         grid = tf.nn.space_to_depth(x, s) if s > 1 else x
         c = self.channels
-        windows = [grid[:, di:di + self.out_h, dj:dj + self.out_w, phase * c:(phase + 1) * c]
-                   for di, dj, phase in self.offsets]
+        return [grid[:, di:di + self.out_h, dj:dj + self.out_w, phase * c:(phase + 1) * c]
+                for di, dj, phase in self.offsets]
+
+    def patches(self, x):
+        """(B * H_out * W_out, k_h * k_w * C_in), columns in the kernel's (i, j, c) order."""
+        windows = self.windows(x)
         stacked = tf.concat(windows, axis=3) if len(windows) > 1 else windows[0]
-        return tf.reshape(stacked, [-1, len(windows) * c])
+        return tf.reshape(stacked, [-1, len(windows) * self.channels])
 
     def input_gradient(self, patch_gradient):
         """col2im: the input's gradient from the gradient of `patches`."""
-        s, c = self.stride, self.channels
+        c = self.channels
         patch_gradient = tf.reshape(patch_gradient,
                                     [-1, self.out_h, self.out_w, len(self.offsets) * c])
+        return self.input_gradient_of_windows(
+            [patch_gradient[..., n * c:(n + 1) * c] for n in range(len(self.offsets))])
+
+    def input_gradient_of_windows(self, window_gradients):
+        """col2im: the input's gradient from the gradient of each of `windows`."""
+        s = self.stride
         phases = [None] * (s * s)
-        for n, (di, dj, phase) in enumerate(self.offsets):
-            part = tf.pad(patch_gradient[..., n * c:(n + 1) * c],
-                          [[0, 0], [di, self.grid_h - self.out_h - di],
-                           [dj, self.grid_w - self.out_w - dj], [0, 0]])
+        for gradient, (di, dj, phase) in zip(window_gradients, self.offsets):
+            part = tf.pad(gradient, [[0, 0], [di, self.grid_h - self.out_h - di],
+                                     [dj, self.grid_w - self.out_w - dj], [0, 0]])
             phases[phase] = part if phases[phase] is None else phases[phase] + part
         phases = [tf.zeros_like(phases[0]) if p is None else p for p in phases]  # (0, 0) is set
         grid = tf.nn.depth_to_space(tf.concat(phases, axis=3), s) if s > 1 else phases[0]
@@ -247,3 +257,43 @@ def matmul(x, kernel, selection=None, full=None):
         return _batch_matmul(x, kernel), gradient
 
     return forward(x, kernel, *_structured_inputs(selection, full))
+
+
+def depthwise_conv2d(x, kernel, stride, padding):
+    """NHWC depthwise conv (channel multiplier 1, kernel (k_h, k_w, C, 1)) with builtins-only
+    gradients: per kernel offset, the input window times that offset's per-channel weights
+    (MUL + ADD; LiteRT's DEPTHWISE_CONV_2D takes a slow path with variable weights too)."""
+    geometry = _Im2col(x.shape, kernel.shape, stride, padding)
+    kernel_h, kernel_w = int(kernel.shape[0]), int(kernel.shape[1])
+
+    @tf.custom_gradient
+    def forward(x, kernel):
+        windows = geometry.windows(x)
+        weights = tf.reshape(kernel, [kernel_h * kernel_w, -1])  # (offsets, C)
+        y = tf.add_n([window * weights[n] for n, window in enumerate(windows)])
+
+        def gradient(dy):
+            dw = tf.stack([tf.reduce_sum(window * dy, axis=[0, 1, 2]) for window in windows])
+            dx = geometry.input_gradient_of_windows([dy * weights[n]
+                                                     for n in range(len(windows))])
+            return dx, tf.reshape(dw, kernel.shape)
+
+        return y, gradient
+
+    return forward(x, kernel)
+
+
+@tf.custom_gradient
+def relu6(x):
+    """min(max(x, 0), 6) whose gradient is dy * (0 < x < 6) instead of the Flex `Relu6Grad`."""
+    y = tf.minimum(tf.maximum(x, 0.0), 6.0)
+
+    def gradient(dy):
+        return dy * tf.cast(tf.logical_and(x > 0.0, x < 6.0), dy.dtype)
+
+    return y, gradient
+
+
+def hard_swish(x):
+    """x * relu6(x + 3) / 6 (Keras' hard_swish), its gradient built from `relu6`'s."""
+    return x * relu6(x + 3.0) * (1.0 / 6.0)

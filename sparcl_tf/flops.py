@@ -11,7 +11,7 @@ forward; BatchNorm, activations, pooling, additions and the optimizer update are
 import numpy as np
 import tensorflow as tf
 
-from sparcl_tf.layers import MaskedConv2D, MaskedDense, masked_layers
+from sparcl_tf.layers import MaskedConv2D, MaskedDense, MaskedDepthwiseConv2D, masked_layers
 
 
 def layer_forward_flops(network):
@@ -19,7 +19,7 @@ def layer_forward_flops(network):
     flops = {}
     for layer in masked_layers(network):
         kernel = int(np.prod(layer.kernel.shape))
-        if isinstance(layer, MaskedConv2D):
+        if isinstance(layer, (MaskedConv2D, MaskedDepthwiseConv2D)):
             height, width = layer.output.shape[1:3]
             flops[layer.name] = int(height) * int(width) * kernel
         elif isinstance(layer, MaskedDense):

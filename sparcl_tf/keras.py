@@ -1,23 +1,26 @@
 """The library face for a user's own Keras 3 model: masks in, masks kept, masks out.
 
-    model = sparcl_tf.keras.sparsify(model, weight_sparsity=0.9)      # Conv2D / Dense -> masked
-    model.fit(..., callbacks=[sparcl_tf.keras.KeepMasksExact()])      # pruned weights stay 0
-    plain = sparcl_tf.keras.strip(model)                              # plain Keras, zeros baked in
+    model = sparcl_tf.keras.sparsify(model, weight_sparsity=0.9)   # exact magnitude masks
+    model.fit(..., callbacks=[sparcl_tf.keras.KeepMasksExact()])   # pruned weights stay 0
+    plain = sparcl_tf.keras.strip(model)                           # plain Keras, zeros baked in
 
-`sparsify` clones a functional or Sequential model, replacing each chosen `Conv2D` and `Dense` by
-`MaskedConv2D` / `MaskedDense` with the same weights and a magnitude mask of exactly
-n - round(s n) active weights (the project's counting rule, `sparsity.masks`), so the trainer,
-TDM, DGM and the TFLite export handle it like the registry models. A layer that cannot be
+`sparsify` clones a functional or Sequential model, replacing each chosen `Conv2D`,
+`DepthwiseConv2D` and `Dense` by its masked layer with the same weights and a magnitude mask of
+exactly n - round(s n) active weights (the project's counting rule, `sparsity.masks`), and each
+Keras `ReLU` (ReLU6 included) by the library's, whose gradient exports without Flex ops, so the
+trainer, TDM, DGM and the TFLite export handle it like the registry models. A layer that cannot be
 sparsified is one `ValueError` naming it, why, and the supported layers.
 """
 
 import keras
 import numpy as np
 
-from sparcl_tf.layers import MaskedConv2D, MaskedDense, masked_layers
+from sparcl_tf.layers import (MASKED_LAYER_TYPES, MaskedConv2D, MaskedDense,
+                              MaskedDepthwiseConv2D, ReLU, masked_layers)
 from sparcl_tf.sparsity.masks import magnitude_mask
 
-SUPPORTED_LAYERS = ("Conv2D", "Dense")
+SUPPORTED_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense")
+_STOCK = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
 
 def _unsupported(layer, why):
@@ -29,34 +32,50 @@ def _masked_config(layer):
     """The masked layer's config for a stock Conv2D or Dense, or a ValueError saying why not."""
     config = layer.get_config()
     common = dict(name=layer.name, use_bias=config["use_bias"],
-                  kernel_initializer=config["kernel_initializer"],
+                  kernel_initializer=config.get("kernel_initializer",
+                                                config.get("depthwise_initializer")),
                   activation=config["activation"], dtype=config.get("dtype"))
     if config.get("kernel_regularizer") or config.get("kernel_constraint"):
         raise _unsupported(layer, "kernel regularizers and constraints are not carried over")
+    if config.get("dilation_rate") not in (None, 1, (1, 1), [1, 1]):
+        raise _unsupported(layer, "dilated and grouped convolutions are not supported")
     if type(layer) is keras.layers.Dense:
         return MaskedDense, dict(common, units=config["units"])
+    if type(layer) is keras.layers.DepthwiseConv2D:
+        if config["depth_multiplier"] != 1:
+            raise _unsupported(layer, "only depth_multiplier 1 is supported")
+        if config.get("depthwise_regularizer") or config.get("depthwise_constraint"):
+            raise _unsupported(layer, "kernel regularizers and constraints are not carried over")
     if config["data_format"] != "channels_last":
         raise _unsupported(layer, "only channels_last convolutions are supported")
-    if tuple(config["dilation_rate"]) != (1, 1) or config["groups"] != 1:
+    if config.get("groups", 1) != 1:
         raise _unsupported(layer, "dilated and grouped convolutions are not supported")
     if config["padding"] not in ("same", "valid"):
         raise _unsupported(layer, f"padding {config['padding']!r} is not supported")
+    if type(layer) is keras.layers.DepthwiseConv2D:
+        return MaskedDepthwiseConv2D, dict(common, kernel_size=config["kernel_size"],
+                                           strides=config["strides"], padding=config["padding"])
     return MaskedConv2D, dict(common, filters=config["filters"],
                               kernel_size=config["kernel_size"], strides=config["strides"],
                               padding=config["padding"])
 
 
+def _plain_relu(layer):
+    return (float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0
+            and layer.max_value in (None, 6, 6.0))
+
+
 def _targets(model, weight_sparsity, layers):
     """Layer name -> target sparsity for the layers `sparsify` converts."""
     candidates = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-                  if type(layer) in (keras.layers.Conv2D, keras.layers.Dense)]
+                  if type(layer) in _STOCK]
     names = {layer.name for layer in model._flatten_layers(include_self=False, recursive=True)}
     wanted = [layer.name for layer in candidates] if layers is None else list(layers)
     for name in wanted:
         if name not in names:
             raise ValueError(f"sparsify: the model has no layer {name!r}")
         layer = model.get_layer(name)
-        if type(layer) not in (keras.layers.Conv2D, keras.layers.Dense):
+        if type(layer) not in _STOCK:
             raise _unsupported(layer, "no masked version of this layer type exists yet")
     if isinstance(weight_sparsity, dict):
         unknown = sorted(set(weight_sparsity) - set(wanted))
@@ -74,7 +93,7 @@ def _targets(model, weight_sparsity, layers):
 
 
 def sparsify(model, weight_sparsity=0.9, layers=None):
-    """A copy of `model` whose chosen Conv2D / Dense layers carry exact magnitude masks.
+    """A copy of `model` whose chosen Conv2D, DepthwiseConv2D and Dense layers carry exact magnitude masks.
 
     Args:
       model: a built functional or Sequential Keras 3 model (nested models are cloned inside).
@@ -88,6 +107,8 @@ def sparsify(model, weight_sparsity=0.9, layers=None):
     targets = _targets(model, weight_sparsity, layers)
 
     def clone(layer):
+        if type(layer) is keras.layers.ReLU and _plain_relu(layer):
+            return ReLU(max_value=layer.max_value, name=layer.name)  # exports without Flex
         if layer.name not in targets:
             return layer.__class__.from_config(layer.get_config())
         masked_class, config = _masked_config(layer)
@@ -109,22 +130,28 @@ def sparsify(model, weight_sparsity=0.9, layers=None):
 
 
 def strip(model):
-    """A plain Keras copy of a sparsified model: masked layers back to Conv2D / Dense with the
-    masked kernel (exact zeros) as their weights; nothing of this library left in it."""
+    """A plain Keras copy of a sparsified model: masked layers back to Conv2D, DepthwiseConv2D
+    or Dense with the masked kernel (exact zeros) as their weights, ReLUs back to Keras';
+    nothing of this library left in it."""
     def clone(layer):
-        if not isinstance(layer, (MaskedConv2D, MaskedDense)):
+        if isinstance(layer, ReLU):
+            return keras.layers.ReLU(max_value=layer.max_value, name=layer.name)
+        if not isinstance(layer, MASKED_LAYER_TYPES):
             return layer.__class__.from_config(layer.get_config())
         common = dict(name=layer.name, use_bias=layer.use_bias,
                       activation=keras.activations.serialize(layer.activation)
                       if layer.activation else None)
         if isinstance(layer, MaskedDense):
             return keras.layers.Dense(layer.units, **common)
+        if isinstance(layer, MaskedDepthwiseConv2D):
+            return keras.layers.DepthwiseConv2D(layer.kernel_size, strides=layer.strides,
+                                                padding=layer.padding, **common)
         return keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
                                    padding=layer.padding, **common)
 
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
     for source, target in zip(_layers(model), _layers(copy)):
-        if isinstance(source, (MaskedConv2D, MaskedDense)):
+        if isinstance(source, MASKED_LAYER_TYPES):
             kernel = source.kernel.numpy() * source.mask.numpy().astype(np.float32)
             target.set_weights([kernel] + ([source.bias.numpy()] if source.bias is not None
                                            else []))

@@ -18,6 +18,12 @@ from sparcl_tf import builtin_gradients
 from sparcl_tf.sparsity import filter_gradients
 
 
+# Keras activations with builtins-only gradients for export (the others export as TF has them).
+_BUILTIN_ACTIVATIONS = {keras.activations.relu: builtin_gradients.relu,
+                        keras.activations.relu6: builtin_gradients.relu6,
+                        keras.activations.hard_swish: builtin_gradients.hard_swish}
+
+
 @tf.custom_gradient
 def _straight_through_mask(kernel, mask):
     """kernel * mask whose kernel gradient is the gradient of the effective (masked) kernel.
@@ -49,8 +55,8 @@ class _MaskedKernelMixin:
         outputs = outputs if self.bias is None else outputs + self.bias
         if self.activation is None:
             return outputs
-        if self.builtin_gradients and self.activation is keras.activations.relu:
-            return builtin_gradients.relu(outputs)
+        if self.builtin_gradients and self.activation in _BUILTIN_ACTIVATIONS:
+            return _BUILTIN_ACTIVATIONS[self.activation](outputs)
         return self.activation(outputs)
 
     def _set_activation(self, activation):
@@ -94,7 +100,8 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
         shortcuts, heads in the paper's setting) carry an all-ones mask that their forward skips.
       mask_dtype: dtype of the stored mask; None = the layer's dtype. Exported models use "bool"
         (a quarter of the bytes of a float32 mask in the .tflite).
-      activation: as in Keras (None: linear); "relu" exports with builtins-only gradients.
+      activation: as in Keras (None: linear); relu, relu6 and hard_swish export with
+        builtins-only gradients.
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding="same", use_bias=True,
@@ -149,6 +156,58 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="sparcl_tf")
+class MaskedDepthwiseConv2D(_MaskedKernelMixin, keras.layers.Layer):
+    """Depthwise 2-D convolution (channel multiplier 1) with a masked (k_h, k_w, C, 1) kernel,
+    `keras.layers.DepthwiseConv2D` semantics, channels last; arguments as `MaskedConv2D`'s."""
+
+    def __init__(self, kernel_size, strides=1, padding="same", use_bias=True,
+                 kernel_initializer="he_uniform", sparsifiable=True, mask_dtype=None,
+                 activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_dtype = mask_dtype
+        self._set_activation(activation)
+        self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(
+            kernel_size)
+        self.strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        if self.strides[0] != self.strides[1]:
+            raise ValueError(f"depthwise strides must be equal, got {self.strides}")
+        self.padding = padding
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.sparsifiable = sparsifiable
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        self._build_masked_weights(self.kernel_size + (channels, 1), channels)
+
+    def call(self, inputs):
+        if self.builtin_gradients:
+            outputs = builtin_gradients.depthwise_conv2d(inputs, self._kernel_tensor(),
+                                                         self.strides[0], self.padding)
+        else:
+            outputs = ops.depthwise_conv(inputs, self.masked_kernel(), strides=self.strides,
+                                         padding=self.padding)
+        return self._add_bias(outputs)
+
+    def compute_output_shape(self, input_shape):
+        return keras.layers.DepthwiseConv2D(
+            self.kernel_size, strides=self.strides,
+            padding=self.padding).compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            kernel_size=self.kernel_size, strides=self.strides, padding=self.padding,
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            sparsifiable=self.sparsifiable, mask_dtype=self.mask_dtype,
+            activation=keras.activations.serialize(self.activation) if self.activation else None)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="sparcl_tf")
 class MaskedDense(_MaskedKernelMixin, keras.layers.Layer):
     """Fully connected layer with a masked kernel (`keras.layers.Dense` semantics)."""
 
@@ -189,15 +248,28 @@ class MaskedDense(_MaskedKernelMixin, keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="sparcl_tf")
 class ReLU(keras.layers.Layer):
-    """ReLU whose gradient avoids the Flex `ReluGrad` when `builtin_gradients` is set."""
+    """ReLU (or ReLU6 with `max_value=6`) whose gradient avoids the Flex `ReluGrad` /
+    `Relu6Grad` when `builtin_gradients` is set."""
 
     builtin_gradients = False
 
+    def __init__(self, max_value=None, **kwargs):
+        super().__init__(**kwargs)
+        if max_value not in (None, 6, 6.0):
+            raise ValueError(f"ReLU max_value must be None or 6, got {max_value!r}")
+        self.max_value = None if max_value is None else 6.0
+
     def call(self, inputs):
+        if self.max_value is not None:
+            return builtin_gradients.relu6(inputs) if self.builtin_gradients else tf.nn.relu6(
+                inputs)
         return builtin_gradients.relu(inputs) if self.builtin_gradients else tf.nn.relu(inputs)
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def get_config(self):
+        return dict(super().get_config(), max_value=self.max_value)
 
 
 @keras.saving.register_keras_serializable(package="sparcl_tf")
@@ -241,14 +313,14 @@ def channel_masks(model):
             if isinstance(layer, ChannelMask)]
 
 
-MASKED_LAYER_TYPES = (MaskedConv2D, MaskedDense)
+MASKED_LAYER_TYPES = (MaskedConv2D, MaskedDepthwiseConv2D, MaskedDense)
 
 
 def use_builtin_gradients(model, enabled=True):
     """Switches every masked layer and ReLU of `model` to gradients made of TFLite builtin
     ops."""
     for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, (MaskedConv2D, MaskedDense, ReLU)):
+        if isinstance(layer, MASKED_LAYER_TYPES + (ReLU,)):
             layer.builtin_gradients = enabled
 
 

@@ -197,3 +197,28 @@ def test_matmul_form_train_step_uses_batch_matmuls_not_conv_kernels():
     expected = _train_step(lambda a, b, s, p: tf.nn.conv2d(a, b, s, p.upper()), tf.nn.relu)(
         tf.constant(x), tf.constant(w))
     assert _relative_error(result, expected) <= 1e-5
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding", [
+    ((2, 9, 9, 6), 3, 1, "same"), ((2, 9, 9, 6), 3, 2, "same"), ((2, 10, 10, 6), 3, 2, "valid"),
+    ((2, 8, 8, 5), 5, 2, "same"), ((2, 7, 7, 4), 3, 1, "valid"),
+])
+def test_depthwise_conv_gradients_equal_autodiff(shape, kernel, stride, padding):
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.normal(size=shape), tf.float32)
+    w = tf.constant(rng.normal(size=(kernel, kernel, shape[3], 1)), tf.float32)
+    y, (dx, dw) = _gradients(lambda a, b: ops.depthwise_conv2d(a, b, stride, padding), x, w)
+    y_ref, (dx_ref, dw_ref) = _gradients(lambda a, b: tf.nn.depthwise_conv2d(
+        a, b, [1, stride, stride, 1], padding.upper()), x, w)
+    for value, reference in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
+        assert _relative_error(value, reference) <= 1e-5
+
+
+def test_relu6_and_hard_swish_match_autodiff():
+    x = tf.constant(np.linspace(-8.0, 8.0, 161) + 0.013, tf.float32)  # no kinks on the grid
+    for ours, reference in ((ops.relu6, tf.nn.relu6),
+                            (ops.hard_swish, lambda t: t * tf.nn.relu6(t + 3.0) / 6.0)):
+        y, (dx,) = _gradients(ours, x)
+        y_ref, (dx_ref,) = _gradients(reference, x)
+        np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-6)

@@ -75,8 +75,10 @@ def test_masked_weights_stay_exactly_zero_through_a_plain_fit_only_with_the_call
 
 
 @pytest.mark.parametrize("build, layers, message", [
+    (lambda: keras.Sequential([keras.Input((8, 8, 3)), keras.layers.SeparableConv2D(
+        4, 3, name="sep")]), ["sep"], "'sep' (SeparableConv2D) cannot be sparsified"),
     (lambda: keras.Sequential([keras.Input((8, 8, 3)), keras.layers.DepthwiseConv2D(
-        3, name="dw")]), ["dw"], "'dw' (DepthwiseConv2D) cannot be sparsified"),
+        3, depth_multiplier=2, name="dw")]), None, "only depth_multiplier 1"),
     (lambda: keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(
         4, 3, dilation_rate=2, name="dil")]), None, "dilated and grouped"),
     (lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")]), ["nope"],
@@ -85,11 +87,87 @@ def test_masked_weights_stay_exactly_zero_through_a_plain_fit_only_with_the_call
 def test_layers_that_cannot_be_sparsified_are_one_clear_error(build, layers, message):
     with pytest.raises(ValueError, match=re.escape(message)) as error:
         sparcl_keras.sparsify(build(), weight_sparsity=0.5, layers=layers)
-    if "cannot be sparsified" in message or "dilated" in message:
-        assert "supported layers: Conv2D, Dense" in str(error.value)
+    if "no layer" not in message:
+        assert "supported layers: Conv2D, DepthwiseConv2D, Dense" in str(error.value)
 
 
 def test_a_target_out_of_range_is_refused():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
     with pytest.raises(ValueError, match=r"weight_sparsity of 'd' must be in \[0, 1\)"):
         sparcl_keras.sparsify(model, weight_sparsity=1.0)
+
+
+def _inverted_residual_model():
+    """MobileNet-class pieces: strided stem, 1x1 expand, ReLU6, padded depthwise, linear
+    projection with a residual add, strided depthwise with hard-swish, global pooling."""
+    inputs = keras.Input((16, 16, 1))
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(inputs)
+    x = keras.layers.ReLU(6.0)(keras.layers.BatchNormalization()(x))
+    y = keras.layers.Conv2D(48, 1, use_bias=False)(x)
+    y = keras.layers.ReLU(6.0)(keras.layers.BatchNormalization()(y))
+    y = keras.layers.DepthwiseConv2D(3, use_bias=False)(keras.layers.ZeroPadding2D(1)(y))
+    y = keras.layers.ReLU(6.0)(keras.layers.BatchNormalization()(y))
+    y = keras.layers.BatchNormalization()(keras.layers.Conv2D(16, 1, use_bias=False)(y))
+    x = keras.layers.Add()([x, y])
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", activation="hard_swish")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10)(x))
+
+
+def test_a_sparsified_mobilenet_block_trains_in_litert_like_keras(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from sparcl_tf.continual_model import ContinualModel
+    from sparcl_tf.export import convert
+    from sparcl_tf.export.audit import op_audit
+    from sparcl_tf.export.module import TrainingModule, _state_name, export_network
+    from sparcl_tf.methods.derpp import DERPP
+    keras.utils.set_random_seed(0)
+    sparse = sparcl_keras.sparsify(_inverted_residual_model(), weight_sparsity=0.9)
+    method, batch = DERPP(cl_mask=True, alpha=0.1, beta=0.5), 8
+    model = convert(TrainingModule(export_network(sparse), method, batch, batch, 0.05,
+                                   mask_rule="tdm"), str(tmp_path))
+    assert all(not entry["flex_ops"] for entry in op_audit(model).values())
+    rng = np.random.default_rng(0)
+    inputs = dict(
+        images=rng.normal(size=(batch, 16, 16, 1)).astype(np.float32),
+        labels=rng.choice([2, 3], batch).astype(np.int32),
+        class_mask=np.isin(np.arange(10), [2, 3]).astype(np.float32),
+        replay_images=rng.normal(size=(2, batch, 16, 16, 1)).astype(np.float32),
+        replay_labels=rng.integers(0, 2, (2, batch)).astype(np.int32),
+        replay_logits=rng.normal(size=(2, batch, 10)).astype(np.float32),
+        replay_weight=np.float32(1.0))
+    interpreter = Interpreter(model_content=model)
+    lite = interpreter.get_signature_runner("train")(**inputs)
+    after = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
+    trainer = ContinualModel(sparse, method, 10, replay_batch_size=batch, track_gradients=True)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.05))
+    before = {v.path: v.numpy() for v in sparse.variables}
+    keras_loss = trainer.step(*(inputs[k] for k in (
+        "images", "labels", "class_mask", "replay_images", "replay_labels", "replay_logits",
+        "replay_weight")), refresh=False)["loss"].numpy()
+    assert abs(lite["loss"] - keras_loss) <= 1e-5 * abs(keras_loss)
+    for variable in sparse.variables:
+        value, reference = after[_state_name(variable)], variable.numpy()
+        assert np.abs(value - reference).max() <= 1e-5 * np.abs(reference).max(), variable.path
+        if variable.trainable:
+            assert not np.array_equal(reference, before[variable.path]), variable.path
+    for layer in sparse.layers:
+        if hasattr(layer, "mask"):
+            assert not np.any(after[f"{layer.name}__kernel"][~after[f"{layer.name}__mask"]])
+
+
+def test_keras_applications_mobilenet_v2_sparsifies_with_exact_counts():
+    from sparcl_tf.layers import masked_layers
+    model = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 1),
+                                           classes=10, classifier_activation=None)
+    sparse = sparcl_keras.sparsify(model, weight_sparsity=0.9)
+    converted = masked_layers(sparse)
+    assert len(converted) == sum(type(layer) in (keras.layers.Conv2D, keras.layers.Dense,
+                                                 keras.layers.DepthwiseConv2D)
+                                 for layer in model.layers) == 53
+    for layer in converted:
+        n = int(np.prod(layer.kernel.shape))
+        assert _active(layer) == (n - round(0.9 * n),) * 2, layer.name
+    x = np.random.default_rng(2).normal(size=(2, 32, 32, 1)).astype(np.float32)
+    np.testing.assert_allclose(sparcl_keras.strip(sparse)(x), sparse(x), rtol=1e-5, atol=1e-30)
