@@ -59,9 +59,27 @@ class _MaskedKernelMixin:
             return _BUILTIN_ACTIVATIONS[self.activation](outputs)
         return self.activation(outputs)
 
-    def _set_activation(self, activation):
+    def _set_common(self, use_bias, kernel_initializer, sparsifiable, mask_dtype, activation):
+        self.use_bias, self.sparsifiable, self.mask_dtype = use_bias, sparsifiable, mask_dtype
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
         activation = keras.activations.get(activation)
         self.activation = None if activation is keras.activations.linear else activation
+
+    def _set_window(self, kernel_size, strides, padding):
+        """Kernel size, strides and padding of a conv, as pairs; padding 'same' or 'valid'."""
+        self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(
+            kernel_size)
+        self.strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        self.padding = padding
+
+    def _common_config(self):
+        return dict(use_bias=self.use_bias,
+                    kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+                    sparsifiable=self.sparsifiable, mask_dtype=self.mask_dtype,
+                    activation=keras.activations.serialize(self.activation)
+                    if self.activation else None)
 
     # Set False by a trainer of a dense run: the forward then skips the (all-ones) mask entirely.
     mask_enabled = True
@@ -108,18 +126,9 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
                  kernel_initializer="he_uniform", sparsifiable=True, mask_dtype=None,
                  activation=None, **kwargs):
         super().__init__(**kwargs)
-        self.mask_dtype = mask_dtype
-        self._set_activation(activation)
+        self._set_common(use_bias, kernel_initializer, sparsifiable, mask_dtype, activation)
+        self._set_window(kernel_size, strides, padding)
         self.filters = int(filters)
-        self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(
-            kernel_size)
-        self.strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
-        if padding not in ("same", "valid"):
-            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
-        self.padding = padding
-        self.use_bias = use_bias
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.sparsifiable = sparsifiable
 
     def build(self, input_shape):
         self._build_masked_weights(
@@ -145,14 +154,8 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
             padding=self.padding).compute_output_shape(input_shape)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
-            padding=self.padding, use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            sparsifiable=self.sparsifiable, mask_dtype=self.mask_dtype,
-            activation=keras.activations.serialize(self.activation) if self.activation else None)
-        return config
+        return dict(super().get_config(), **self._common_config(), filters=self.filters,
+                    kernel_size=self.kernel_size, strides=self.strides, padding=self.padding)
 
 
 @keras.saving.register_keras_serializable(package="sparcl_tf")
@@ -164,19 +167,10 @@ class MaskedDepthwiseConv2D(_MaskedKernelMixin, keras.layers.Layer):
                  kernel_initializer="he_uniform", sparsifiable=True, mask_dtype=None,
                  activation=None, **kwargs):
         super().__init__(**kwargs)
-        self.mask_dtype = mask_dtype
-        self._set_activation(activation)
-        self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(
-            kernel_size)
-        self.strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
-        if padding not in ("same", "valid"):
-            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        self._set_common(use_bias, kernel_initializer, sparsifiable, mask_dtype, activation)
+        self._set_window(kernel_size, strides, padding)
         if self.strides[0] != self.strides[1]:
             raise ValueError(f"depthwise strides must be equal, got {self.strides}")
-        self.padding = padding
-        self.use_bias = use_bias
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.sparsifiable = sparsifiable
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
@@ -197,14 +191,8 @@ class MaskedDepthwiseConv2D(_MaskedKernelMixin, keras.layers.Layer):
             padding=self.padding).compute_output_shape(input_shape)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            kernel_size=self.kernel_size, strides=self.strides, padding=self.padding,
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            sparsifiable=self.sparsifiable, mask_dtype=self.mask_dtype,
-            activation=keras.activations.serialize(self.activation) if self.activation else None)
-        return config
+        return dict(super().get_config(), **self._common_config(), kernel_size=self.kernel_size,
+                    strides=self.strides, padding=self.padding)
 
 
 @keras.saving.register_keras_serializable(package="sparcl_tf")
@@ -214,12 +202,8 @@ class MaskedDense(_MaskedKernelMixin, keras.layers.Layer):
     def __init__(self, units, use_bias=True, kernel_initializer="he_uniform", sparsifiable=True,
                  mask_dtype=None, activation=None, **kwargs):
         super().__init__(**kwargs)
-        self.mask_dtype = mask_dtype
-        self._set_activation(activation)
+        self._set_common(use_bias, kernel_initializer, sparsifiable, mask_dtype, activation)
         self.units = int(units)
-        self.use_bias = use_bias
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.sparsifiable = sparsifiable
 
     def build(self, input_shape):
         self._build_masked_weights((int(input_shape[-1]), self.units), self.units)
@@ -237,13 +221,7 @@ class MaskedDense(_MaskedKernelMixin, keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            units=self.units, use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            sparsifiable=self.sparsifiable, mask_dtype=self.mask_dtype,
-            activation=keras.activations.serialize(self.activation) if self.activation else None)
-        return config
+        return dict(super().get_config(), **self._common_config(), units=self.units)
 
 
 @keras.saving.register_keras_serializable(package="sparcl_tf")
