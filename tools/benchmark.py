@@ -310,7 +310,7 @@ def op_block_times(overrides, repeats, calls=20):
 
     from sparcl_tf import builtin_gradients
     from sparcl_tf.experiment import Experiment
-    from sparcl_tf.layers import MaskedConv2D, masked_layers
+    from sparcl_tf.layers import MaskedConv2D, MaskedDense, masked_layers
 
     config = _config("derpp", overrides)
     config.log.progress = False
@@ -328,11 +328,13 @@ def op_block_times(overrides, repeats, calls=20):
             stock = lambda a, b, l=layer: tf.nn.conv2d(a, b, l.strides, l.padding.upper())
             name = (f"conv {kernel_shape[0]}x{kernel_shape[1]} s{layer.strides[0]} "
                     f"{x_shape[1]}x{x_shape[2]}x{kernel_shape[2]}->{kernel_shape[3]}")
-        else:
+        elif isinstance(layer, MaskedDense):
             key = ("dense", x_shape, kernel_shape)
             forms = {"kernel ops": tf.matmul, "batch matmuls": builtin_gradients.matmul}
             stock = tf.matmul
             name = f"dense {kernel_shape[0]}->{kernel_shape[1]}"
+        else:  # depthwise convs have one builtins-only form: nothing to choose between
+            continue
         if key in seen:
             continue
         seen.add(key)
