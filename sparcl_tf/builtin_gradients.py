@@ -59,7 +59,7 @@ def _batch_matmul(a, b, transpose_a=False):
     return tf.reshape(product, [-1 if d is None else d for d in product.shape[1:]])
 
 
-def scatter_last_axis(values, index, shape):
+def _scatter_last_axis(values, index, shape):
     """A tensor of `shape`, zeros except `values` at positions `index` of its last axis."""
     rank = len(values.shape)
     to_front = [rank - 1] + list(range(rank - 1))
@@ -75,20 +75,19 @@ def _structured_inputs(selection, full):
                                          tf.convert_to_tensor(full))
 
 
-def _kernel_gradient(inputs, output_gradient, kernel_shape, selection, full):
-    """inputs^T @ output_gradient, for the `selection` columns only unless `full`."""
+def selected_kernel_gradient(kernel_gradient, dy, kernel_shape, selection, full):
+    """Structured DGM's kernel gradient: `kernel_gradient(dy)` (output filters on dy's last
+    axis) for the `selection` filters only, the others exactly zero, unless `full`; plain
+    `kernel_gradient(dy)` without a selection. Shared by every form here and by the Keras
+    trainer's `sparsity.filter_gradients`."""
     if selection is None:
-        return _batch_matmul(inputs, output_gradient, transpose_a=True)
-
-    def all_filters():
-        return _batch_matmul(inputs, output_gradient, transpose_a=True)
+        return kernel_gradient(dy)
 
     def selected_filters():
-        subset = _batch_matmul(inputs, tf.gather(output_gradient, selection, axis=1),
-                               transpose_a=True)
-        return scatter_last_axis(subset, selection, tf.constant(kernel_shape))
+        subset = kernel_gradient(tf.gather(dy, selection, axis=len(dy.shape) - 1))
+        return _scatter_last_axis(subset, selection, tf.constant(kernel_shape))
 
-    return tf.cond(full, all_filters, selected_filters)
+    return tf.cond(full, lambda: kernel_gradient(dy), selected_filters)
 
 
 def conv2d_kernel_gradient(x, dy, kernel_shape, strides, padding):
@@ -195,8 +194,9 @@ def _conv2d_as_matmuls(x, kernel, stride, padding, selection, full):
         def gradient(dy):
             dy = tf.reshape(dy, [-1, outputs])
             dx = geometry.input_gradient(_batch_matmul(dy, tf.transpose(flat_kernel)))
-            dw = _kernel_gradient(patches, dy, (flat_kernel.shape[0], outputs), *(
-                structured or (None, None)))
+            dw = selected_kernel_gradient(
+                lambda d: _batch_matmul(patches, d, transpose_a=True), dy,
+                (flat_kernel.shape[0], outputs), *(structured or (None, None)))
             return (dx, tf.reshape(dw, kernel_shape)) + (None,) * len(structured)
 
         return y, gradient
@@ -214,19 +214,10 @@ def _conv2d_as_conv(x, kernel, strides, padding, selection, full):
         def gradient(dy):
             dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), strides=strides,
                                         padding=tf_padding)
-            if not structured:
-                return dx, conv2d_kernel_gradient(x, dy, kernel.shape, strides, padding)
-            selection, full = structured
-
-            def selected():
-                subset = conv2d_kernel_gradient(x, tf.gather(dy, selection, axis=3),
-                                                (*kernel.shape[:3], selection.shape[0]),
-                                                strides, padding)
-                return scatter_last_axis(subset, selection, tf.shape(kernel))
-
-            dw = tf.cond(full, lambda: conv2d_kernel_gradient(x, dy, kernel.shape, strides,
-                                                              padding), selected)
-            return dx, dw, None, None
+            dw = selected_kernel_gradient(
+                lambda d: conv2d_kernel_gradient(x, d, kernel.shape, strides, padding), dy,
+                tuple(int(n) for n in kernel.shape), *(structured or (None, None)))
+            return (dx, dw) + (None,) * len(structured)
 
         return y, gradient
 
@@ -250,8 +241,9 @@ def matmul(x, kernel, selection=None, full=None):
     def forward(x, kernel, *structured):
         def gradient(dy):
             dx = _batch_matmul(dy, tf.transpose(kernel))
-            dw = _kernel_gradient(x, dy, tuple(int(d) for d in kernel.shape),
-                                  *(structured or (None, None)))
+            dw = selected_kernel_gradient(lambda d: _batch_matmul(x, d, transpose_a=True), dy,
+                                          tuple(int(n) for n in kernel.shape),
+                                          *(structured or (None, None)))
             return (dx, dw) + (None,) * len(structured)
 
         return _batch_matmul(x, kernel), gradient

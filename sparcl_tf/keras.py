@@ -29,27 +29,24 @@ def _unsupported(layer, why):
 
 
 def _masked_config(layer):
-    """The masked layer's config for a stock Conv2D or Dense, or a ValueError saying why not."""
+    """The masked class and config for a stock Conv2D, DepthwiseConv2D or Dense, or a ValueError
+    saying why not."""
     config = layer.get_config()
     common = dict(name=layer.name, use_bias=config["use_bias"],
                   kernel_initializer=config.get("kernel_initializer",
                                                 config.get("depthwise_initializer")),
                   activation=config["activation"], dtype=config.get("dtype"))
-    if config.get("kernel_regularizer") or config.get("kernel_constraint"):
+    if any(config.get(f"{kind}_{what}") for kind in ("kernel", "depthwise")
+           for what in ("regularizer", "constraint")):
         raise _unsupported(layer, "kernel regularizers and constraints are not carried over")
-    if config.get("dilation_rate") not in (None, 1, (1, 1), [1, 1]):
-        raise _unsupported(layer, "dilated and grouped convolutions are not supported")
     if type(layer) is keras.layers.Dense:
         return MaskedDense, dict(common, units=config["units"])
-    if type(layer) is keras.layers.DepthwiseConv2D:
-        if config["depth_multiplier"] != 1:
-            raise _unsupported(layer, "only depth_multiplier 1 is supported")
-        if config.get("depthwise_regularizer") or config.get("depthwise_constraint"):
-            raise _unsupported(layer, "kernel regularizers and constraints are not carried over")
+    if config.get("depth_multiplier", 1) != 1:
+        raise _unsupported(layer, "only depth_multiplier 1 is supported")
+    if tuple(config["dilation_rate"]) != (1, 1) or config.get("groups", 1) != 1:
+        raise _unsupported(layer, "dilated and grouped convolutions are not supported")
     if config["data_format"] != "channels_last":
         raise _unsupported(layer, "only channels_last convolutions are supported")
-    if config.get("groups", 1) != 1:
-        raise _unsupported(layer, "dilated and grouped convolutions are not supported")
     if config["padding"] not in ("same", "valid"):
         raise _unsupported(layer, f"padding {config['padding']!r} is not supported")
     if type(layer) is keras.layers.DepthwiseConv2D:
@@ -93,7 +90,8 @@ def _targets(model, weight_sparsity, layers):
 
 
 def sparsify(model, weight_sparsity=0.9, layers=None):
-    """A copy of `model` whose chosen Conv2D, DepthwiseConv2D and Dense layers carry exact magnitude masks.
+    """A copy of `model` whose chosen Conv2D, DepthwiseConv2D and Dense layers carry exact
+    magnitude masks.
 
     Args:
       model: a built functional or Sequential Keras 3 model (nested models are cloned inside).

@@ -6,7 +6,7 @@ kernels do (the Keras trainer), so a structured-DGM step really computes less.
 
 import tensorflow as tf
 
-from sparcl_tf.builtin_gradients import scatter_last_axis
+from sparcl_tf.builtin_gradients import selected_kernel_gradient
 
 
 def conv2d_filter_subset(x, kernel, strides, padding, selection, full):
@@ -14,6 +14,7 @@ def conv2d_filter_subset(x, kernel, strides, padding, selection, full):
     only, by slicing the output gradient, unless `full` (bool): structured DGM. The other
     filters' gradients are zero; the input gradient is exact."""
     tf_strides, tf_padding = [1, *strides, 1], padding.upper()
+    kernel_shape = tuple(int(n) for n in kernel.shape)
 
     # selection and full go in as inputs: a gradient function that captures variables fails
     # inside the tf.cond of the replay terms.
@@ -24,19 +25,14 @@ def conv2d_filter_subset(x, kernel, strides, padding, selection, full):
                                                 out_backprop=dy, strides=tf_strides,
                                                 padding=tf_padding)
 
-            def all_filters():
-                return tf.raw_ops.Conv2DBackpropFilter(
-                    input=x, filter_sizes=tf.shape(kernel), out_backprop=dy,
-                    strides=tf_strides, padding=tf_padding)
+            def kernel_gradient(d):  # TF's own kernel, for the filters on d's last axis
+                sizes = tf.concat([tf.shape(kernel)[:3], tf.shape(d)[-1:]], 0)
+                return tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=sizes,
+                                                       out_backprop=d, strides=tf_strides,
+                                                       padding=tf_padding)
 
-            def selected_filters():
-                sizes = tf.concat([tf.shape(kernel)[:3], tf.shape(selection)], 0)
-                subset = tf.raw_ops.Conv2DBackpropFilter(
-                    input=x, filter_sizes=sizes, out_backprop=tf.gather(dy, selection, axis=3),
-                    strides=tf_strides, padding=tf_padding)
-                return scatter_last_axis(subset, selection, tf.shape(kernel))
-
-            return dx, tf.cond(full, all_filters, selected_filters), None, None
+            return dx, selected_kernel_gradient(kernel_gradient, dy, kernel_shape, selection,
+                                                full), None, None
 
         return tf.nn.conv2d(x, kernel, tf_strides, tf_padding), gradient
 
@@ -46,18 +42,14 @@ def conv2d_filter_subset(x, kernel, strides, padding, selection, full):
 def matmul_unit_subset(x, kernel, selection, full):
     """x @ kernel whose kernel gradient covers the output units in `selection` only (unless
     `full`): structured DGM for dense layers."""
+    kernel_shape = tuple(int(n) for n in kernel.shape)
+
     @tf.custom_gradient
     def forward(x, kernel, selection, full):
         def gradient(dy):
-            def all_units():
-                return tf.matmul(x, dy, transpose_a=True)
-
-            def selected_units():
-                subset = tf.matmul(x, tf.gather(dy, selection, axis=1), transpose_a=True)
-                return scatter_last_axis(subset, selection, tf.shape(kernel))
-
             return (tf.matmul(dy, kernel, transpose_b=True),
-                    tf.cond(full, all_units, selected_units), None, None)
+                    selected_kernel_gradient(lambda d: tf.matmul(x, d, transpose_a=True), dy,
+                                             kernel_shape, selection, full), None, None)
 
         return tf.matmul(x, kernel), gradient
 
