@@ -29,10 +29,12 @@ def _value(variable):
 
 class HostArray:
     """A numpy array the session host keeps (buffer, statistics), seen by checkpoints as a
-    variable: `numpy()` reads it, `assign` writes it in place, so its owner sees the restore."""
+    variable: `numpy()` reads it, `assign` writes it in place, so its owner sees the restore.
+    A `resizable` one takes a checkpoint's array of any length (tables that grow task by task)."""
 
-    def __init__(self, array):
+    def __init__(self, array, resizable=False):
         self.array = array
+        self.resizable = resizable
 
     @property
     def shape(self):
@@ -42,7 +44,10 @@ class HostArray:
         return self.array
 
     def assign(self, value):
-        self.array[...] = value
+        if self.resizable and np.shape(value) != self.array.shape:
+            self.array = np.array(value, self.array.dtype)
+        else:
+            self.array[...] = value
 
 
 class CheckpointManager:
@@ -142,7 +147,8 @@ class CheckpointManager:
                                   f"method?)")
         for key, variable in self.variables.items():
             current = _value(variable)
-            if tuple(arrays[key].shape) != tuple(current.shape):
+            if tuple(arrays[key].shape) != tuple(current.shape) and not getattr(
+                    variable, "resizable", False):
                 raise CheckpointError(f"checkpoint {path}: {key} has shape {arrays[key].shape}, "
                                       f"the model expects {tuple(current.shape)}")
             if arrays[key].dtype != current.dtype:

@@ -6,6 +6,7 @@ preset: a preset is a flat dict of dotted-path overrides, so presets are data, n
 allowed values.
 """
 
+import dataclasses
 import math
 
 import ml_collections
@@ -22,11 +23,36 @@ METHOD_PRESETS = {
 }
 
 
-def _sparcl(weight_sparsity, gradient_sparsity, method=None):
+@dataclasses.dataclass(frozen=True)
+class SparCL:
+    """SparCL's settings: TDM weight masks at `weight_sparsity` (pruned and regrown
+    `updates_per_task` times a task), DGM gradient masks at total sparsity `gradient_sparsity`
+    (None: off; refreshed every `refresh_every` steps) and DDR removal of a `removal` share of
+    each task's data (0: off) in `removal_stages` stages; `structured`: by whole filters on the
+    physically compacted model (registry models only). `overrides()` is its config."""
+    weight_sparsity: float = 0.75
+    gradient_sparsity: float = 0.80
+    removal: float = 0.3
+    updates_per_task: int = 10
+    refresh_every: int = 30
+    removal_stages: int = 4
+    structured: bool = False
+
+    def overrides(self):
+        dgm = self.gradient_sparsity is not None
+        return {"sparsity.schedule": "tdm", "sparsity.weight_sparsity": self.weight_sparsity,
+                "sparsity.updates_per_task": self.updates_per_task,
+                "sparsity.granularity": "filter" if self.structured else "weight",
+                "dgm.enabled": dgm, "dgm.refresh_every": self.refresh_every,
+                **({"dgm.gradient_sparsity": self.gradient_sparsity} if dgm else {}),
+                "ddr.enabled": self.removal > 0, "ddr.stages": self.removal_stages,
+                **({"ddr.total_fraction": self.removal} if self.removal > 0 else {})}
+
+
+def _sparcl(weight_sparsity, gradient_sparsity, method=None, structured=False):
     """SparCL: TDM weight masks + DGM gradient masks + DDR data removal on a replay method."""
-    return {**(method or _DERPP), "sparsity.schedule": "tdm",
-            "sparsity.weight_sparsity": weight_sparsity, "dgm.enabled": True,
-            "dgm.gradient_sparsity": gradient_sparsity, "ddr.enabled": True}
+    return {**(method or _DERPP),
+            **SparCL(weight_sparsity, gradient_sparsity, structured=structured).overrides()}
 
 
 _SPARCL_90 = _sparcl(0.90, 0.92)
@@ -45,8 +71,7 @@ SPARCL_PRESETS = {
     "sparcl_derpp_90_no_dgm": {**_SPARCL_90, "dgm.enabled": False},
     # Channel-structured SparCL: filter-level TDM on physically compacted layers, DGM on whole
     # filters (kernel gradients computed for the selected filters only), DDR.
-    **{f"sparcl_derpp_s{round(100 * s)}": {
-        **_sparcl(s, g), "sparsity.granularity": "filter"}
+    **{f"sparcl_derpp_s{round(100 * s)}": _sparcl(s, g, structured=True)
        for s, g in ((0.75, 0.80), (0.90, 0.92), (0.95, 0.96))},
 }
 ALL_PRESETS = {**METHOD_PRESETS, **SPARCL_PRESETS}
@@ -197,8 +222,12 @@ def _finite_numbers(config, prefix=""):
             raise ConfigError(f"{path}={value!r} is invalid: must be a finite number")
 
 
+USER_MODEL = "user_model"   # model.name (and data.source "arrays") of a ContinualLearner run
+
+
 def validate(config):
-    """Raises `ConfigError` for the first field a run cannot use."""
+    """Raises `ConfigError` for the first field a run cannot use. A `ContinualLearner` run
+    (model.name USER_MODEL) brings its own model, data and method object: no registry lookups."""
     from sparcl_tf.data.augment import AUGMENTATIONS
     from sparcl_tf.data.sources import SOURCES
     from sparcl_tf.data.tasks import SCENARIOS
@@ -228,21 +257,25 @@ def validate(config):
     _require(optimizer.learning_rate > 0, "optimizer.learning_rate", optimizer.learning_rate,
              "> 0")
     _require(0 <= optimizer.momentum < 1, "optimizer.momentum", optimizer.momentum, "in [0, 1)")
-    _require(method.name in METHODS, "method.name", method.name, f"one of {sorted(METHODS)}")
+    registry = config.model.name != USER_MODEL
+    if registry:
+        _require(method.name in METHODS, "method.name", method.name,
+                 f"one of {sorted(METHODS)}")
     _require(method.alpha >= 0, "method.alpha", method.alpha, ">= 0")
     _require(method.beta >= 0, "method.beta", method.beta, ">= 0")
-    if METHODS[method.name].uses_buffer:
+    if registry and METHODS[method.name].uses_buffer:
         _require(config.replay.buffer_size > 0, "replay.buffer_size", config.replay.buffer_size,
                  f"> 0 for method {method.name!r}")
-    _require(data.source in SOURCES, "data.source", data.source, f"one of {list(SOURCES)}")
+    if registry:
+        _require(data.source in SOURCES, "data.source", data.source, f"one of {list(SOURCES)}")
+        _require(config.model.name in MODELS, "model.name", config.model.name,
+                 f"one of {sorted(MODELS)}")
     _require(data.scenario in SCENARIOS, "data.scenario", data.scenario,
              f"one of {list(SCENARIOS)}")
     _require(data.class_order in ("natural", "shuffled"), "data.class_order", data.class_order,
              "'natural' or 'shuffled'")
     _require(data.augment in AUGMENTATIONS, "data.augment", data.augment,
              f"one of {list(AUGMENTATIONS)}")
-    _require(config.model.name in MODELS, "model.name", config.model.name,
-             f"one of {sorted(MODELS)}")
     _require(0 < config.model.width <= MAX_MODEL_WIDTH, "model.width", config.model.width,
              f"in (0, {MAX_MODEL_WIDTH:g}]")
     from sparcl_tf.sparsity import schedule

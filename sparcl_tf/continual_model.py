@@ -81,13 +81,18 @@ class ContinualModel(keras.Model):
         return self.network(inputs, training=training)
 
     def state(self):
-        """Name -> variable for the run state this object owns (not weights or optimizer)."""
-        variables = list(self.last_gradients)
+        """Name -> variable for the run state this object owns (not weights or optimizer),
+        keyed by sparse-layer position."""
+        groups = {"last_gradient": self.last_gradients}
         if self.dgm is not None:
-            variables += self.gradient_mask_vars
+            groups["gradient_mask"] = self.gradient_mask_vars
+        state = {f"{kind}_{i}": v for kind, variables in groups.items()
+                 for i, v in enumerate(variables)}
         if self.filter_gradients is not None:
-            variables += [*self.filter_selections, self.full_gradient_step]
-        return {v.name.split(":")[0]: v for v in variables}
+            state.update({f"filter_selection_{i}": v
+                          for i, v in enumerate(self.filter_selections)})
+            state["filter_gradient_full_step"] = self.full_gradient_step
+        return state
 
     def reset_optimizer(self):
         """A fresh optimizer (momentum slots at zero); the learning rate stays."""

@@ -23,3 +23,7 @@ class CheckpointError(SparclError):
 
 class DivergedError(SparclError):
     """Training turned non-finite; the run stopped before saving anything of that state."""
+
+
+class ExportError(SparclError):
+    """A network's training graph cannot be converted to a builtins-only .tflite."""

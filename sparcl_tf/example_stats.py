@@ -17,10 +17,23 @@ _TABLES = (("presentations", np.int32), ("correct", np.int32), ("last_correct", 
 class ExampleStats:
     def __init__(self, num_example_ids):
         size = max(int(num_example_ids), 1)
-        self.tables = {name: np.zeros((size,), dtype) for name, dtype in _TABLES}
+        self._holders = {name: HostArray(np.zeros((size,), dtype), resizable=True)
+                         for name, dtype in _TABLES}
+
+    @property
+    def tables(self):
+        return {name: holder.array for name, holder in self._holders.items()}
 
     def state(self):
-        return {f"stats_{name}": HostArray(table) for name, table in self.tables.items()}
+        return {f"stats_{name}": holder for name, holder in self._holders.items()}
+
+    def ensure(self, num_example_ids):
+        """Room for ids below `num_example_ids` (a learner's ids grow with every task)."""
+        for holder in self._holders.values():
+            if len(holder.array) < num_example_ids:
+                grown = np.zeros((num_example_ids,), holder.array.dtype)
+                grown[:len(holder.array)] = holder.array
+                holder.array = grown
 
     def observe(self, example_ids, correct, margin_values):
         """Records one presentation of each example in the batch (ids distinct within a batch).

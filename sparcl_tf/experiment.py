@@ -1,31 +1,15 @@
-"""A whole continual-learning experiment from a config, trained in Keras: the Keras step engine
-and the run that drives it through the one task loop (`session.loop`).
-
-The engine holds the network (the compacted one for channel-structured SparCL, with the full
-model kept for its sizes and FLOPs), the train step (`ContinualModel`), the optimizer and the mask
-updaters; the loop decides everything else from the session plan built from the config.
-"""
-
-import types
+"""A whole continual-learning experiment from a config: the data set and registry model it names,
+trained by a `ContinualLearner` (the same one a user's own model trains with)."""
 
 import keras
-import numpy as np
 
-from sparcl_tf import results as run_results
 from sparcl_tf.config import validate
-from sparcl_tf.continual_model import ContinualModel
 from sparcl_tf.data import build_tasks, load_source
-from sparcl_tf.data.pipeline import Normalizer, eval_batches
-from sparcl_tf.flops import FlopsLedger
-from sparcl_tf.layers import channel_masks, sparsifiable_layers
+from sparcl_tf.learner import ContinualLearner
 from sparcl_tf.methods import build_method
 from sparcl_tf.models import build_model, structured_producers
-from sparcl_tf.session.loop import SessionLoop, TaskStream
-from sparcl_tf.session.plan import build_plan
 from sparcl_tf.sparsity.schedule import layer_targets
-from sparcl_tf.sparsity.structured import ChannelUpdater, gradient_filters
 from sparcl_tf.sparsity.structured import capacity as structured_capacity
-from sparcl_tf.sparsity.tdm import MaskUpdater
 
 
 def build_networks(config, tasks):
@@ -47,186 +31,55 @@ def build_networks(config, tasks):
     return compact, network, full_filters
 
 
-def sparse_units(network, full_filters):
-    """[(sparse layer, units the plan counts)]: kernel entries, or filter slots."""
-    if full_filters is not None:
-        return [(group.producer, int(group.mask.shape[0])) for group in channel_masks(network)]
-    return [(layer.name, int(np.prod(layer.kernel.shape)))
-            for layer in sparsifiable_layers(network)]
-
-
-def full_filter_counts(config, network):
-    """Producer name -> filters of the full layer, for a compacted `network` of `config`."""
-    full = build_model(config.model.name, tuple(network.input_shape[1:]),
-                       int(network.output_shape[-1]), width=config.model.width)
-    return {n: int(full.get_layer(n).kernel.shape[-1])
-            for n in structured_producers(config.model.name, full)}
-
-
-def structured_gradient_filters(config, network, full_filters):
-    """Structured DGM: per sparse layer of a compacted `network`, the filters a step updates."""
-    return [gradient_filters(full_filters[layer.name], config.dgm.gradient_sparsity,
-                             int(layer.kernel.shape[-1])) for layer in sparsifiable_layers(network)]
-
-
-def image_stream(method, tasks):
-    """The Keras and LiteRT engines' stream: the method's training arrays, normalised images."""
-    normalizer = Normalizer(tasks.mean, tasks.std)
-    return TaskStream(tasks, lambda index: method.task_training_data(tasks, index), normalizer,
-                      lambda task: normalizer(task.x_test))
-
-
-class KerasEngine:
-    """The Keras step engine: `ContinualModel` steps, host-side mask updaters."""
-
-    def __init__(self, config, tasks):
-        self.config = config
-        s = config.sparsity
-        self.network, self.full_network, self.full_filters = build_networks(config, tasks)
-        structured = self.full_filters is not None
-        self.method = build_method(config.method)
-        self.model = ContinualModel(
-            self.network, self.method, tasks.num_classes,
-            replay_batch_size=config.replay.batch_size,
-            masking=s.schedule != "none" and not structured,
-            gradient_masks=config.dgm if config.dgm.enabled and not structured else None,
-            track_gradients=s.schedule in ("tdm", "rigl"),
-            filter_gradients=self._filter_gradients() if structured and config.dgm.enabled
-            else None)
-        self.model.compile(optimizer=keras.optimizers.SGD(
-            learning_rate=config.optimizer.learning_rate, momentum=config.optimizer.momentum))
-        self.model.optimizer.build(self.network.trainable_variables)
-        self.layer_names = [name for name, _ in sparse_units(self.network, self.full_filters)]
-        self.ledger = FlopsLedger(self.network, self.full_network)
-        self.updater = None
-        if structured:
-            self.updater = ChannelUpdater(self.network, self.model.optimizer,
-                                          layer_targets(config, self.layer_names),
-                                          self.full_filters, s)
-        elif s.schedule != "none":
-            self.updater = MaskUpdater(self.model.sparse, layer_targets(config, self.layer_names),
-                                       self.model.optimizer, s.importance_lambda, s.grow)
-        if self.updater is not None:  # a restored checkpoint overwrites these initial masks
-            self.updater.initialize()
-
-    def _filter_gradients(self):
-        """Structured DGM settings: filters per sparse layer and its slot mask."""
-        slot_masks = {group.producer: group.mask for group in channel_masks(self.network)}
-        return types.SimpleNamespace(
-            keep=structured_gradient_filters(self.config, self.network, self.full_filters),
-            slot_masks=[slot_masks[layer.name] for layer in sparsifiable_layers(self.network)])
-
-    # --- the engine interface (session.loop) -------------------------------------------------
-
-    def begin_task(self, task_index, reset_optimizer):
-        if reset_optimizer:
-            self.model.reset_optimizer()
-
-    def train(self, inputs, refresh):
-        if "replay_images" not in inputs:  # a method without replay: empty draws
-            shape = (0, self.config.replay.batch_size)
-            inputs = dict(inputs, replay_images=np.zeros(shape + inputs["images"].shape[1:],
-                                                         np.float32),
-                          replay_labels=np.zeros(shape, np.int32),
-                          replay_logits=np.zeros(shape + (len(inputs["class_mask"]),),
-                                                 np.float32))
-        out = self.model.step(
-            inputs["images"], inputs["labels"], inputs["class_mask"], inputs["replay_images"],
-            inputs["replay_labels"], inputs["replay_logits"], inputs.get("replay_weight", 0.0),
-            refresh)
-        return {key: value.numpy() for key, value in out.items()}
-
-    def update_masks(self, prune_to, grow_to, seed):
-        gradients = [v.numpy() for v in self.model.last_gradients]
-        if self.full_filters is not None:
-            return self.updater.update(prune_to, grow_to, seed, {
-                layer.name: gradient for layer, gradient in zip(self.model.sparse, gradients)})
-        rule = "rigl" if self.config.sparsity.schedule == "rigl" else "tdm"
-        return self.updater.update(prune_to, grow_to, seed, gradients, rule=rule)
-
-    def active_units(self):
-        if self.full_filters is not None:
-            return [int(group.mask.numpy().sum()) for group in channel_masks(self.network)]
-        return [int(np.count_nonzero(layer.mask.numpy())) for layer in self.model.sparse]
-
-    def logits(self, images):
-        return np.concatenate([self.model.logits(batch) for batch in eval_batches(
-            images, self.config.log.eval_batch_size, lambda x: x)])
-
-    def variables(self):
-        variables = {f"network/{v.path}": v for v in self.network.variables}
-        # Optimizer paths start with an auto-numbered name ("sgd_1/..."): key by the rest.
-        variables.update({f"optimizer/{v.path.split('/', 1)[-1]}": v
-                          for v in self.model.optimizer.variables})
-        variables.update({f"run/{name}": v for name, v in self.model.state().items()})
-        return variables
-
-    def before_save(self):
-        pass
-
-    def after_restore(self):
-        pass
-
-    def end_task(self, task_index):
-        pass
-
-    def results(self):
-        """Exact zeros per sparse kernel; for a compacted model, the share of the full layer's
-        filters that are not active."""
-        if self.full_filters is None:
-            sparsity = {layer.name: float(np.mean(layer.kernel.numpy() == 0))
-                        for layer in self.model.sparse}
-        else:
-            sparsity = {name: 1.0 - active / self.full_filters[name]
-                        for name, active in zip(self.layer_names, self.active_units())}
-        return {"layer_sparsity": sparsity, "parameters": int(sum(
-            np.prod(v.shape) for v in self.network.trainable_variables))}
-
-
 class Experiment:
-    """One run: data, engine and session built from `config`, living in `workdir` (None: no
-    files; `read_only`: its latest checkpoint restored, nothing written, as tools.convert reads a
-    run)."""
+    """One registry run: the data and networks `config` names, trained by a `ContinualLearner`
+    that plans the whole task sequence ahead, living in `workdir` (None: no files; `read_only`:
+    its latest checkpoint restored, nothing written, as tools.convert reads a run)."""
 
     def __init__(self, config, workdir, verbose=1, read_only=False):
         self.config = validate(config)
         self.workdir = workdir
         self.tasks = build_tasks(load_source(config.data), config.data, config.seed)
-        self.engine = KerasEngine(self.config, self.tasks)
-        method = self.engine.method
-        stream = image_stream(method, self.tasks)
-        self.plan = build_plan(
-            self.config, self.tasks, [len(stream.training(t)[2]) for t in range(len(self.tasks))],
-            sparse_units(self.network, self.engine.full_filters), self.engine.full_filters,
-            method.replay_draws if method.uses_buffer else 0)
-        self.session = SessionLoop(self.plan, self.engine, stream, self.config, workdir,
-                                   run_results.identity(self.config, method, self.tasks),
-                                   ledger=self.engine.ledger, verbose=verbose,
-                                   read_only=read_only)
+        network, full_network, full_filters = build_networks(self.config, self.tasks)
+        self.learner = ContinualLearner.from_config(
+            self.config, network, build_method(config.method), self.tasks, full_network,
+            full_filters, workdir=workdir, verbose=verbose, read_only=read_only)
 
     @property
     def network(self):
-        return self.engine.network
+        return self.learner.network
 
     @property
     def model(self):
-        return self.engine.model
+        return self.learner.model
+
+    @property
+    def engine(self):
+        return self.learner.engine
+
+    @property
+    def session(self):
+        return self.learner.session
+
+    @property
+    def plan(self):
+        return self.learner.plan
 
     @property
     def full_filters(self):
-        return self.engine.full_filters
+        return self.learner.full_filters
 
     @property
     def buffer(self):
-        return self.session.buffer
+        return self.learner.buffer
 
     @property
     def progress(self):
-        return self.session.progress
+        return self.learner.progress
 
     def run(self, stop_after_task=None):
         """Trains the remaining tasks, then writes results.json and plots; returns the results."""
-        return self.session.run(stop_after_task)
+        return self.learner.run_planned(stop_after_task)
 
 
 def run_experiment(config, workdir, verbose=1):

@@ -1,5 +1,9 @@
-"""The library face for a user's own Keras 3 model: masks in, masks kept, masks out.
+"""The library face for a user's own Keras 3 model: continual learning with SparCL, or masks
+alone under a plain `model.fit`.
 
+    learner = ContinualLearner(model, method=DERPP(), buffer_size=500,
+                               sparcl=SparCL(weight_sparsity=0.9, gradient_sparsity=0.92))
+    learner.fit_task(x, y, test_data=(x_test, y_test))             # once per task
     model = sparcl_tf.keras.sparsify(model, weight_sparsity=0.9)   # exact magnitude masks
     model.fit(..., callbacks=[sparcl_tf.keras.KeepMasksExact()])   # pruned weights stay 0
     plain = sparcl_tf.keras.strip(model)                           # plain Keras, zeros baked in
@@ -15,6 +19,9 @@ sparsified is one `ValueError` naming it, why, and the supported layers.
 import keras
 import numpy as np
 
+from sparcl_tf.config import SparCL  # noqa: F401  (the public API)
+from sparcl_tf.learner import ContinualLearner  # noqa: F401
+from sparcl_tf.methods import DER, DERPP, ER, Finetune, Joint  # noqa: F401
 from sparcl_tf.layers import (MASKED_LAYER_TYPES, MaskedConv2D, MaskedDense,
                               MaskedDepthwiseConv2D, ReLU, masked_layers)
 from sparcl_tf.sparsity.masks import magnitude_mask

@@ -31,8 +31,16 @@ def identity(config, method, tasks):
             "epochs_per_task": config.epochs_per_task, "class_order": tasks.class_order}
 
 
+def _square(matrix):
+    """Rows padded with None (not evaluated) to the number of tasks: a learner's rows grow as
+    its tasks arrive."""
+    width = max((len(row) for row in matrix), default=0)
+    return [list(row) + [None] * (width - len(row)) for row in matrix]
+
+
 def accuracy(class_il_matrix, task_il_matrix):
     """Final averages, the matrices and their summaries (rows: after task t, in %)."""
+    class_il_matrix, task_il_matrix = _square(class_il_matrix), _square(task_il_matrix)
     class_summary = metrics.summarize(np.array(class_il_matrix, dtype=float))
     task_summary = metrics.summarize(np.array(task_il_matrix, dtype=float))
     return {"class_il": class_summary["average"], "task_il": task_summary["average"],

@@ -18,7 +18,6 @@ points elsewhere); a run with a config but no checkpoint is refused unless --sta
 import json
 import os
 import sys
-import tempfile
 
 from absl import flags
 
@@ -74,31 +73,21 @@ def main(argv):
             os.path.join(workdir, "checkpoints"), {}).latest() is None:
         cli.fail(f"{workdir} has a config but no checkpoint: train it first (tools.train "
                  f"--workdir={workdir}), or pass --state=initial for its untrained start")
-    from sparcl_tf.export import convert, training_module
-    from sparcl_tf.export.audit import flex_ops_by_layer
-    from sparcl_tf.export.files import write_model_files
+    from sparcl_tf.export.files import export_training_files
 
     run = cli.run_or_exit(lambda: _run(config, workdir, has_run))
     if not has_run:
         print(f"{workdir} holds no run: the model embeds a fresh --config model's initial state")
-    module = training_module(config, run.network, flex=_FLEX.value)
-    with tempfile.TemporaryDirectory(prefix="sparcl_saved_model_") as saved_model:
-        try:
-            model = convert(module, saved_model)
-        except Exception as error:  # the converter raises its own types
-            needs = flex_ops_by_layer(error, [layer.name for layer in run.network.layers])
-            cli.fail("the training graph needs ops outside the TFLite builtins: " + "; ".join(
-                f"{op} (layers {', '.join(layers)})" for op, layers in needs.items())
-                if needs else f"conversion failed: {cli.one_line(error)}")
     try:
-        path, audit = write_model_files(model, module, run.plan, output_dir)
+        path, audit = cli.run_or_exit(lambda: export_training_files(
+            config, run.network, run.plan, output_dir, flex=_FLEX.value))
         if _TASK_DATA.value:
             from sparcl_tf.ondevice.task_data import write_task_data
             data_path = write_task_data(os.path.join(output_dir, "task_data.npz"), run.tasks,
                                         run.engine.method)
     except OSError as error:
         cli.fail(f"cannot write to {output_dir}: {error.strerror or error}")
-    print(f"{path}: {len(model):,} bytes")
+    print(f"{path}: {os.path.getsize(path):,} bytes")
     if _TASK_DATA.value:
         print(data_path)
     for key, entry in audit.items():

@@ -4,8 +4,10 @@ layers in update_masks' order, and the session plan an app follows)."""
 
 import json
 import os
+import tempfile
 
-from sparcl_tf.export.audit import op_audit
+from sparcl_tf.errors import ExportError
+from sparcl_tf.export.audit import flex_ops_by_layer, op_audit
 
 MEANINGS = {
     "images": "current batch, normalised like training (per-channel mean/std of the run)",
@@ -67,3 +69,22 @@ def write_model_files(model, module, plan, output_dir):
     with open(os.path.join(output_dir, "signatures.json"), "w") as handle:
         json.dump(describe(model, module.sparse_layer_names, plan), handle, indent=2)
     return path, audit
+
+
+def export_training_files(config, network, plan, output_dir, method=None, flex=False):
+    """A run's trained `network` as model.tflite with its files in `output_dir` (what
+    tools.convert and `ContinualLearner.export` write): (model path, op audit). A graph that
+    needs ops outside the TFLite builtins is one ExportError naming the ops and their layers."""
+    from sparcl_tf.export.conversion import convert
+    from sparcl_tf.export.module import training_module
+    module = training_module(config, network, flex=flex, method=method)
+    with tempfile.TemporaryDirectory(prefix="sparcl_saved_model_") as saved_model:
+        try:
+            model = convert(module, saved_model)
+        except Exception as error:  # the converter raises its own types
+            needs = flex_ops_by_layer(error, [layer.name for layer in network.layers])
+            one_line = " ".join(str(error).split())[:300]
+            raise ExportError("the training graph needs ops outside the TFLite builtins: " + "; ".join(
+                f"{op} (layers {', '.join(layers)})" for op, layers in needs.items())
+                if needs else f"conversion failed: {one_line}") from None
+    return write_model_files(model, module, plan, output_dir)

@@ -306,18 +306,19 @@ class TrainingModule(tf.Module):
         return {"variables": tf.constant(len(self._state), tf.int32)}
 
 
-def training_module(config, network, flex=False):
-    """The module for a run's `config`, on an export copy of its trained `network`."""
+def training_module(config, network, flex=False, method=None):
+    """The module for a run's `config`, on an export copy of its trained `network`; `method`:
+    the run's method object (default: the config's)."""
     from sparcl_tf.methods import build_method
     schedule, dgm_settings = config.sparsity.schedule, config.dgm if config.dgm.enabled else None
     filter_keep = None
     if config.sparsity.granularity == "filter":  # slots on device, structured DGM by filters
-        from sparcl_tf.experiment import full_filter_counts, structured_gradient_filters
+        from sparcl_tf.engine import full_filter_counts, structured_gradient_filters
         filter_keep = structured_gradient_filters(config, network, full_filter_counts(
             config, network)) if dgm_settings else None
         schedule, dgm_settings = ("slots" if schedule == "tdm" else "none"), None
     return TrainingModule(
-        export_network(network), build_method(config.method), config.batch_size,
+        export_network(network), method or build_method(config.method), config.batch_size,
         config.replay.batch_size, config.optimizer.learning_rate, config.optimizer.momentum,
         gradient_masks=dgm_settings,
         mask_rule=schedule if schedule in ("tdm", "rigl", "slots") else None,

@@ -19,11 +19,17 @@ class ContinualMethod:
     name = "finetune"
     uses_buffer = False
     replay_draws = 0
+    default_alpha = default_beta = 0.0  # the replay terms' weights (the presets' values)
 
-    def __init__(self, cl_mask=True, alpha=0.0, beta=0.0):
+    def __init__(self, cl_mask=True, alpha=None, beta=None):
         self.cl_mask = cl_mask
-        self.alpha = alpha
-        self.beta = beta
+        self.alpha = self.default_alpha if alpha is None else alpha
+        self.beta = self.default_beta if beta is None else beta
+
+    def overrides(self):
+        """This method as config fields (what results record and a resume checks)."""
+        return {"method.name": self.name, "method.alpha": float(self.alpha),
+                "method.beta": float(self.beta), "method.cl_mask": bool(self.cl_mask)}
 
     def current_loss(self, labels, logits, class_mask):
         """CE on the current batch; with the CL mask, over the current task's classes only."""

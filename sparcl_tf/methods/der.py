@@ -9,6 +9,7 @@ class DER(ContinualMethod):
     name = "der"
     uses_buffer = True
     replay_draws = 1
+    default_alpha = 0.3
 
     def replay_loss(self, forward, draws):
         (images, _, stored_logits), = draws

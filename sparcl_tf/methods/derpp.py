@@ -9,6 +9,7 @@ class DERPP(ContinualMethod):
     name = "derpp"
     uses_buffer = True
     replay_draws = 2
+    default_alpha, default_beta = 0.1, 0.5
 
     def replay_loss(self, forward, draws):
         (images_a, _, logits_a), (images_b, labels_b, _) = draws

@@ -19,7 +19,8 @@ from sparcl_tf.checkpoint import HostArray
 from sparcl_tf.config import differing_fields, validate
 from sparcl_tf.data import build_tasks, load_source
 from sparcl_tf.errors import ConfigError, DataError
-from sparcl_tf.experiment import build_networks, image_stream, sparse_units
+from sparcl_tf.engine import image_stream, sparse_units
+from sparcl_tf.experiment import build_networks
 from sparcl_tf.flops import FlopsLedger
 from sparcl_tf.layers import channel_masks
 from sparcl_tf.methods import build_method

@@ -15,7 +15,7 @@ FLOPs, checkpoints, resume, results.json and plots. An engine only runs what it 
   engine.variables()                 name -> variable-like, everything the engine must checkpoint
   engine.before_save() / after_restore() / end_task(task_index)   state I/O hooks
   engine.results()                   what only the engine knows (sparsity, size, runtime)
-Engines: Keras (`experiment.KerasEngine`), LiteRT (`ondevice.session.LiteRTEngine`), TFLM head
+Engines: Keras (`engine.KerasEngine`), LiteRT (`ondevice.session.LiteRTEngine`), TFLM head
 (`micro.session.MicroHeadEngine`); the Kotlin session implements the same plan on a phone.
 
 Everything a run needs to continue is in its checkpoints (every `checkpoint.every_steps` steps and
@@ -167,7 +167,14 @@ class SessionLoop:
                                      config_hash=run_hash)
         self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) \
             if workdir is not None and config.log.tensorboard and not read_only else None
+        self.callbacks = None  # Keras callbacks of the current `run`
         self._clock_start = time.perf_counter()
+
+    def extend(self, plan, stream, identity):
+        """A learner's next task: the plan and stream that now hold it too (earlier tasks as
+        they were)."""
+        self.plan, self.stream, self.identity = plan, stream, identity
+        self.stats.ensure(stream.tasks.num_example_ids)
 
     def _check_or_write_config(self, resuming):
         path = os.path.join(self.workdir, "config.json")
@@ -313,6 +320,9 @@ class SessionLoop:
         progress.cursor = cursor
         step = progress.global_step
         self._losses.append((loss, accuracy))
+        if self.callbacks is not None:
+            self.callbacks.on_train_batch_end(len(self._losses) - 1,
+                                              {"loss": loss, "accuracy": accuracy})
         if self._bar is not None:
             self._bar.update(min(self._bar.target, len(self._losses) + self._bar_offset),
                              [("loss", loss), ("accuracy", accuracy)])
@@ -350,6 +360,8 @@ class SessionLoop:
         self._bar = keras.utils.Progbar(length // plan.batch_size,
                                         stateful_metrics=["loss", "accuracy"]) \
             if self.verbose and self.config.log.progress else None
+        if self.callbacks is not None:
+            self.callbacks.on_epoch_begin(progress.epoch)
         events = [e for e in plan.events(task_index) if e.epoch == progress.epoch]
         for event in events[progress.events_done:]:
             self._train_segment(arrays, task_index, event.position(length))
@@ -358,6 +370,10 @@ class SessionLoop:
         self._train_segment(arrays, task_index, length)
         if self._bar is not None and self._bar.target and len(self._losses) < self._bar.target:
             self._bar.update(len(self._losses) + self._bar_offset, finalize=True)
+        if self.callbacks is not None:
+            means = np.mean(self._losses, axis=0) if self._losses else (np.nan, np.nan)
+            self.callbacks.on_epoch_end(progress.epoch, {"loss": float(means[0]),
+                                                         "accuracy": float(means[1])})
         progress.epoch += 1
         progress.epoch_order, progress.cursor, progress.events_done = None, 0, 0
 
@@ -415,11 +431,15 @@ class SessionLoop:
         progress.task = task_index + 1
         progress.epoch, progress.epoch_order, progress.cursor, progress.events_done = 0, None, 0, 0
 
-    def run(self, stop_after_task=None, label=""):
+    def run(self, stop_after_task=None, label="", callbacks=None):
         """Trains the remaining tasks (or up to `stop_after_task`), then writes results.json and
-        plots; returns the results (None when stopped early)."""
+        plots; returns the results (None when stopped early). `callbacks`: a Keras
+        `CallbackList`, told of the run's start and end, every epoch and every batch."""
         plan, progress = self.plan, self.progress
         self._label, self._prefix = f"  ({label})" if label else "", f"[{label}] " if label else ""
+        self.callbacks = callbacks
+        if callbacks is not None:
+            callbacks.on_train_begin()
         for task_index in range(progress.task, len(plan.tasks)):
             arrays = self.stream.training(task_index)
             expected = plan.tasks[task_index]["training_examples"]
@@ -442,6 +462,8 @@ class SessionLoop:
         results = self.results()
         if self.workdir is not None:
             run_results.write(self.workdir, results)
+        if callbacks is not None:
+            callbacks.on_train_end(results)
         return results
 
     def results(self):

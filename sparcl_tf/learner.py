@@ -1,0 +1,263 @@
+"""Continual learning for any Keras model: replay training task by task, dense or with SparCL.
+
+    learner = ContinualLearner(model, method=DERPP(alpha=0.1, beta=0.5), buffer_size=500,
+                               sparcl=SparCL(weight_sparsity=0.9, gradient_sparsity=0.92))
+    for x, y, x_test, y_test in tasks:
+        learner.fit_task(x, y, test_data=(x_test, y_test))
+
+A learner is the one way a run is trained in Keras: the experiment binaries build theirs from a
+config (`from_config`, the whole task sequence planned ahead); a user's learner turns its plain
+arguments into the same config and plans each task as `fit_task` brings it. Either way the steps
+are the engine's (`engine.KerasEngine`) and everything else is the one task loop's
+(`session.loop`): epochs, replay, mask updates, data removal, evaluation, checkpoints, results.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from sparcl_tf import results as run_results
+from sparcl_tf.config import USER_MODEL, SparCL, base_config, validate
+from sparcl_tf.data.tasks import Task, TaskSequence
+from sparcl_tf.engine import KerasEngine, image_stream, sparse_units
+from sparcl_tf.errors import ConfigError
+from sparcl_tf.evaluation import accuracies
+from sparcl_tf.layers import masked_layers
+from sparcl_tf.methods import DERPP
+from sparcl_tf.session.loop import SessionLoop
+from sparcl_tf.session.plan import build_plan
+
+
+def learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size, replay_batch_size,
+                   learning_rate, momentum, augment, seed):
+    """The run config of a user's learner (what results.json and a resume record)."""
+    config = base_config()
+    config.model.name, config.data.source = USER_MODEL, "arrays"
+    overrides = {**method.overrides(), **(sparcl.overrides() if sparcl is not None else {}),
+                 "seed": seed, "epochs_per_task": epochs_per_task, "batch_size": batch_size,
+                 "replay.buffer_size": buffer_size if method.uses_buffer else 0,
+                 "replay.batch_size": replay_batch_size or batch_size,
+                 "optimizer.learning_rate": learning_rate, "optimizer.momentum": momentum,
+                 "data.augment": augment}
+    for path, value in overrides.items():
+        *parents, leaf = path.split(".")
+        node = config
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return validate(config)
+
+
+def _checked_model(model):
+    """(image shape, classes) of a built single-input Keras model that outputs logits."""
+    if not isinstance(model, keras.Model) or not model.built:
+        raise ValueError("ContinualLearner needs a built Keras model (call it on data or give "
+                         "it an Input)")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"ContinualLearner needs one input and one output; {model.name!r} has "
+                         f"{len(model.inputs)} and {len(model.outputs)}")
+    shape = tuple(model.inputs[0].shape[1:])
+    if None in shape or len(model.outputs[0].shape) != 2:
+        raise ValueError(f"ContinualLearner needs a fixed input shape and (batch, classes) "
+                         f"logits; {model.name!r} maps {model.inputs[0].shape} to "
+                         f"{model.outputs[0].shape}")
+    last = model.layers[-1]
+    if getattr(last, "activation", None) is keras.activations.softmax:
+        raise ValueError(f"the model's last layer {last.name!r} applies softmax: the learner "
+                         f"needs logits (activation=None)")
+    return shape, int(model.outputs[0].shape[-1])
+
+
+def _arrays(data, labels, what, image_shape, num_classes):
+    """(images, labels) numpy from arrays or a tf.data.Dataset of (image, label) elements or
+    batches; ValueError naming `what` for bad shapes, dtypes, values."""
+    if labels is None:
+        if not hasattr(data, "as_numpy_iterator"):
+            raise ValueError(f"{what}: give images and labels, or a tf.data.Dataset of "
+                             f"(image, label)")
+        pairs = list(data.as_numpy_iterator())
+        if not pairs:
+            raise ValueError(f"{what}: the dataset is empty")
+        batched = np.ndim(pairs[0][0]) == len(image_shape) + 1
+        stack = np.concatenate if batched else np.stack
+        data, labels = stack([p[0] for p in pairs]), stack([p[1] for p in pairs])
+    images, labels = np.asarray(data), np.asarray(labels)
+    if images.shape[1:] != image_shape or len(images) != len(labels) or labels.ndim != 1:
+        raise ValueError(f"{what}: images {images.shape} and labels {labels.shape} do not fit "
+                         f"the model's input {image_shape} (one label per image)")
+    if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"{what}: images must be uint8 or float, got {images.dtype}")
+    if images.dtype != np.uint8 and not np.isfinite(images).all():
+        raise ValueError(f"{what}: images hold NaN or Inf")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{what}: labels must be integers, got {labels.dtype}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"{what}: labels must lie in [0, {num_classes}), got "
+                         f"[{labels.min()}, {labels.max()}]")
+    return images if images.dtype == np.uint8 else images.astype(np.float32), labels.astype(
+        np.int64)
+
+
+class ContinualLearner:
+    """Trains `model` on a sequence of tasks, one `fit_task` call each.
+
+    Args:
+      model: a built Keras 3 model giving logits, plain or already `sparcl_tf.keras.sparsify`-ed;
+        a plain one is sparsified (every Conv2D, DepthwiseConv2D and Dense masked), so dense and
+        SparCL runs count FLOPs alike. The learner trains `learner.network`.
+      method: a `sparcl_tf.methods` object (DERPP(), DER(), ER(), Finetune(), ...).
+      buffer_size: replay buffer slots (reservoir sampling over every example offered).
+      sparcl: `SparCL(...)` for TDM + DGM + DDR, None for dense training. Its targets decide
+        each masked layer's sparsity (`sparsify` only chooses which layers are masked).
+      epochs_per_task, batch_size, replay_batch_size (default: batch_size), learning_rate,
+        momentum (SGD), augment ('none' | 'crop_flip'), seed: as in the run config.
+      normalization: (mean, std) per channel in [0, 1] units, applied as (x / 255 - mean) / std
+        to uint8 images and (x - mean) / std to float ones; default: none.
+      workdir: None (nothing written), or a folder for checkpoints, results.json, plots and
+        TensorBoard; a learner made again on it resumes (tasks already trained are skipped).
+    """
+
+    def __init__(self, model, method=None, buffer_size=500, sparcl=None, *, epochs_per_task=1,
+                 batch_size=32, replay_batch_size=None, learning_rate=0.03, momentum=0.0,
+                 augment="none", normalization=None, seed=0, workdir=None, verbose=1):
+        if sparcl is not None and not isinstance(sparcl, SparCL):
+            raise ValueError(f"sparcl must be a SparCL(...) or None, got {sparcl!r}")
+        if sparcl is not None and sparcl.structured:
+            raise ConfigError("channel-structured SparCL (structured=True) compacts the model's "
+                              "layers and needs a registry model (tools.train)")
+        method = DERPP() if method is None else method
+        config = learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size,
+                                replay_batch_size, learning_rate, momentum, augment, seed)
+        image_shape, num_classes = _checked_model(model)
+        if not masked_layers(model):
+            from sparcl_tf.keras import sparsify
+            model = sparsify(model, weight_sparsity=0.0)
+        channels = image_shape[-1]
+        mean, std = normalization or (np.zeros(channels), np.ones(channels))
+        mean, std = (np.broadcast_to(np.asarray(v, np.float32), (channels,)) for v in (mean, std))
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise ValueError(f"normalization must be finite (mean, std) with std > 0, got "
+                             f"{normalization}")
+        tasks = TaskSequence([], num_classes, image_shape, list(range(num_classes)), mean, std, 0)
+        self._start(config, model, method, tasks, None, None, workdir, verbose, False)
+
+    @classmethod
+    def from_config(cls, config, network, method, tasks, full_network=None, full_filters=None,
+                    workdir=None, verbose=1, read_only=False):
+        """A learner for a registry run: `tasks` (`data.build_tasks`) planned ahead;
+        `full_network` / `full_filters` for channel-structured SparCL's compacted `network`."""
+        learner = cls.__new__(cls)
+        learner._start(validate(config), network, method, tasks, full_network, full_filters,
+                       workdir, verbose, read_only)
+        return learner
+
+    def _start(self, config, network, method, tasks, full_network, full_filters, workdir,
+               verbose, read_only):
+        self.config, self.tasks, self.verbose = config, tasks, verbose
+        self.engine = KerasEngine(config, network, method, full_network, full_filters)
+        plan, stream = self._plan()
+        self.session = SessionLoop(plan, self.engine, stream, config, workdir,
+                                   run_results.identity(config, method, tasks),
+                                   ledger=self.engine.ledger, verbose=verbose,
+                                   read_only=read_only)
+
+    def _plan(self):
+        method = self.engine.method
+        stream = image_stream(method, self.tasks)
+        plan = build_plan(
+            self.config, self.tasks, [len(stream.training(t)[2]) for t in range(len(self.tasks))],
+            sparse_units(self.network, self.engine.full_filters), self.engine.full_filters,
+            method.replay_draws if method.uses_buffer else 0)
+        return plan, stream
+
+    # --- what a user calls ---------------------------------------------------------------------
+
+    def fit_task(self, x, y=None, *, test_data, classes=None, callbacks=None):
+        """Trains the next task on images `x` with labels `y` (or `x` a tf.data.Dataset of
+        (image, label)); `test_data` (x_test, y_test) joins the tasks evaluated after each task;
+        `classes`: the task's classes (default: those in `y`), the current-task loss's CL mask.
+        `callbacks`: Keras callbacks, told of every batch and epoch. Returns the results so far
+        (results.json's fields). A task a resumed workdir already holds is not trained again."""
+        index = len(self.tasks)
+        if self.progress.task < index:
+            raise RuntimeError(f"task {self.progress.task + 1} did not finish; make a new learner "
+                               f"(with a workdir it resumes where the task stopped)")
+        shape, num_classes = self.tasks.image_shape, self.tasks.num_classes
+        x, y = _arrays(x, y, "fit_task", shape, num_classes)
+        x_test, y_test = _arrays(*test_data, "test_data", shape, num_classes)
+        classes = np.unique(y) if classes is None else np.unique(np.asarray(classes, np.int64))
+        if not np.isin(y, classes).all() or not np.isin(y_test, classes).all():
+            raise ValueError(f"fit_task: labels outside classes {classes.tolist()}")
+        if len(y) < self.config.batch_size:
+            raise ValueError(f"fit_task: {len(y)} examples are fewer than batch_size="
+                             f"{self.config.batch_size}")
+        first_id = self.tasks.num_example_ids
+        task = Task(index, classes, x, y, np.arange(first_id, first_id + len(y), dtype=np.int64),
+                    x_test, y_test)
+        self.tasks = dataclasses.replace(self.tasks, tasks=[*self.tasks.tasks, task],
+                                         num_example_ids=first_id + len(y))
+        plan, stream = self._plan()
+        self.session.extend(plan, stream, run_results.identity(
+            self.config, self.engine.method, self.tasks))
+        return self.run_planned(callbacks=callbacks)
+
+    def run_planned(self, stop_after_task=None, callbacks=None):
+        """Trains the planned tasks not trained yet (up to `stop_after_task`); the results, or
+        None when stopped early."""
+        listeners = keras.callbacks.CallbackList(
+            callbacks, model=self.network, epochs=self.config.epochs_per_task) \
+            if callbacks else None
+        return self.session.run(stop_after_task, callbacks=listeners)
+
+    def evaluate(self, x, y=None, classes=None):
+        """{'class_il', 'task_il'} accuracy (%) on images `x`, labels `y` (task-IL: argmax over
+        `classes`, default those in `y`)."""
+        x, y = _arrays(x, y, "evaluate", self.tasks.image_shape, self.tasks.num_classes)
+        classes = np.unique(y) if classes is None else np.unique(np.asarray(classes, np.int64))
+        stream = self.session.stream
+        class_il, task_il = accuracies(
+            self.engine.logits(stream.prepare(x)),
+            Task(-1, classes, x[:0], y[:0], y[:0], x, y))
+        return {"class_il": class_il, "task_il": task_il}
+
+    def results(self):
+        """results.json's fields for the tasks trained so far."""
+        return self.session.results()
+
+    def export(self, output_dir, flex=False):
+        """The trained network as a builtins-only training .tflite (`model.tflite`,
+        `signatures.json`, `op_audit.json` in `output_dir`), as tools.convert writes a run's;
+        returns (path, op audit)."""
+        from sparcl_tf.export.files import export_training_files
+        return export_training_files(self.config, self.network, self.session.plan, output_dir,
+                                     method=self.engine.method, flex=flex)
+
+    def strip(self):
+        """The trained network as a plain Keras model, the zeros baked in."""
+        from sparcl_tf.keras import strip
+        return strip(self.network)
+
+    @property
+    def network(self):
+        return self.engine.network
+
+    @property
+    def model(self):
+        return self.engine.model
+
+    @property
+    def full_filters(self):
+        return self.engine.full_filters
+
+    @property
+    def buffer(self):
+        return self.session.buffer
+
+    @property
+    def plan(self):
+        return self.session.plan
+
+    @property
+    def progress(self):
+        return self.session.progress
