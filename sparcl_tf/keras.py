@@ -10,7 +10,9 @@ alone under a plain `model.fit`.
 
 `sparsify` clones a functional or Sequential model, replacing each chosen `Conv2D`,
 `DepthwiseConv2D` and `Dense` by its masked layer with the same weights and a magnitude mask of
-exactly n - round(s n) active weights (the project's counting rule, `sparsity.masks`), and each
+exactly n - round(s n) active weights (the project's counting rule, `sparsity.masks`), each
+`SeparableConv2D` NAME by the masked depthwise and 1x1 layers it computes (NAME_depthwise,
+NAME_pointwise, each masked at NAME's target; a Sequential model comes back functional), and each
 Keras `ReLU` (ReLU6 included) by the library's, whose gradient exports without Flex ops, so the
 trainer, TDM, DGM and the TFLite export handle it like the registry models. A layer that cannot be
 sparsified is one `ValueError` naming it, why, and the supported layers.
@@ -26,8 +28,9 @@ from sparcl_tf.layers import (MASKED_LAYER_TYPES, MaskedConv2D, MaskedDense,
                               MaskedDepthwiseConv2D, ReLU, masked_layers)
 from sparcl_tf.sparsity.masks import magnitude_mask
 
-SUPPORTED_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense")
-_STOCK = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+SUPPORTED_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
+_STOCK = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+          keras.layers.Dense)
 
 
 def _unsupported(layer, why):
@@ -43,7 +46,7 @@ def _masked_config(layer):
                   kernel_initializer=config.get("kernel_initializer",
                                                 config.get("depthwise_initializer")),
                   activation=config["activation"], dtype=config.get("dtype"))
-    if any(config.get(f"{kind}_{what}") for kind in ("kernel", "depthwise")
+    if any(config.get(f"{kind}_{what}") for kind in ("kernel", "depthwise", "pointwise")
            for what in ("regularizer", "constraint")):
         raise _unsupported(layer, "kernel regularizers and constraints are not carried over")
     if type(layer) is keras.layers.Dense:
@@ -56,12 +59,35 @@ def _masked_config(layer):
         raise _unsupported(layer, "only channels_last convolutions are supported")
     if config["padding"] not in ("same", "valid"):
         raise _unsupported(layer, f"padding {config['padding']!r} is not supported")
-    if type(layer) is keras.layers.DepthwiseConv2D:
+    if type(layer) in (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D):
         return MaskedDepthwiseConv2D, dict(common, kernel_size=config["kernel_size"],
                                            strides=config["strides"], padding=config["padding"])
     return MaskedConv2D, dict(common, filters=config["filters"],
                               kernel_size=config["kernel_size"], strides=config["strides"],
                               padding=config["padding"])
+
+
+def _separable_pair(layer):
+    """The masked depthwise and 1x1 layers a SeparableConv2D computes (bias and activation
+    after the 1x1 one)."""
+    masked_class, config = _masked_config(layer)
+    layer_config = layer.get_config()
+    depthwise = masked_class(**{k: v for k, v in dict(
+        config, name=f"{layer.name}_depthwise", use_bias=False, activation=None,
+        kernel_initializer=layer_config["depthwise_initializer"]).items() if v is not None})
+    pointwise = MaskedConv2D(**{k: v for k, v in dict(
+        config, name=f"{layer.name}_pointwise", filters=layer_config["filters"], kernel_size=1,
+        strides=1, padding="valid", kernel_initializer=layer_config["pointwise_initializer"]
+    ).items() if v is not None})
+    return depthwise, pointwise
+
+
+def _set_masked(layer, kernel, sparsity, bias=()):
+    mask = magnitude_mask(kernel, float(sparsity))
+    layer.kernel.assign(kernel * mask)
+    layer.mask.assign(mask.astype(layer.mask.dtype))
+    if layer.bias is not None:
+        layer.bias.assign(bias[0])
 
 
 def _plain_relu(layer):
@@ -96,41 +122,63 @@ def _targets(model, weight_sparsity, layers):
     return targets
 
 
-def sparsify(model, weight_sparsity=0.9, layers=None):
-    """A copy of `model` whose chosen Conv2D, DepthwiseConv2D and Dense layers carry exact
-    magnitude masks.
+def sparsify(model, weight_sparsity=0.9, layers=None, keep_dense=()):
+    """A copy of `model` whose chosen Conv2D, DepthwiseConv2D, SeparableConv2D and Dense layers
+    carry exact magnitude masks.
 
     Args:
       model: a built functional or Sequential Keras 3 model (nested models are cloned inside).
       weight_sparsity: one fraction of zeros for every converted layer, or layer name ->
         fraction (layers left out of the dict stay dense but masked, so a schedule may prune them).
-      layers: names of the layers to convert; None converts every Conv2D and Dense.
+      layers: names of the layers to convert; None converts every supported layer.
+      keep_dense: names of converted layers no sparsity schedule may prune (`sparsifiable`
+        False, an all-ones mask: stems and heads, as SparCL keeps them); their target is 0.
     Returns a new model with the original's weights; masked entries are exactly zero.
     """
     if not model.built:
         raise ValueError("sparsify: build the model first (call it on data or give an Input)")
     targets = _targets(model, weight_sparsity, layers)
+    unknown = sorted(set(keep_dense) - set(targets))
+    if unknown:
+        raise ValueError(f"sparsify: keep_dense names layers that are not converted: {unknown}")
+    targets.update({name: 0.0 for name in keep_dense})
+    pointwise = {}  # id(depthwise half of a SeparableConv2D) -> its 1x1 half
 
     def clone(layer):
         if type(layer) is keras.layers.ReLU and _plain_relu(layer):
             return ReLU(max_value=layer.max_value, name=layer.name)  # exports without Flex
         if layer.name not in targets:
             return layer.__class__.from_config(layer.get_config())
+        if type(layer) is keras.layers.SeparableConv2D:
+            depthwise, pointwise[id(depthwise)] = _separable_pair(layer)
+            depthwise.sparsifiable = pointwise[id(depthwise)].sparsifiable = (
+                layer.name not in keep_dense)
+            return depthwise
         masked_class, config = _masked_config(layer)
-        return masked_class(**{k: v for k, v in config.items() if v is not None})
+        return masked_class(sparsifiable=layer.name not in keep_dense,
+                            **{k: v for k, v in config.items() if v is not None})
 
-    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    for source, target in zip(_layers(model), _layers(copy)):
+    def call(layer, *args, **kwargs):
+        outputs = layer(*args, **kwargs)
+        return pointwise[id(layer)](outputs) if id(layer) in pointwise else outputs
+
+    by_name = {layer.name: layer for layer in _layers(model)}
+    separable = any(type(by_name[name]) is keras.layers.SeparableConv2D for name in targets)
+    if separable and isinstance(model, keras.Sequential):  # only a graph can split a layer
+        model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True,
+                                    **({"call_function": call} if separable else {}))
+    copied = {layer.name: layer for layer in _layers(copy)}
+    for source in _layers(model):
         weights = source.get_weights()
-        if target.name in targets:
-            kernel = weights[0]
-            mask = magnitude_mask(kernel, float(targets[target.name]))
-            target.kernel.assign(kernel * mask)
-            target.mask.assign(mask.astype(target.mask.dtype))
-            if target.bias is not None:
-                target.bias.assign(weights[1])
-        elif weights:
-            target.set_weights(weights)
+        if type(source) is keras.layers.SeparableConv2D and source.name in targets:
+            _set_masked(copied[f"{source.name}_depthwise"], weights[0], targets[source.name])
+            _set_masked(copied[f"{source.name}_pointwise"], weights[1], targets[source.name],
+                        weights[2:])
+        elif source.name in targets:
+            _set_masked(copied[source.name], weights[0], targets[source.name], weights[1:])
+        elif weights and source.name in copied:
+            copied[source.name].set_weights(weights)
     return copy
 
 

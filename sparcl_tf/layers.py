@@ -258,12 +258,16 @@ class ChannelMask(keras.layers.Layer):
     capacity) and switches whole slots on and off here, after the activation, so an inactive
     slot passes exact zeros downstream and its parameters get exact-zero gradients.
     `producer` / `norm` name the layer whose output filters are the slots and its BatchNorm;
-    `consumers` the layers reading them (as input channels, or flattened positions x channels).
+    `consumers` the layers reading them (as input channels, or flattened positions x channels);
+    `followers` per-channel layers between producer and mask (a MobileNet block's depthwise conv
+    and its BatchNorm), whose channels are the slots too: the mask after them gives an inactive
+    slot exact zeros downstream and zero gradients upstream, so mask updates leave them alone.
     """
 
-    def __init__(self, producer, norm=None, consumers=(), **kwargs):
+    def __init__(self, producer, norm=None, consumers=(), followers=(), **kwargs):
         super().__init__(**kwargs)
         self.producer, self.norm, self.consumers = producer, norm, tuple(consumers)
+        self.followers = tuple(followers)
 
     def build(self, input_shape):
         slots = int(input_shape[-1])
@@ -281,7 +285,8 @@ class ChannelMask(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(producer=self.producer, norm=self.norm, consumers=list(self.consumers))
+        config.update(producer=self.producer, norm=self.norm, consumers=list(self.consumers),
+                      followers=list(self.followers))
         return config
 
 

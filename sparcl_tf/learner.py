@@ -104,8 +104,10 @@ class ContinualLearner:
 
     Args:
       model: a built Keras 3 model giving logits, plain or already `sparcl_tf.keras.sparsify`-ed;
-        a plain one is sparsified (every Conv2D, DepthwiseConv2D and Dense masked), so dense and
-        SparCL runs count FLOPs alike. The learner trains `learner.network`.
+        a plain one is sparsified (every Conv2D, DepthwiseConv2D, SeparableConv2D and Dense
+        masked; a conv stem, the logits layer and depthwise convs kept dense), so dense and SparCL runs
+        count FLOPs alike.
+        The learner trains `learner.network`.
       method: a `sparcl_tf.methods` object (DERPP(), DER(), ER(), Finetune(), ...).
       buffer_size: replay buffer slots (reservoir sampling over every example offered).
       sparcl: `SparCL(...)` for TDM + DGM + DDR, None for dense training. Its targets decide
@@ -131,8 +133,18 @@ class ContinualLearner:
                                 replay_batch_size, learning_rate, momentum, augment, seed)
         image_shape, num_classes = _checked_model(model)
         if not masked_layers(model):
-            from sparcl_tf.keras import sparsify
-            model = sparsify(model, weight_sparsity=0.0)
+            from sparcl_tf.keras import SUPPORTED_LAYERS, sparsify
+            supported = [layer for layer in model._flatten_layers(include_self=False)
+                         if type(layer).__name__ in SUPPORTED_LAYERS]
+            # A conv stem, the layer giving the logits and depthwise convs stay dense, as in
+            # the SparCL code and the registry models: at 0.90 a 1-channel 3x3 stem keeps one
+            # weight a filter (the run learns nothing), and a depthwise conv has nine weights
+            # a channel and a few % of the FLOPs.
+            stem = [layer for layer in supported[:1] if type(layer) is keras.layers.Conv2D]
+            keep = {layer.name for layer in stem + supported[-1:]} | {
+                layer.name for layer in supported
+                if type(layer) is keras.layers.DepthwiseConv2D}
+            model = sparsify(model, weight_sparsity=0.0, keep_dense=sorted(keep))
         channels = image_shape[-1]
         mean, std = normalization or (np.zeros(channels), np.ones(channels))
         mean, std = (np.broadcast_to(np.asarray(v, np.float32), (channels,)) for v in (mean, std))

@@ -105,3 +105,54 @@ def export_initial(config, directory):
     module = training_module(config, run.network)
     model = convert(module, os.path.join(str(directory), "saved_model"))
     return write_model_files(model, module, run.plan, str(directory))[0]
+
+
+def assert_litert_step_equals_keras(model_bytes, network, method, batch, learning_rate,
+                                    classes=(2, 3), seed=0, must_change=lambda variable: True):
+    """One `train` call of a training .tflite made from `network` (fresh state) against one
+    Keras `ContinualModel` step from the same inputs: the loss within 1e-5 relative, every
+    variable within 1e-5 of its largest value or of the step's largest update (a BatchNorm
+    shift that the next BatchNorm cancels has a zero gradient, which both runtimes round to
+    noise of their own), the trainable ones `must_change` picks changed, masked kernel entries
+    exactly zero. Trains `network`."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    from sparcl_tf.continual_model import ContinualModel
+    from sparcl_tf.export.module import _state_name
+    from sparcl_tf.layers import masked_layers
+    rng = np.random.default_rng(seed)
+    shape, num_classes = tuple(network.input_shape[1:]), int(network.output_shape[-1])
+    draws = method.replay_draws
+    inputs = dict(
+        images=rng.normal(size=(batch,) + shape).astype(np.float32),
+        labels=rng.choice(classes, batch).astype(np.int32),
+        class_mask=np.isin(np.arange(num_classes), classes).astype(np.float32),
+        replay_images=rng.normal(size=(draws, batch) + shape).astype(np.float32),
+        replay_labels=rng.integers(0, min(classes), (draws, batch)).astype(np.int32),
+        replay_logits=rng.normal(size=(draws, batch, num_classes)).astype(np.float32),
+        replay_weight=np.float32(1.0))
+    interpreter = Interpreter(model_content=model_bytes)
+    train = interpreter.get_signature_runner("train")
+    if "refresh_gradient_masks" in train.get_input_details():  # DGM: the starting masks
+        inputs["refresh_gradient_masks"] = np.float32(0.0)
+    lite = train(**inputs)
+    after = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
+    trainer = ContinualModel(network, method, num_classes, replay_batch_size=batch,
+                             track_gradients=True)
+    trainer.compile(optimizer=keras.optimizers.SGD(learning_rate))
+    before = {v.path: v.numpy() for v in network.variables}
+    keras_loss = trainer.step(*(inputs[k] for k in (
+        "images", "labels", "class_mask", "replay_images", "replay_labels", "replay_logits",
+        "replay_weight")), refresh=False)["loss"].numpy()
+    assert abs(lite["loss"] - keras_loss) <= 1e-5 * abs(keras_loss)
+    largest_update = max(float(np.abs(v.numpy() - before[v.path]).max())
+                         for v in network.trainable_variables)
+    for variable in network.variables:
+        value, reference = after[_state_name(variable)], variable.numpy()
+        scale = max(float(np.abs(reference).max()), largest_update)
+        assert np.abs(value - reference).max() <= 1e-5 * scale, variable.path
+        if variable.trainable and must_change(variable):
+            assert not np.array_equal(reference, before[variable.path]), variable.path
+    for layer in masked_layers(network):
+        assert not np.any(after[_state_name(layer.kernel)][~after[_state_name(layer.mask)]])

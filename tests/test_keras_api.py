@@ -6,8 +6,10 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import assert_litert_step_equals_keras
 from sparcl_tf import keras as sparcl_keras
-from sparcl_tf.layers import MaskedConv2D, MaskedDense
+from sparcl_tf.layers import MaskedConv2D, MaskedDense, masked_layers
+from sparcl_tf.sparsity.masks import active_count
 
 
 def _functional():
@@ -75,8 +77,10 @@ def test_masked_weights_stay_exactly_zero_through_a_plain_fit_only_with_the_call
 
 
 @pytest.mark.parametrize("build, layers, message", [
+    (lambda: keras.Sequential([keras.Input((8, 3)), keras.layers.Conv1D(4, 3, name="c1d")]),
+     ["c1d"], "'c1d' (Conv1D) cannot be sparsified"),
     (lambda: keras.Sequential([keras.Input((8, 8, 3)), keras.layers.SeparableConv2D(
-        4, 3, name="sep")]), ["sep"], "'sep' (SeparableConv2D) cannot be sparsified"),
+        4, 3, depth_multiplier=2, name="sep")]), None, "only depth_multiplier 1"),
     (lambda: keras.Sequential([keras.Input((8, 8, 3)), keras.layers.DepthwiseConv2D(
         3, depth_multiplier=2, name="dw")]), None, "only depth_multiplier 1"),
     (lambda: keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(
@@ -88,7 +92,35 @@ def test_layers_that_cannot_be_sparsified_are_one_clear_error(build, layers, mes
     with pytest.raises(ValueError, match=re.escape(message)) as error:
         sparcl_keras.sparsify(build(), weight_sparsity=0.5, layers=layers)
     if "no layer" not in message:
-        assert "supported layers: Conv2D, DepthwiseConv2D, Dense" in str(error.value)
+        assert "supported layers: Conv2D, DepthwiseConv2D, SeparableConv2D, Dense" in str(
+            error.value)
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_a_separable_conv_becomes_its_masked_depthwise_and_pointwise_halves(sequential):
+    keras.utils.set_random_seed(3)
+    layers = [keras.layers.SeparableConv2D(6, 3, strides=2, padding="same", activation="relu",
+                                           name="sep"),
+              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4, name="head")]
+    if sequential:
+        model = keras.Sequential([keras.Input((10, 10, 3)), *layers])
+    else:
+        inputs = keras.Input((10, 10, 3))
+        x = inputs
+        for layer in layers:
+            x = layer(x)
+        model = keras.Model(inputs, x)
+    x = np.random.default_rng(3).normal(size=(4, 10, 10, 3)).astype(np.float32)
+    same = sparcl_keras.sparsify(model, weight_sparsity=0.0)
+    np.testing.assert_allclose(same(x), model(x), atol=1e-5)
+    sparse = sparcl_keras.sparsify(model, weight_sparsity=0.5)
+    names = [layer.name for layer in masked_layers(sparse)]
+    assert names == ["sep_depthwise", "sep_pointwise", "head"]
+    for name in names:
+        layer = sparse.get_layer(name)
+        count = active_count(int(np.prod(layer.kernel.shape)), 0.5)
+        assert _active(layer) == (count, count)
+    np.testing.assert_allclose(sparcl_keras.strip(sparse)(x), sparse(x), atol=1e-5)
 
 
 def test_a_target_out_of_range_is_refused():
@@ -115,12 +147,9 @@ def _inverted_residual_model():
 
 
 def test_a_sparsified_mobilenet_block_trains_in_litert_like_keras(tmp_path):
-    from ai_edge_litert.interpreter import Interpreter
-
-    from sparcl_tf.continual_model import ContinualModel
     from sparcl_tf.export import convert
     from sparcl_tf.export.audit import op_audit
-    from sparcl_tf.export.module import TrainingModule, _state_name, export_network
+    from sparcl_tf.export.module import TrainingModule, export_network
     from sparcl_tf.methods.derpp import DERPP
     keras.utils.set_random_seed(0)
     sparse = sparcl_keras.sparsify(_inverted_residual_model(), weight_sparsity=0.9)
@@ -128,33 +157,7 @@ def test_a_sparsified_mobilenet_block_trains_in_litert_like_keras(tmp_path):
     model = convert(TrainingModule(export_network(sparse), method, batch, batch, 0.05,
                                    mask_rule="tdm"), str(tmp_path))
     assert all(not entry["flex_ops"] for entry in op_audit(model).values())
-    rng = np.random.default_rng(0)
-    inputs = dict(
-        images=rng.normal(size=(batch, 16, 16, 1)).astype(np.float32),
-        labels=rng.choice([2, 3], batch).astype(np.int32),
-        class_mask=np.isin(np.arange(10), [2, 3]).astype(np.float32),
-        replay_images=rng.normal(size=(2, batch, 16, 16, 1)).astype(np.float32),
-        replay_labels=rng.integers(0, 2, (2, batch)).astype(np.int32),
-        replay_logits=rng.normal(size=(2, batch, 10)).astype(np.float32),
-        replay_weight=np.float32(1.0))
-    interpreter = Interpreter(model_content=model)
-    lite = interpreter.get_signature_runner("train")(**inputs)
-    after = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
-    trainer = ContinualModel(sparse, method, 10, replay_batch_size=batch, track_gradients=True)
-    trainer.compile(optimizer=keras.optimizers.SGD(0.05))
-    before = {v.path: v.numpy() for v in sparse.variables}
-    keras_loss = trainer.step(*(inputs[k] for k in (
-        "images", "labels", "class_mask", "replay_images", "replay_labels", "replay_logits",
-        "replay_weight")), refresh=False)["loss"].numpy()
-    assert abs(lite["loss"] - keras_loss) <= 1e-5 * abs(keras_loss)
-    for variable in sparse.variables:
-        value, reference = after[_state_name(variable)], variable.numpy()
-        assert np.abs(value - reference).max() <= 1e-5 * np.abs(reference).max(), variable.path
-        if variable.trainable:
-            assert not np.array_equal(reference, before[variable.path]), variable.path
-    for layer in sparse.layers:
-        if hasattr(layer, "mask"):
-            assert not np.any(after[f"{layer.name}__kernel"][~after[f"{layer.name}__mask"]])
+    assert_litert_step_equals_keras(model, sparse, method, batch, 0.05)
 
 
 def test_keras_applications_mobilenet_v2_sparsifies_with_exact_counts():

@@ -87,6 +87,25 @@ def test_resnet18_takes_any_input_size_and_width(shape):
     assert model.get_layer("stage4_block2_conv2").filters == 64
 
 
+@pytest.mark.parametrize("shape, width", [((96, 96, 3), 0.5), ((28, 28, 1), 0.35)])
+def test_mobilenet_v2_matches_keras_applications_and_takes_small_inputs(shape, width):
+    model = build_model("mobilenet_v2", shape, 10, width=width)
+
+    def trainable(network):
+        return sum(int(np.prod(v.shape)) for v in network.trainable_variables)
+
+    if shape[0] >= 64:  # the reference architecture: the same trainable parameters
+        reference = keras.applications.MobileNetV2(input_shape=shape, alpha=width,
+                                                   weights=None, classes=10)
+        assert trainable(model) == trainable(reference)
+    else:  # small inputs keep stride 1 twice: 28 -> 4x4 before pooling instead of 1x1
+        assert tuple(model.get_layer("last_conv").output.shape[1:3]) == (4, 4)
+    sparse = [layer.name for layer in sparsifiable_layers(model)]
+    assert len(sparse) == 34 and all(
+        name.endswith(("_expand", "_project")) or name == "last_conv" for name in sparse)
+    assert model(np.zeros((2,) + shape, np.float32)).shape == (2, 10)
+
+
 def test_edge_cnn_and_mlp_declare_their_sparse_layers():
     cnn = build_model("edge_cnn", (28, 28, 1), 10)
     assert [l.name for l in sparsifiable_layers(cnn)] == ["conv2", "conv3", "conv4", "fc1"]

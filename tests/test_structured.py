@@ -186,12 +186,15 @@ def _device_slots(state, run):
     return {g.producer: state[f"{g.name}__mask"] > 0 for g in channel_masks(run.network)}
 
 
-def test_update_masks_on_device_switches_slots_exactly(make_config, tmp_path):
+@pytest.mark.parametrize("model", ["edge_cnn", pytest.param("mobilenet_v2",
+                                                             marks=pytest.mark.heavy)])
+def test_update_masks_on_device_switches_slots_exactly(make_config, tmp_path, model):
     from ai_edge_litert.interpreter import Interpreter
 
     from sparcl_tf.export import convert, training_module
     from sparcl_tf.sparsity.structured import filter_counts
-    run = _experiment(make_config, tmp_path)
+    run = _experiment(make_config, tmp_path, model__name=model,
+                      model__width=1.0 if model == "edge_cnn" else 0.35)
     model = convert(training_module(run.config, run.network), str(tmp_path / "saved"))
     lite = Interpreter(model_content=model)
     images = np.random.default_rng(4).normal(size=(16, 28, 28, 1)).astype(np.float32)
@@ -207,9 +210,9 @@ def test_update_masks_on_device_switches_slots_exactly(make_config, tmp_path):
     np.testing.assert_array_equal(active, [g for _, g in opening])
     after = lite.get_signature_runner("get_state")(dummy=np.int32(0))
     old, new = _device_slots(before, run), _device_slots(after, run)
-    for group in channel_masks(run.network):
+    for group, (prune_to, grow_to) in zip(channel_masks(run.network), opening):
         grown = new[group.producer] & ~old[group.producer]
-        assert grown.sum() == 1
+        assert grown.sum() == grow_to - prune_to >= 1  # the opening: 1 % of the filters, >= 1
         kernel = after[f"{group.producer}__kernel"]
         assert np.any(kernel[..., grown] != 0)
         for consumer in group.consumers:
@@ -272,3 +275,24 @@ def test_structured_dgm_updates_only_the_selected_filters(make_config, tmp_path)
     gradient = tape.gradient(loss, layer.kernel.value).numpy()
     computed = np.flatnonzero(np.abs(gradient).reshape(-1, gradient.shape[-1]).sum(0))
     assert set(computed) <= set(model.filter_selections[1].numpy())
+
+
+def test_mobilenet_v2_prunes_its_expansion_channels(make_config, tmp_path):
+    run = _experiment(make_config, tmp_path, model__name="mobilenet_v2", model__width=0.35,
+                      data__num_tasks=2)
+    groups = channel_masks(run.network)
+    assert len(groups) == 16 and all(
+        g.producer.endswith("_expand") and g.consumers == (g.producer[:-7] + "_project",)
+        for g in groups)
+    results = run.run()
+    targets = {name: filter_counts(full, 0.9, 0.01, 0.01)[0]
+               for name, full in run.full_filters.items()}
+    assert run.engine.updater.active_filters() == targets
+    assert results["training_flops"] < 0.35 * results["dense_training_flops"]
+    _check_slots(run)
+    full = build_model("mobilenet_v2", (28, 28, 1), 10, width=0.35)
+    full_view(run.network, full)
+    images = np.random.default_rng(2).normal(size=(8, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(full(images, training=False).numpy(),
+                               run.network(images, training=False).numpy(), rtol=1e-4,
+                               atol=1e-4)

@@ -3,20 +3,25 @@
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.models.edge_cnn import edge_cnn
 from sparcl_tf.models.mlp import mlp
+from sparcl_tf.models.mobilenet_v2 import mobilenet_v2
 from sparcl_tf.models.resnet import resnet18
 
-MODELS = {"resnet18": resnet18, "edge_cnn": edge_cnn, "mlp": mlp}
+MODELS = {"resnet18": resnet18, "edge_cnn": edge_cnn, "mlp": mlp, "mobilenet_v2": mobilenet_v2}
 
 
-STRUCTURED_MODELS = ("edge_cnn", "resnet18")
+STRUCTURED_MODELS = ("edge_cnn", "resnet18", "mobilenet_v2")
+_PRODUCER_SUFFIX = {"resnet18": "_conv1", "mobilenet_v2": "_expand"}
 
 
 def structured_producers(name, network):
     """The layers channel-structured SparCL prunes by filters: every sparsifiable layer of the
-    edge CNN; the inner conv of each ResNet block (its output feeds only the block's conv2)."""
+    edge CNN; the inner conv of each ResNet block (its output feeds only the block's conv2);
+    the expand conv of each MobileNetV2 block (its channels feed only the block's depthwise
+    conv and projection)."""
     from sparcl_tf.layers import sparsifiable_layers
     names = [layer.name for layer in sparsifiable_layers(network)]
-    return [n for n in names if n.endswith("_conv1")] if name == "resnet18" else names
+    suffix = _PRODUCER_SUFFIX.get(name)
+    return [n for n in names if n.endswith(suffix)] if suffix else names
 
 
 def build_model(name, input_shape, num_classes, width=1.0, capacities=None):

@@ -173,6 +173,7 @@ def full_view(compact, full):
     groups = {group.producer: group for group in channel_masks(compact)}
     consumed = {name: group for group in groups.values() for name in group.consumers}
     norms = {group.norm: group for group in groups.values() if group.norm}
+    followed = {name: group for group in groups.values() for name in group.followers}
 
     def active_map(group):
         slots = np.flatnonzero(group.mask.numpy() > 0)
@@ -182,6 +183,18 @@ def full_view(compact, full):
         if not layer.weights:
             continue
         source = compact.get_layer(layer.name)
+        if layer.name in followed:  # per-channel weights ((k, k, C, 1) kernels, C vectors)
+            slots, logical = active_map(followed[layer.name])
+            for target, variable in zip(layer.weights, source.weights):
+                name, value = target.path.rsplit("/", 1)[-1], variable.numpy()
+                fill = 1.0 if name in ("gamma", "moving_variance", "mask") else 0.0
+                channels = -2 if len(target.shape) == 4 else 0  # depthwise kernel, vector
+                view = np.full(target.shape, fill, np.float32).reshape(
+                    -1, target.shape[channels])
+                if name != "mask":
+                    view[:, logical] = value.reshape(-1, value.shape[channels])[:, slots]
+                target.assign(view.reshape(target.shape))
+            continue
         out_group = groups.get(layer.name) or norms.get(layer.name)
         in_group = consumed.get(layer.name)
         for target, variable in zip(layer.weights, source.weights):
