@@ -618,7 +618,7 @@ def main(argv):
     dense = steps["dense DER++"]
     lines += [f"| {label} | {ms:.2f} | {100 * (ms / dense - 1):+.1f} % |"
               for label, ms in steps.items()]
-    lines += [""] + _litert_lines(litert)
+    lines += [""] + _litert_lines(litert) if litert else []  # --litert_presets= skips it
     lines += ["", "| target (paper) | measured | met |", "|---|---:|:-:|"]
     lines += [f"| {c['target']} | {c['measured']} | {'yes' if c['met'] else 'no'} |"
               for c in checks]
