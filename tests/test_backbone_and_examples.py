@@ -142,8 +142,8 @@ def test_keras_applications_mobilenet_v2_trains_one_litert_step_equal_to_keras(t
     for two reasons of float32, not of the export: ReLU6 inputs within rounding of 0 or 6 flip
     the derivative between the runtimes, and at 0.90 a 1x1 conv with 16 inputs has empty
     filters, whose all-zero channels BatchNorm's gradient multiplies by 1 / sqrt(epsilon). So
-    here the ReLU6 layers are linear and the sparsity 0.50: every variable then agrees to
-    1e-5 (~2e-6 measured). ReLU6's builtins-only gradient is checked in test_builtin_gradients
+    here the ReLU6 layers are linear (median update difference then 2.3e-6, measured at 0.90)
+    and the sparsity 0.50: every variable agrees to 1e-5. ReLU6's builtins-only gradient is checked in test_builtin_gradients
     and the inverted-residual block test."""
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 1),
