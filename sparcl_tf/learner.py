@@ -32,6 +32,8 @@ from sparcl_tf.session.plan import build_plan
 def learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size, replay_batch_size,
                    learning_rate, momentum, augment, seed):
     """The run config of a user's learner (what results.json and a resume record)."""
+    if method.uses_buffer and buffer_size <= 0:
+        raise ConfigError(f"buffer_size={buffer_size} must be > 0 for method {method.name!r}")
     config = base_config()
     config.model.name, config.data.source = USER_MODEL, "arrays"
     overrides = {**method.overrides(), **(sparcl.overrides() if sparcl is not None else {}),
@@ -47,6 +49,21 @@ def learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size, rep
             node = node[key]
         node[leaf] = value
     return validate(config)
+
+
+def default_sparsify(model):
+    """`sparsify` as the learner does it for a plain model: every supported layer masked, and a
+    conv stem, the layer giving the logits and depthwise convs kept dense, as in the SparCL code
+    and the registry models: at 0.90 a 1-channel 3x3 stem keeps one weight a filter (a run
+    measured here learned nothing), and a depthwise conv has nine weights a channel and a few %
+    of the FLOPs."""
+    from sparcl_tf.keras import SUPPORTED_LAYERS, sparsify
+    supported = [layer for layer in model._flatten_layers(include_self=False)
+                 if type(layer).__name__ in SUPPORTED_LAYERS]
+    stem = [layer for layer in supported[:1] if type(layer) is keras.layers.Conv2D]
+    keep = {layer.name for layer in stem + supported[-1:]} | {
+        layer.name for layer in supported if type(layer) is keras.layers.DepthwiseConv2D}
+    return sparsify(model, weight_sparsity=0.0, keep_dense=sorted(keep))
 
 
 def _checked_model(model):
@@ -104,10 +121,8 @@ class ContinualLearner:
 
     Args:
       model: a built Keras 3 model giving logits, plain or already `sparcl_tf.keras.sparsify`-ed;
-        a plain one is sparsified (every Conv2D, DepthwiseConv2D, SeparableConv2D and Dense
-        masked; a conv stem, the logits layer and depthwise convs kept dense), so dense and SparCL runs
-        count FLOPs alike.
-        The learner trains `learner.network`.
+        a plain one is sparsified as `default_sparsify` says, so dense and SparCL runs count
+        FLOPs alike. The learner trains `learner.network`.
       method: a `sparcl_tf.methods` object (DERPP(), DER(), ER(), Finetune(), ...).
       buffer_size: replay buffer slots (reservoir sampling over every example offered).
       sparcl: `SparCL(...)` for TDM + DGM + DDR, None for dense training. Its targets decide
@@ -133,24 +148,17 @@ class ContinualLearner:
                                 replay_batch_size, learning_rate, momentum, augment, seed)
         image_shape, num_classes = _checked_model(model)
         if not masked_layers(model):
-            from sparcl_tf.keras import SUPPORTED_LAYERS, sparsify
-            supported = [layer for layer in model._flatten_layers(include_self=False)
-                         if type(layer).__name__ in SUPPORTED_LAYERS]
-            # A conv stem, the layer giving the logits and depthwise convs stay dense, as in
-            # the SparCL code and the registry models: at 0.90 a 1-channel 3x3 stem keeps one
-            # weight a filter (the run learns nothing), and a depthwise conv has nine weights
-            # a channel and a few % of the FLOPs.
-            stem = [layer for layer in supported[:1] if type(layer) is keras.layers.Conv2D]
-            keep = {layer.name for layer in stem + supported[-1:]} | {
-                layer.name for layer in supported
-                if type(layer) is keras.layers.DepthwiseConv2D}
-            model = sparsify(model, weight_sparsity=0.0, keep_dense=sorted(keep))
+            model = default_sparsify(model)
         channels = image_shape[-1]
         mean, std = normalization or (np.zeros(channels), np.ones(channels))
-        mean, std = (np.broadcast_to(np.asarray(v, np.float32), (channels,)) for v in (mean, std))
+        try:
+            mean, std = (np.broadcast_to(np.asarray(v, np.float32), (channels,))
+                         for v in (mean, std))
+        except ValueError:
+            mean = std = np.full((channels,), np.nan, np.float32)
         if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-            raise ValueError(f"normalization must be finite (mean, std) with std > 0, got "
-                             f"{normalization}")
+            raise ValueError(f"normalization must be finite (mean, std) per channel ({channels}) "
+                             f"with std > 0, got {normalization}")
         tasks = TaskSequence([], num_classes, image_shape, list(range(num_classes)), mean, std, 0)
         self._start(config, model, method, tasks, None, None, workdir, verbose, False)
 
@@ -166,7 +174,7 @@ class ContinualLearner:
 
     def _start(self, config, network, method, tasks, full_network, full_filters, workdir,
                verbose, read_only):
-        self.config, self.tasks, self.verbose = config, tasks, verbose
+        self.config, self.tasks = config, tasks
         self.engine = KerasEngine(config, network, method, full_network, full_filters)
         plan, stream = self._plan()
         self.session = SessionLoop(plan, self.engine, stream, config, workdir,

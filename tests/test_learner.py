@@ -158,6 +158,10 @@ def test_bad_models_and_data_get_one_clear_error(idx_folder):
         ContinualLearner(_user_model(), sparcl=SparCL(structured=True))
     with pytest.raises(ConfigError, match="learning_rate"):
         ContinualLearner(_user_model(), learning_rate=-1.0)
+    with pytest.raises(ConfigError, match="buffer_size=0 must be > 0"):
+        ContinualLearner(_user_model(), buffer_size=0)
+    with pytest.raises(ValueError, match=r"normalization must be finite .* \(1\)"):
+        ContinualLearner(_user_model(), normalization=([0.1, 0.2], [1.0, 1.0]))
     learner = ContinualLearner(_user_model(), buffer_size=40, batch_size=16, verbose=0)
     cases = [((x[..., 0], y), "do not fit"), ((x, y + 10), r"\[0, 10\)"),
              ((x.astype(np.float32) * np.nan, y), "NaN"), ((x, y.astype(np.float32)), "integers"),
