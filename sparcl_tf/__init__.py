@@ -7,7 +7,8 @@ binary that stops at a bad flag never waits for TensorFlow to import.
 import importlib
 
 _EXPORTS = {
-    "base_config": "sparcl_tf.config", "validate": "sparcl_tf.config",
+    "base_config": "sparcl_tf.config", "validate": "sparcl_tf.config", "SparCL": "sparcl_tf.config",
+    "ContinualLearner": "sparcl_tf.learner", "FrozenBackbone": "sparcl_tf.backbone",
     "ContinualModel": "sparcl_tf.continual_model",
     "CheckpointError": "sparcl_tf.errors", "ConfigError": "sparcl_tf.errors",
     "DataError": "sparcl_tf.errors", "SparclError": "sparcl_tf.errors",
