@@ -176,13 +176,19 @@ def _get(config, path):
     return config
 
 
+def apply_overrides(config, overrides):
+    """Sets each dotted path -> value of `overrides` in `config`; returns `config`."""
+    for path, value in overrides.items():
+        parent, _, leaf = path.rpartition(".")
+        (_get(config, parent) if parent else config)[leaf] = value
+    return config
+
+
 def apply_preset(config, presets, name):
     """Applies `presets[name]` (dotted path -> value) to `config` and records the preset's name."""
     if name not in presets:
         raise ConfigError(f"preset {name!r} is unknown; choose one of {sorted(presets)}")
-    for path, value in presets[name].items():
-        parent, _, leaf = path.rpartition(".")
-        (_get(config, parent) if parent else config)[leaf] = value
+    apply_overrides(config, presets[name])
     config.preset = name
     return config
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from sparcl_tf import results as run_results
-from sparcl_tf.config import USER_MODEL, SparCL, base_config, validate
+from sparcl_tf.config import USER_MODEL, SparCL, apply_overrides, base_config, validate
 from sparcl_tf.data.tasks import Task, TaskSequence
 from sparcl_tf.engine import KerasEngine, image_stream, sparse_units
 from sparcl_tf.errors import ConfigError
@@ -42,13 +42,7 @@ def learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size, rep
                  "replay.batch_size": replay_batch_size or batch_size,
                  "optimizer.learning_rate": learning_rate, "optimizer.momentum": momentum,
                  "data.augment": augment}
-    for path, value in overrides.items():
-        *parents, leaf = path.split(".")
-        node = config
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return validate(config)
+    return validate(apply_overrides(config, overrides))
 
 
 def default_sparsify(model):
