@@ -70,9 +70,13 @@ SPARCL_PRESETS = {
     "sparcl_derpp_90_no_ddr": {**_SPARCL_90, "ddr.enabled": False},
     "sparcl_derpp_90_no_dgm": {**_SPARCL_90, "dgm.enabled": False},
     # Channel-structured SparCL: filter-level TDM on physically compacted layers, DGM on whole
-    # filters (kernel gradients computed for the selected filters only), DDR.
+    # filters (kernel gradients computed for the selected filters only), DDR. sNN: NN % fewer
+    # weights in the pruned layers (the filter sparsity is derived, `structured.filter_sparsity`);
+    # f90: filter sparsity 0.90 in every pruned layer.
     **{f"sparcl_derpp_s{round(100 * s)}": _sparcl(s, g, structured=True)
        for s, g in ((0.75, 0.80), (0.90, 0.92), (0.95, 0.96))},
+    "sparcl_derpp_f90": {**_sparcl(0.90, 0.92, structured=True),
+                         "sparsity.structured_target": "filters"},
 }
 ALL_PRESETS = {**METHOD_PRESETS, **SPARCL_PRESETS}
 
@@ -94,6 +98,10 @@ def base_config():
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.learning_rate = 0.03
     config.optimizer.momentum = 0.0
+    config.optimizer.schedule = "constant"   # per task: constant | cosine | step
+    config.optimizer.final_fraction = 0.0    # cosine: the task's last rate, share of learning_rate
+    config.optimizer.milestones = (0.5, 0.75)  # step: task fractions where the rate is x gamma
+    config.optimizer.gamma = 0.1
 
     config.method = ml_collections.ConfigDict()
     config.method.name = "derpp"
@@ -117,6 +125,7 @@ def base_config():
     config.data.num_tasks = 0     # 0 = all classes (class_il) or 5 (domain-IL)
     config.data.class_order = "natural"
     config.data.train_per_task = 0
+    config.data.pad_to = 0        # zero-pad images to pad_to x pad_to (28 -> 32 as CIFAR); 0: no
     config.data.test_per_task = 0
     config.data.augment = "none"
     config.data.crop_padding = 4
@@ -125,6 +134,7 @@ def base_config():
     config.sparsity = ml_collections.ConfigDict()
     config.sparsity.schedule = "none"     # none | static | tdm | rigl
     config.sparsity.granularity = "weight"  # weight | filter (compacted layers, structured)
+    config.sparsity.structured_target = "weights"  # granularity filter: sparsity of weights|filters
     config.sparsity.weight_sparsity = 0.0
     config.sparsity.layer_sparsity = ml_collections.ConfigDict()  # layer name -> own target
     config.sparsity.importance_lambda = 0.5
@@ -250,7 +260,8 @@ def validate(config):
                            ("replay.from_task", 0), ("data.num_classes", 0),
                            ("data.classes_per_task", 1), ("data.num_tasks", 0),
                            ("data.train_per_task", 0), ("data.test_per_task", 0),
-                           ("data.crop_padding", 0), ("checkpoint.every_steps", 0),
+                           ("data.crop_padding", 0), ("data.pad_to", 0),
+                           ("checkpoint.every_steps", 0),
                            ("checkpoint.keep", 1), ("log.scalars_every_steps", 1),
                            ("log.eval_batch_size", 1), ("micro.pretrain_tasks", 1),
                            ("micro.pretrain_epochs", 1), ("micro.hidden_units", 1),
@@ -284,6 +295,8 @@ def validate(config):
              f"one of {list(AUGMENTATIONS)}")
     _require(0 < config.model.width <= MAX_MODEL_WIDTH, "model.width", config.model.width,
              f"in (0, {MAX_MODEL_WIDTH:g}]")
+    from sparcl_tf.session import learning_rate
     from sparcl_tf.sparsity import schedule
+    learning_rate.validate(config.optimizer)
     schedule.validate(config.sparsity, config.ddr, config.dgm)
     return config

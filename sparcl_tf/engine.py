@@ -18,7 +18,8 @@ from sparcl_tf.layers import channel_masks, sparsifiable_layers
 from sparcl_tf.models import build_model, structured_producers
 from sparcl_tf.session.loop import TaskStream
 from sparcl_tf.sparsity.schedule import layer_targets
-from sparcl_tf.sparsity.structured import ChannelUpdater, gradient_filters
+from sparcl_tf.sparsity.structured import (ChannelUpdater, filter_targets, gradient_filter_targets,
+                                           gradient_filters)
 from sparcl_tf.sparsity.tdm import MaskUpdater
 
 
@@ -40,8 +41,10 @@ def full_filter_counts(config, network):
 
 def structured_gradient_filters(config, network, full_filters):
     """Structured DGM: per sparse layer of a compacted `network`, the filters a step updates."""
-    return [gradient_filters(full_filters[layer.name], config.dgm.gradient_sparsity,
-                             int(layer.kernel.shape[-1])) for layer in sparsifiable_layers(network)]
+    layers = sparsifiable_layers(network)
+    targets = gradient_filter_targets(config, [layer.name for layer in layers])
+    return [gradient_filters(full_filters[layer.name], targets[layer.name],
+                             int(layer.kernel.shape[-1])) for layer in layers]
 
 
 def image_stream(method, tasks):
@@ -78,7 +81,7 @@ class KerasEngine:
         self.updater = None
         if structured:
             self.updater = ChannelUpdater(self.network, self.model.optimizer,
-                                          layer_targets(config, self.layer_names),
+                                          filter_targets(config, self.layer_names),
                                           self.full_filters, s)
         elif s.schedule != "none":
             self.updater = MaskUpdater(self.model.sparse, layer_targets(config, self.layer_names),
@@ -100,6 +103,7 @@ class KerasEngine:
             self.model.reset_optimizer()
 
     def train(self, inputs, refresh):
+        self.model.optimizer.learning_rate.assign(inputs["learning_rate"])
         if "replay_images" not in inputs:  # a method without replay: empty draws
             shape = (0, self.config.replay.batch_size)
             inputs = dict(inputs, replay_images=np.zeros(shape + inputs["images"].shape[1:],

@@ -8,8 +8,8 @@ from sparcl_tf.data import build_tasks, load_source
 from sparcl_tf.learner import ContinualLearner
 from sparcl_tf.methods import build_method
 from sparcl_tf.models import build_model, structured_producers
-from sparcl_tf.sparsity.schedule import layer_targets
 from sparcl_tf.sparsity.structured import capacity as structured_capacity
+from sparcl_tf.sparsity.structured import filter_targets
 
 
 def build_networks(config, tasks):
@@ -22,7 +22,7 @@ def build_networks(config, tasks):
         return network, None, None
     producers = structured_producers(config.model.name, network)
     full_filters = {n: int(network.get_layer(n).kernel.shape[-1]) for n in producers}
-    targets = layer_targets(config, producers)
+    targets = filter_targets(config, producers)
     keras.utils.set_random_seed(config.seed)
     compact = build_model(config.model.name, tasks.image_shape, tasks.num_classes,
                           width=config.model.width, capacities={

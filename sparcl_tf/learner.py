@@ -29,8 +29,22 @@ from sparcl_tf.session.loop import SessionLoop
 from sparcl_tf.session.plan import build_plan
 
 
+_SCHEDULE_FIELDS = ("schedule", "final_fraction", "milestones", "gamma")
+
+
+def _schedule_overrides(schedule):
+    """`learning_rate_schedule` (a name, or a dict of `_SCHEDULE_FIELDS`) as config overrides."""
+    fields = {"schedule": schedule} if isinstance(schedule, str) else schedule
+    unknown = sorted(set(fields) - set(_SCHEDULE_FIELDS)) if isinstance(fields, dict) else None
+    if unknown is None or unknown:
+        raise ConfigError(f"learning_rate_schedule={schedule!r} is invalid: must be 'constant', "
+                          f"'cosine', 'step' or a dict of {list(_SCHEDULE_FIELDS)}")
+    return {f"optimizer.{key}": tuple(value) if key == "milestones" else value
+            for key, value in fields.items()}
+
+
 def learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size, replay_batch_size,
-                   learning_rate, momentum, augment, seed):
+                   learning_rate, momentum, augment, seed, learning_rate_schedule="constant"):
     """The run config of a user's learner (what results.json and a resume record)."""
     if method.uses_buffer and buffer_size <= 0:
         raise ConfigError(f"buffer_size={buffer_size} must be > 0 for method {method.name!r}")
@@ -41,7 +55,7 @@ def learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size, rep
                  "replay.buffer_size": buffer_size if method.uses_buffer else 0,
                  "replay.batch_size": replay_batch_size or batch_size,
                  "optimizer.learning_rate": learning_rate, "optimizer.momentum": momentum,
-                 "data.augment": augment}
+                 "data.augment": augment, **_schedule_overrides(learning_rate_schedule)}
     return validate(apply_overrides(config, overrides))
 
 
@@ -123,6 +137,9 @@ class ContinualLearner:
         each masked layer's sparsity (`sparsify` only chooses which layers are masked).
       epochs_per_task, batch_size, replay_batch_size (default: batch_size), learning_rate,
         momentum (SGD), augment ('none' | 'crop_flip'), seed: as in the run config.
+      learning_rate_schedule: per task, 'constant', 'cosine' or 'step', or a dict with
+        `schedule` and any of `final_fraction` (cosine), `milestones`, `gamma` (step), as the
+        config's optimizer fields (`sparcl_tf/session/learning_rate.py`).
       normalization: (mean, std) per channel in [0, 1] units, applied as (x / 255 - mean) / std
         to uint8 images and (x - mean) / std to float ones; default: none.
       workdir: None (nothing written), or a folder for checkpoints, results.json, plots and
@@ -131,7 +148,8 @@ class ContinualLearner:
 
     def __init__(self, model, method=None, buffer_size=500, sparcl=None, *, epochs_per_task=1,
                  batch_size=32, replay_batch_size=None, learning_rate=0.03, momentum=0.0,
-                 augment="none", normalization=None, seed=0, workdir=None, verbose=1):
+                 learning_rate_schedule="constant", augment="none", normalization=None, seed=0,
+                 workdir=None, verbose=1):
         if sparcl is not None and not isinstance(sparcl, SparCL):
             raise ValueError(f"sparcl must be a SparCL(...) or None, got {sparcl!r}")
         if sparcl is not None and sparcl.structured:
@@ -139,7 +157,8 @@ class ContinualLearner:
                               "layers and needs a registry model (tools.train)")
         method = DERPP() if method is None else method
         config = learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size,
-                                replay_batch_size, learning_rate, momentum, augment, seed)
+                                replay_batch_size, learning_rate, momentum, augment, seed,
+                                learning_rate_schedule)
         image_shape, num_classes = _checked_model(model)
         if not masked_layers(model):
             model = default_sparsify(model)

@@ -131,7 +131,7 @@ def assert_litert_step_equals_keras(model_bytes, network, method, batch, learnin
         replay_images=rng.normal(size=(draws, batch) + shape).astype(np.float32),
         replay_labels=rng.integers(0, min(classes), (draws, batch)).astype(np.int32),
         replay_logits=rng.normal(size=(draws, batch, num_classes)).astype(np.float32),
-        replay_weight=np.float32(1.0))
+        replay_weight=np.float32(1.0), learning_rate=np.float32(learning_rate))
     interpreter = Interpreter(model_content=model_bytes)
     train = interpreter.get_signature_runner("train")
     if "refresh_gradient_masks" in train.get_input_details():  # DGM: the starting masks

@@ -6,7 +6,7 @@ from sparcl_tf.config import validate
 from sparcl_tf.errors import ConfigError
 
 CONFIG_FILES = ("configs.split_fmnist", "configs.split_mnist", "configs.split_cifar10",
-                "configs.split_tinyimagenet")
+                "configs.split_tinyimagenet", "configs.split_fmnist_paper")
 REQUIRED_PRESETS = ("finetune", "joint", "er", "der", "derpp")
 
 
@@ -49,6 +49,11 @@ def test_tinyimagenet_config_has_ten_tasks_of_twenty_classes():
     ("data.train_per_task", -1, "data.train_per_task"),
     ("model.name", "vgg", "model.name"),
     ("model.width", 0.0, "model.width"),
+    ("optimizer.schedule", "linear", "optimizer.schedule"),
+    ("optimizer.final_fraction", 1.5, "optimizer.final_fraction"),
+    ("optimizer.gamma", 0.0, "optimizer.gamma"),
+    ("optimizer.milestones", (0.75, 0.5), "optimizer.milestones"),
+    ("optimizer.milestones", (0.5, 1.0), "optimizer.milestones"),
 ])
 def test_invalid_field_is_named_in_the_error(path, value, field):
     config = importlib.import_module("configs.split_fmnist").get_config("derpp")

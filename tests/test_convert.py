@@ -43,7 +43,7 @@ def test_convert_writes_a_builtins_only_model_with_its_interface(tmp_path, idx_f
                                                    "gradient_density"}
     assert signatures["sparse_layers"] == ["conv2", "conv3", "conv4", "fc1"]
     plan = signatures["session_plan"]
-    assert plan["version"] == 1 and plan["unit"] == "weights" and len(plan["tasks"]) == 2
+    assert plan["version"] == 2 and plan["unit"] == "weights" and len(plan["tasks"]) == 2
     events = plan["tasks"][1]["events"]
     assert [e["update_index"] for e in events] == list(range(10))
     assert [e["removal_stage"] for e in events] == [0, 1, 2, 3, 4, 0, 0, 0, 0, 0]

@@ -10,6 +10,7 @@ from sparcl_tf.sparsity import growth
 from sparcl_tf.sparsity.masks import active_count
 
 BATCH = 16  # tiny_config's batch and replay batch
+STEP_LEARNING_RATE = 0.0123  # the train input, not the config's: the step must use it
 
 
 def _relative_error(actual, expected):
@@ -41,7 +42,8 @@ def _batch(run, seed, task_classes=(2, 3)):
         replay_images=rng.normal(size=(2, BATCH) + shape).astype(np.float32),
         replay_labels=rng.integers(0, 2, (2, BATCH)).astype(np.int32),
         replay_logits=rng.normal(size=(2, BATCH, 10)).astype(np.float32),
-        replay_weight=np.float32(1.0), refresh_gradient_masks=np.float32(1.0))
+        replay_weight=np.float32(1.0), refresh_gradient_masks=np.float32(1.0),
+        learning_rate=np.float32(STEP_LEARNING_RATE))
 
 
 def test_signatures_are_builtins_only_with_narrow_masks(exported):
@@ -94,7 +96,8 @@ def test_one_litert_train_step_matches_the_keras_trainer_step(exported):
     after = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
     interpreter.get_signature_runner("set_state")(**start)  # leave the interpreter as found
 
-    model = run.model  # the trainer's train step on the same inputs
+    model = run.model  # the trainer's train step on the same inputs, at the same rate
+    model.optimizer.learning_rate.assign(STEP_LEARNING_RATE)
     before = {v.path: v.numpy() for v in run.network.variables}
     keras_out = model.step(inputs["images"], inputs["labels"], inputs["class_mask"],
                            inputs["replay_images"], inputs["replay_labels"],

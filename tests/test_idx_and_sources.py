@@ -116,3 +116,18 @@ def test_npz_source_needs_a_path(make_config):
     config.data.source = "npz"
     with pytest.raises(ConfigError, match="data.path"):
         load_source(config.data)
+
+
+def test_pad_to_centres_the_images_on_black(idx_folder):
+    import ml_collections
+    data = ml_collections.ConfigDict({"source": "fashion_mnist", "dir": idx_folder, "pad_to": 32})
+    plain = load_source(ml_collections.ConfigDict(dict(data, pad_to=0)))
+    padded = load_source(data)
+    assert padded.image_shape == (32, 32, 1) and padded.x_train.dtype == np.uint8
+    np.testing.assert_array_equal(padded.x_train[:, 2:30, 2:30], plain.x_train)
+    np.testing.assert_array_equal(padded.x_test[:, 2:30, 2:30], plain.x_test)
+    border = padded.x_train.copy()
+    border[:, 2:30, 2:30] = 0
+    assert not border.any()
+    with pytest.raises(DataError, match="data.pad_to=20 is smaller than the 28x28 images"):
+        load_source(ml_collections.ConfigDict(dict(data, pad_to=20)))

@@ -148,6 +148,20 @@ def test_a_dataset_trains_like_its_arrays(idx_folder):
     _same_run(*runs)
 
 
+def test_a_learning_rate_schedule_runs_per_task(idx_folder):
+    x, y, xt, yt = next(_user_tasks(idx_folder))
+    learner = ContinualLearner(_user_model(), method=ER(), buffer_size=40, batch_size=16,
+                               epochs_per_task=2, learning_rate=0.04, verbose=0,
+                               learning_rate_schedule={"schedule": "step", "milestones": [0.5],
+                                                       "gamma": 0.25})
+    assert learner.plan.learning_rate == {"schedule": "step", "base": 0.04,
+                                          "final_fraction": 0.0, "milestones": [0.5],
+                                          "gamma": 0.25}
+    learner.fit_task(x, y, test_data=(xt, yt))
+    # the last step of the task ran in its second epoch, at 0.25 x the base rate
+    assert learner.engine.model.optimizer.learning_rate.numpy() == np.float32(0.01)
+
+
 def test_bad_models_and_data_get_one_clear_error(idx_folder):
     x, y, xt, yt = next(_user_tasks(idx_folder))
     softmax = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
@@ -158,6 +172,10 @@ def test_bad_models_and_data_get_one_clear_error(idx_folder):
         ContinualLearner(_user_model(), sparcl=SparCL(structured=True))
     with pytest.raises(ConfigError, match="learning_rate"):
         ContinualLearner(_user_model(), learning_rate=-1.0)
+    with pytest.raises(ConfigError, match="optimizer.schedule='linear'"):
+        ContinualLearner(_user_model(), learning_rate_schedule="linear")
+    with pytest.raises(ConfigError, match="learning_rate_schedule=.* is invalid"):
+        ContinualLearner(_user_model(), learning_rate_schedule={"schedule": "step", "decay": 2})
     with pytest.raises(ConfigError, match="buffer_size=0 must be > 0"):
         ContinualLearner(_user_model(), buffer_size=0)
     with pytest.raises(ValueError, match=r"normalization must be finite .* \(1\)"):

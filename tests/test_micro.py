@@ -27,7 +27,7 @@ def _config(idx_folder, **overrides):
 
 
 def test_head_step_runs_in_tflm_like_tensorflow_and_litert():
-    head = Head(24, 16, 10, 0.05, -128, 8, 8, [("mse", 0.1), ("ce", 0.5)], 0.05, 150)
+    head = Head(24, 16, 10, 0.05, -128, 8, 8, [("mse", 0.1), ("ce", 0.5)], 150)
     function = head.train_function()
     model = convert_function(function)
     (entry,) = op_audit(model).values()  # one subgraph: what TFLM runs
@@ -43,7 +43,8 @@ def test_head_step_runs_in_tflm_like_tensorflow_and_litert():
         replay_features=rng.integers(-128, 127, (2, 8, 24)).astype(np.int8),
         replay_onehot=np.eye(10, dtype=np.float32)[rng.integers(0, 2, (2, 8))],
         replay_logits=rng.normal(size=(2, 8, 10)).astype(np.float32),
-        replay_weight=np.float32(1.0), refresh=np.float32(1.0), mask=mask,
+        replay_weight=np.float32(1.0), refresh=np.float32(1.0), learning_rate=np.float32(0.05),
+        mask=mask,
         gradient_mask=np.ones((24, 16), np.float32), **params)
     reference = dict(zip(TRAIN_OUTPUTS, (t.numpy() for t in function(
         *[tf.constant(inputs[s.name]) for s in function.input_signature]))))
@@ -58,7 +59,7 @@ def test_head_step_runs_in_tflm_like_tensorflow_and_litert():
 
 
 def test_arena_search_finds_the_smallest_arena_that_allocates():
-    head = Head(8, 4, 3, 0.1, 0, 2, 2, [], 0.1, 32)
+    head = Head(8, 4, 3, 0.1, 0, 2, 2, [], 32)
     model = convert_function(head.infer_function())
     arena = minimum_arena_bytes(model, granularity=16)
     MicroModel(model, ["logits"], arena)

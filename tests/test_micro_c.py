@@ -18,7 +18,7 @@ TERMS = [("mse", 0.1), ("ce", 0.5)]
 
 
 def _golden(path, refresh):
-    head = Head(F, H, C, 0.04, -128, B, R, TERMS, 0.05, gradient_keep=600)
+    head = Head(F, H, C, 0.04, -128, B, R, TERMS, gradient_keep=600)
     rng = np.random.default_rng(3)
     params = head.initial_parameters(1)
     mask = (rng.random((F, H)) < 0.5).astype(np.float32)
@@ -34,7 +34,8 @@ def _golden(path, refresh):
     function = head.train_function()
     feed = dict(inputs, labels_onehot=np.eye(C, dtype=np.float32)[inputs["labels"]],
                 replay_onehot=np.eye(C, dtype=np.float32)[inputs["replay_labels"]],
-                replay_weight=np.float32(1.0), refresh=np.float32(refresh), mask=mask,
+                replay_weight=np.float32(1.0), refresh=np.float32(refresh),
+                learning_rate=np.float32(0.05), mask=mask,
                 gradient_mask=gradient_mask, **params)
     out = dict(zip(TRAIN_OUTPUTS, function(*[tf.constant(feed[s.name])
                                              for s in function.input_signature])))

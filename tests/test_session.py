@@ -12,6 +12,7 @@ from sparcl_tf.engine import KerasEngine
 from sparcl_tf.experiment import Experiment
 from sparcl_tf.ondevice import OnDeviceSession
 from sparcl_tf.ondevice.session import LiteRTEngine
+from sparcl_tf.session import learning_rate
 from sparcl_tf.session import random as session_random
 from sparcl_tf.session.loop import SessionLoop
 from sparcl_tf.session.plan import SessionPlan
@@ -31,6 +32,43 @@ def test_random_stream_matches_its_published_test_vectors():
     assert replay.distinct(500, 5).tolist() == [265, 31, 253, 495, 363]
     assert [session_random.growth_seed(0, 0, 0), session_random.growth_seed(0, 1, 2),
             session_random.growth_seed(42, 3, 9)] == [72373, 6450, 102700]
+
+
+def test_learning_rate_schedules_follow_the_task_progress():
+    entry = {"schedule": "cosine", "base": 0.1, "final_fraction": 0.2, "milestones": [0.5, 0.75],
+             "gamma": 0.1}
+    assert learning_rate.value(entry, 0.0) == 0.1
+    assert learning_rate.value(entry, 0.5) == pytest.approx(0.1 * (0.2 + 0.8 * 0.5))
+    assert learning_rate.value(entry, 1.0) == pytest.approx(0.02)
+    step = dict(entry, schedule="step")
+    assert [learning_rate.value(step, p) for p in (0.0, 0.49, 0.5, 0.74, 0.8)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001])
+    assert learning_rate.value(dict(entry, schedule="constant"), 0.9) == 0.1
+    assert learning_rate.task_progress(1, 48, 96, 2) == 0.75
+
+
+def test_every_step_trains_at_the_schedules_rate(idx_folder, tmp_path, monkeypatch):
+    config = tiny_config(idx_folder, "derpp", data__num_tasks=2, epochs_per_task=2,
+                         optimizer__schedule="step", optimizer__milestones=(0.5,),
+                         log__tensorboard=False)
+    rates, train = [], KerasEngine.train
+
+    def record(self, inputs, refresh):
+        out = train(self, inputs, refresh)
+        rates.append((float(inputs["learning_rate"]),
+                      float(self.model.optimizer.learning_rate.numpy())))
+        return out
+
+    monkeypatch.setattr(KerasEngine, "train", record)
+    run = Experiment(config, str(tmp_path), verbose=0)
+    assert run.plan.learning_rate["schedule"] == "step"
+    run.run()
+    fed = [fed for fed, _ in rates]
+    assert all(fed == used for fed, used in rates)  # the optimizer stepped at the fed rate
+    per_task = len(fed) // 2  # 2 tasks of 2 epochs; the second epoch of each at 0.1 x
+    base = np.float32(config.optimizer.learning_rate)
+    expected = [base] * (per_task // 2) + [np.float32(base * 0.1)] * (per_task // 2)
+    assert fed == pytest.approx(expected * 2, rel=1e-7)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +116,11 @@ def _record(monkeypatch):
 @pytest.mark.parametrize("preset", ["sparcl_derpp_90", "sparcl_derpp_s75"])
 def test_keras_and_litert_sessions_take_the_same_steps(parity_folder, tmp_path, monkeypatch,
                                                       preset):
-    config = _parity_config(parity_folder, preset)
+    # Filter sparsity 0.75 as before sNN meant weights: removal ranks by margin, and on a run
+    # with other numbers two margins can tie within the runtimes' float rounding (by weights, s75
+    # swapped one example of 29 in the last stage); the same runtime (Kotlin) is compared bit
+    # for bit in test_android_session.
+    config = _parity_config(parity_folder, preset, sparsity__structured_target="filters")
     model = export_initial(config, tmp_path / "model")
     record = _record(monkeypatch)
     keras_results = Experiment(config, str(tmp_path / "keras"), verbose=0).run()
@@ -123,7 +165,8 @@ def test_the_plan_of_a_structured_model_counts_filter_slots(parity_folder, tmp_p
     for event in plan.events(1):
         for name, slots, prune_to, grow_to in zip(plan.sparse_layers, plan.layer_units,
                                                   event.prune_to, event.grow_to):
-            counts = structured.filter_counts(full[name], 0.75, 0.01, 0.01)
+            # s75: 75 % fewer weights; the edge CNN's chained layers keep sqrt(0.25) of filters
+            counts = structured.filter_counts(full[name], 0.5, 0.01, 0.01)
             assert (prune_to, grow_to) == schedule.tdm_phase(event.update_index, 5, *counts)
             assert grow_to <= slots < full[name]
     weights = Experiment(_parity_config(parity_folder, "sparcl_derpp_90"),

@@ -7,7 +7,7 @@ from conftest import run_until_interrupted
 
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.experiment import Experiment
-from sparcl_tf.layers import channel_masks
+from sparcl_tf.layers import channel_masks, sparsifiable_layers
 from sparcl_tf.models import build_model
 from sparcl_tf.sparsity.schedule import tdm_phase
 from sparcl_tf.sparsity.structured import filter_counts, full_view
@@ -22,9 +22,32 @@ def test_filter_counts_open_and_swap_at_least_one_filter():
     assert counts == [(6, 7)] + [(5, 6)] * 8 + [(6, 6)]
 
 
-def _experiment(make_config, tmp_path, preset="sparcl_derpp_s90", **overrides):
+def _experiment(make_config, tmp_path, preset="sparcl_derpp_f90", **overrides):
     config = make_config(preset, **{"model__width": 1.0, **overrides})
     return Experiment(config, str(tmp_path), verbose=0)
+
+
+@pytest.mark.parametrize("model, width, filter_sparsity", [("edge_cnn", 1.0, 1 - 0.1 ** 0.5),
+                                                         ("resnet18", 0.25, 0.9)])
+def test_structured_presets_remove_their_share_of_weights(make_config, tmp_path, model, width,
+                                                          filter_sparsity):
+    # s90: 90 % fewer weights in the layers the unstructured preset sparsifies; the edge CNN's
+    # pruned layers feed each other (filters kept: sqrt(0.1)), ResNet's feed unpruned convs.
+    run = _experiment(make_config, tmp_path, preset="sparcl_derpp_s90", model__name=model,
+                      model__width=width)
+    targets = {name: filter_counts(full, filter_sparsity, 0.01, 0.01)[0]
+               for name, full in run.full_filters.items()}
+    assert run.engine.updater.active_filters() == targets
+    full = build_model(model, (28, 28, 1), 10, width=width)
+    names = [layer.name for layer in sparsifiable_layers(full)]
+    kept = sum(int(np.count_nonzero(run.network.get_layer(n).kernel.numpy())) for n in names)
+    total = sum(int(np.prod(full.get_layer(n).kernel.shape)) for n in names)
+    assert abs(kept / total - 0.10) < 0.01, kept / total
+    # structured DGM updates the share of the active filters unstructured DGM updates of the
+    # active weights: 0.08 / 0.10 (ResNet at 0.90 / 0.92: n - round(0.92 n) filters)
+    keep = [max(1, round((1 - filter_sparsity) * 0.8 * run.full_filters[layer.name]))
+            for layer in sparsifiable_layers(run.network)]
+    assert run.model.filter_gradients.keep == keep
 
 
 def _check_slots(run):
@@ -154,7 +177,8 @@ def test_exported_structured_steps_match_the_keras_steps(make_config, tmp_path):
         inputs = {name: (rng.integers(0, 2, d["shape"]) if d["dtype"] == np.int32 else
                          rng.normal(size=d["shape"])).astype(d["dtype"])
                   for name, d in train.get_input_details().items()}
-        inputs.update(replay_weight=np.float32(1.0), refresh_gradient_masks=np.float32(refresh))
+        inputs.update(replay_weight=np.float32(1.0), refresh_gradient_masks=np.float32(refresh),
+                      learning_rate=np.float32(run.config.optimizer.learning_rate))
         train(**inputs)
         run.model.step(inputs["images"], inputs["labels"], inputs["class_mask"],
                        inputs["replay_images"], inputs["replay_labels"], inputs["replay_logits"],
@@ -176,6 +200,7 @@ def test_exported_structured_steps_match_the_keras_steps(make_config, tmp_path):
     ({"sparsity__granularity": "block"}, "sparsity.granularity='block' must be"),
     ({"sparsity__schedule": "rigl"}, "needs sparsity.schedule tdm or static"),
     ({"model__name": "mlp"}, "supports model.name in"),
+    ({"sparsity__structured_target": "channels"}, "must be 'weights' or 'filters'"),
 ])
 def test_structured_config_errors(make_config, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):

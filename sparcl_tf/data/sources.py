@@ -141,8 +141,27 @@ def load_tiny_imagenet(folder):
 SOURCES = ("fashion_mnist", "mnist", "cifar10", "cifar100", "tiny_imagenet", "npz")
 
 
+def pad_images(data, size):
+    """`data` with its images zero-padded (black) to `size` x `size`, centred (the extra row or
+    column of an odd margin at the bottom and right); `size` 0 keeps them as they are."""
+    height, width = data.image_shape[:2]
+    if not size or (height, width) == (size, size):
+        return data
+    if size < max(height, width):
+        raise DataError(f"data.pad_to={size} is smaller than the {height}x{width} images")
+    top, left = (size - height) // 2, (size - width) // 2
+    margins = [(0, 0), (top, size - height - top), (left, size - width - left), (0, 0)]
+    return dataclasses.replace(data, x_train=np.pad(data.x_train, margins),
+                               x_test=np.pad(data.x_test, margins))
+
+
 def load_source(data_config):
-    """Loads `data_config.source` as described by the `data` block of a config."""
+    """Loads `data_config.source` as described by the `data` block of a config, padded to
+    `data_config.pad_to`."""
+    return pad_images(_load(data_config), data_config.pad_to)
+
+
+def _load(data_config):
     source = data_config.source
     if source == "fashion_mnist":
         return load_idx_folder(data_config.dir or DEBIAN_FASHION_MNIST_DIR, source)

@@ -22,6 +22,8 @@ MEANINGS = {
     "refresh_gradient_masks": "1.0 to recompute the DGM gradient masks from this step's "
                               "gradients (every refresh_every steps, epoch start, after "
                               "update_masks), else 0.0",
+    "learning_rate": "SGD learning rate of this step: the session plan's learning_rate schedule "
+                     "at the task's progress (sparcl_tf/session/learning_rate.py)",
     "prune_to": "per sparse layer: active weights kept after pruning",
     "grow_to": "per sparse layer: active weights after growing",
     "seed": "seed of the random growth",

@@ -3,15 +3,16 @@
 Signatures (TFLite builtin ops only; the network's convs and ReLUs use `builtin_gradients`):
   infer(images) -> logits
   train(images, labels, class_mask[, replay_images, replay_labels, replay_logits, replay_weight]
-        [, refresh_gradient_masks]) -> loss, logits, correct, gradient_density
+        [, refresh_gradient_masks], learning_rate) -> loss, logits, correct, gradient_density
       One step of the Keras trainer's `train_step` on given batches: the method's current-batch
       loss (CL mask from class_mask) plus, scaled by replay_weight (0 while the buffer is empty),
       its replay terms on the replay draws (leading axis: one draw per `method.replay_draws`);
       the sparse layers' dense kernel gradients kept for `update_masks`; kernel gradients times the
       weight mask and, with DGM, the gradient mask (recomputed from this step's gradients when
-      refresh_gradient_masks > 0, exactly as the trainer's in-step refresh); SGD (momentum as
-      Keras' SGD); kernels re-masked. gradient_density: per sparse layer, the fraction of kernel
-      entries updated (for FLOPs accounting on the host).
+      refresh_gradient_masks > 0, exactly as the trainer's in-step refresh); SGD at the step's
+      learning_rate (the host reads the plan's schedule; momentum as Keras' SGD); kernels
+      re-masked. gradient_density: per sparse layer, the fraction of kernel entries updated (for
+      FLOPs accounting on the host).
   update_masks(prune_to, grow_to, seed) -> active             (TDM / RigL schedules only)
       Per sparse layer: keep the prune_to highest-scoring active weights (TDM: |W| + lambda |G|,
       G the last step's masked gradient; RigL: |W|), then activate inactive positions up to
@@ -73,14 +74,14 @@ class TrainingModule(tf.Module):
     "gradient".
     """
 
-    def __init__(self, network, method, batch_size, replay_batch_size, learning_rate,
-                 momentum=0.0, gradient_masks=None, mask_rule=None, grow="random",
-                 importance_lambda=0.5, filter_gradient_keep=None, flex=False):
+    def __init__(self, network, method, batch_size, replay_batch_size, momentum=0.0,
+                 gradient_masks=None, mask_rule=None, grow="random", importance_lambda=0.5,
+                 filter_gradient_keep=None, flex=False):
         super().__init__()
         self._network = network
         self._method = method
         self._sparse = sparsifiable_layers(network)
-        self._learning_rate, self._momentum = float(learning_rate), float(momentum)
+        self._momentum = float(momentum)
         self._dgm = gradient_masks
         self._moving_statistics = [v for v in network.non_trainable_variables if v.path.endswith(
             ("moving_mean", "moving_variance"))]
@@ -130,6 +131,7 @@ class TrainingModule(tf.Module):
                 tf.TensorSpec((), tf.float32, name="replay_weight")]
         if gradient_masks or self._filter_keep:
             train_inputs.append(tf.TensorSpec((), tf.float32, name="refresh_gradient_masks"))
+        train_inputs.append(tf.TensorSpec((), tf.float32, name="learning_rate"))
         layers = len(self._sparse)
         self.infer = tf.function(self._infer, input_signature=[images])
         self.train = tf.function(self._train_signature, input_signature=train_inputs)
@@ -163,7 +165,7 @@ class TrainingModule(tf.Module):
         return {"logits": self._network(images, training=False)}
 
     def _train_signature(self, images, labels, class_mask, *rest):
-        rest = list(rest)
+        *rest, learning_rate = rest
         draws, replay_weight = [], None
         if self._replay_draws:
             replay_images, replay_labels, replay_logits, replay_weight = rest[:4]
@@ -171,11 +173,13 @@ class TrainingModule(tf.Module):
             draws = [(replay_images[i], replay_labels[i], replay_logits[i])
                      for i in range(self._replay_draws)]
         refresh = rest[0] if rest else None
-        return self._train(images, labels, class_mask, draws, replay_weight, refresh)
+        return self._train(images, labels, class_mask, draws, replay_weight, refresh,
+                           learning_rate)
 
-    def _train(self, images, labels, class_mask, draws, replay_weight, refresh):
+    def _train(self, images, labels, class_mask, draws, replay_weight, refresh, learning_rate):
+        step = (images, labels, class_mask, draws, replay_weight, refresh, learning_rate)
         if not self._filter_keep:
-            return self._step(images, labels, class_mask, draws, replay_weight, refresh)
+            return self._step(*step)
         # Structured DGM inside the step: kernel gradients of the selected filters only (all on
         # a refresh step, which selects anew from them). The layers read these graph tensors
         # while this signature is traced, and nothing else does.
@@ -184,12 +188,12 @@ class TrainingModule(tf.Module):
             layer.filter_selection = tf.math.top_k(selection, k=keep).indices
             layer.full_kernel_gradient = refresh > 0
         try:
-            return self._step(images, labels, class_mask, draws, replay_weight, refresh)
+            return self._step(*step)
         finally:
             for layer in self._sparse:
                 layer.filter_selection = layer.full_kernel_gradient = None
 
-    def _step(self, images, labels, class_mask, draws, replay_weight, refresh):
+    def _step(self, images, labels, class_mask, draws, replay_weight, refresh, learning_rate):
         variables = self._network.trainable_variables
         with tf.GradientTape() as tape:
             logits = self._network(images, training=True)
@@ -216,7 +220,7 @@ class TrainingModule(tf.Module):
                           if self._filter_keep else gradients[index])
         for index, multiplier in zip(positions, multipliers):
             gradients[index] = gradients[index] * multiplier
-        self._apply_sgd(variables, gradients)
+        self._apply_sgd(variables, gradients, learning_rate)
         for layer in self._sparse:
             layer.apply_mask_to_kernel()
         correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels),
@@ -266,13 +270,13 @@ class TrainingModule(tf.Module):
         with tf.control_dependencies([done]):
             return [tf.identity(selection) for selection in self._filter_selections]
 
-    def _apply_sgd(self, variables, gradients):
+    def _apply_sgd(self, variables, gradients, learning_rate):
         if not self._momentum:
             for variable, gradient in zip(variables, gradients):
-                variable.assign_sub(self._learning_rate * gradient)
+                variable.assign_sub(learning_rate * gradient)
             return
         for variable, velocity, gradient in zip(variables, self._velocities, gradients):
-            velocity.assign(self._momentum * velocity - self._learning_rate * gradient)
+            velocity.assign(self._momentum * velocity - learning_rate * gradient)
             variable.assign_add(velocity)
 
     def _momenta(self, variable):
@@ -319,7 +323,7 @@ def training_module(config, network, flex=False, method=None):
         schedule, dgm_settings = ("slots" if schedule == "tdm" else "none"), None
     return TrainingModule(
         export_network(network), method or build_method(config.method), config.batch_size,
-        config.replay.batch_size, config.optimizer.learning_rate, config.optimizer.momentum,
+        config.replay.batch_size, config.optimizer.momentum,
         gradient_masks=dgm_settings,
         mask_rule=schedule if schedule in ("tdm", "rigl", "slots") else None,
         grow=config.sparsity.grow,

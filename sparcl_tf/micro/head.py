@@ -51,13 +51,12 @@ class Head:
     units, C classes; batch B; one replay draw of R examples per (kind, weight) replay term."""
 
     def __init__(self, features, hidden, classes, scale, zero_point, batch_size,
-                 replay_batch_size, replay_terms, learning_rate, gradient_keep):
+                 replay_batch_size, replay_terms, gradient_keep):
         self.features, self.hidden, self.classes = features, hidden, classes
         self.scale, self.zero_point = float(scale), int(zero_point)
         self.batch_size, self.replay_batch_size = batch_size, replay_batch_size
         self.replay_terms = list(replay_terms)
         self.replay_draws = len(self.replay_terms)
-        self.learning_rate = float(learning_rate)
         self.gradient_keep = gradient_keep  # entries of the hidden kernel a step updates (DGM)
 
     def parameter_shapes(self):
@@ -91,7 +90,7 @@ class Head:
         return g
 
     def train_step(self, features, labels_onehot, class_mask, replay_features, replay_onehot,
-                   replay_logits, replay_weight, refresh, p, mask, gradient_mask):
+                   replay_logits, replay_weight, refresh, learning_rate, p, mask, gradient_mask):
         """-> (new parameters, new gradient mask, loss, logits, correct, dense hidden grad)."""
         x = dequantize(features, self.scale, self.zero_point)
         pre, hidden, logits = self._forward(x, p, mask)
@@ -122,7 +121,7 @@ class Head:
         recomputed = dgm.gradient_mask(grads["w1"] * active, self.gradient_keep, "bisection")
         gradient_mask = refresh * recomputed + (1.0 - refresh) * gradient_mask
         update = dict(grads, w1=grads["w1"] * active * gradient_mask)
-        new = {k: p[k] - self.learning_rate * update[k] for k in PARAMETERS}
+        new = {k: p[k] - learning_rate * update[k] for k in PARAMETERS}
         new["w1"] = new["w1"] * mask
         predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
         true = tf.argmax(labels_onehot, axis=1, output_type=tf.int32)
@@ -150,7 +149,8 @@ class Head:
                       tf.TensorSpec((d, r, c), tf.float32, name="replay_onehot"),
                       tf.TensorSpec((d, r, c), tf.float32, name="replay_logits"),
                       tf.TensorSpec((), tf.float32, name="replay_weight")]
-        specs += [tf.TensorSpec((), tf.float32, name="refresh")] + params + [
+        specs += [tf.TensorSpec((), tf.float32, name="refresh"),
+                  tf.TensorSpec((), tf.float32, name="learning_rate")] + params + [
             tf.TensorSpec(self.parameter_shapes()["w1"], tf.float32, name="gradient_mask")]
 
         def train(*args):
@@ -161,9 +161,9 @@ class Head:
                 replay, rest = rest[:4], rest[4:]
             else:
                 replay = [tf.zeros((0, r, self.features), tf.int8), None, None, 0.0]
-            refresh, w1, b1, w2, b2, mask, gradient_mask = rest
+            refresh, learning_rate, w1, b1, w2, b2, mask, gradient_mask = rest
             new, new_gradient_mask, loss, logits, correct, dense_w1 = self.train_step(
-                x, onehot, class_mask, *replay, refresh,
+                x, onehot, class_mask, *replay, refresh, learning_rate,
                 {"w1": w1, "b1": b1, "w2": w2, "b2": b2}, mask, gradient_mask)
             return (new["w1"], new["b1"], new["w2"], new["b2"], new_gradient_mask, loss, logits,
                     correct, dense_w1)

@@ -108,6 +108,7 @@ class MicroHeadEngine:
         head_inputs = dict(features=inputs["images"],
                            labels_onehot=np.eye(classes, dtype=np.float32)[inputs["labels"]],
                            class_mask=inputs["class_mask"], refresh=np.float32(refresh),
+                           learning_rate=inputs["learning_rate"],
                            mask=self.mask, gradient_mask=self.gradient_mask, **self.params)
         if self.head.replay_draws:
             head_inputs.update(
@@ -187,8 +188,7 @@ class MicroSession:
         keep = active_count(size, config.dgm.gradient_sparsity) if config.dgm.enabled else size
         self.head = Head(features.size, config.micro.hidden_units, num_classes,
                          features.scale, features.zero_point, config.batch_size,
-                         config.replay.batch_size, replay_terms(self.method),
-                         config.optimizer.learning_rate, keep)
+                         config.replay.batch_size, replay_terms(self.method), keep)
         self.models = {"train": convert_function(self.head.train_function()),
                        "infer": convert_function(self.head.infer_function())}
         self.arena_bytes = {key: minimum_arena_bytes(m) for key, m in self.models.items()}

@@ -10,6 +10,7 @@ MODELS = {"resnet18": resnet18, "edge_cnn": edge_cnn, "mlp": mlp, "mobilenet_v2"
 
 
 STRUCTURED_MODELS = ("edge_cnn", "resnet18", "mobilenet_v2")
+CHAINED_PRODUCERS = ("edge_cnn",)  # structured producers that feed each other
 _PRODUCER_SUFFIX = {"resnet18": "_conv1", "mobilenet_v2": "_expand"}
 
 

@@ -44,6 +44,7 @@ from sparcl_tf.errors import CheckpointError, ConfigError, DivergedError
 from sparcl_tf.evaluation import accuracies
 from sparcl_tf.example_stats import ExampleStats, margin
 from sparcl_tf.replay import ReservoirBuffer
+from sparcl_tf.session import learning_rate
 from sparcl_tf.session import random as session_random
 from sparcl_tf.sparsity import ddr
 
@@ -226,10 +227,13 @@ class SessionLoop:
 
     def _inputs(self, images, labels, step):
         """The step's inputs: the augmented current batch and the replay draws (fixed shapes;
-        zeros with replay_weight 0 while replay is off or the buffer empty)."""
-        plan, replay = self.plan, self.plan.replay
+        zeros with replay_weight 0 while replay is off or the buffer empty) and the learning
+        rate of the step."""
+        plan, replay, progress = self.plan, self.plan.replay, self.progress
+        rate = learning_rate.value(plan.learning_rate, learning_rate.task_progress(
+            progress.epoch, progress.cursor, len(progress.epoch_order), plan.epochs_per_task))
         inputs = dict(images=self.augment(images, step, 0), labels=labels,
-                      class_mask=self._class_mask)
+                      class_mask=self._class_mask, learning_rate=np.float32(rate))
         if not replay["draws"]:
             return inputs, 0
         shape = (replay["draws"], replay["batch_size"])

@@ -18,11 +18,12 @@ import json
 import math
 
 from sparcl_tf.errors import DataError
+from sparcl_tf.session import learning_rate
 from sparcl_tf.session import random as session_random
 from sparcl_tf.sparsity import schedule, structured
 from sparcl_tf.sparsity.masks import active_count
 
-VERSION = 1
+VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,14 +52,15 @@ def removal_targets(num_examples, total_fraction, stages):
 
 def _layer_counts(config, event, task_index, num_tasks, layers, full_filters):
     """(prune_to, grow_to) per layer: weights, or filter slots when `full_filters` is given."""
-    targets = schedule.layer_targets(config, [name for name, _ in layers])
     s = config.sparsity
     if full_filters is not None:
+        targets = structured.filter_targets(config, [name for name, _ in layers])
         counts = [schedule.tdm_phase(event.update_index, s.updates_per_task,
                                      *structured.filter_counts(full_filters[name], targets[name],
                                                                s.open_fraction, s.swap_fraction))
                   for name, _ in layers]
     else:
+        targets = schedule.layer_targets(config, [name for name, _ in layers])
         _, targets_of = schedule.update_targets(config, event, task_index, num_tasks)
         counts = [(active_count(size, prune), active_count(size, grow)) for (name, size), (
             prune, grow) in zip(layers, (targets_of(targets[name]) for name, _ in layers))]
@@ -94,6 +96,7 @@ def build_plan(config, tasks, sizes, layers, full_filters=None, replay_draws=0):
     return SessionPlan(
         version=VERSION, seed=int(config.seed), epochs_per_task=int(config.epochs_per_task),
         batch_size=int(config.batch_size), num_classes=int(tasks.num_classes),
+        learning_rate=learning_rate.plan_entry(config.optimizer),
         image_shape=[int(d) for d in tasks.image_shape],
         replay={"buffer_size": int(config.replay.buffer_size) if replay_draws else 0,
                 "from_task": int(config.replay.from_task), "draws": int(replay_draws),
@@ -117,6 +120,7 @@ class SessionPlan:
     epochs_per_task: int
     batch_size: int
     num_classes: int
+    learning_rate: dict       # the per-task schedule (session/learning_rate.py)
     image_shape: list
     replay: dict
     momentum_reset_per_task: bool

@@ -101,6 +101,9 @@ def validate(sparsity_config, ddr_config, dgm_config):
             raise ConfigError(f"sparsity.layer_sparsity[{name!r}]={value} must be in [0, 1)")
     if s.granularity not in ("weight", "filter"):
         raise ConfigError(f"sparsity.granularity={s.granularity!r} must be 'weight' or 'filter'")
+    if s.structured_target not in ("weights", "filters"):
+        raise ConfigError(f"sparsity.structured_target={s.structured_target!r} must be "
+                          f"'weights' or 'filters'")
     if s.granularity == "filter":
         if s.schedule not in ("tdm", "static"):
             raise ConfigError(f"sparsity.granularity=filter needs sparsity.schedule tdm or "

@@ -7,7 +7,10 @@ the target count plus the task-start opening, so shapes stay static and the mode
 exported once), and a `ChannelMask` after its activation switches slots on and off. A slot holds
 one logical filter of the full layer (`ChannelMask.logical`, for rebuilding the full view).
 
-Counts are in filters: target = n - round(s n) of the full layer's n filters; opening and swap are
+Targets: `sparsity.structured_target` 'weights' (the presets) reads a layer's target sparsity s as
+the share of weights to remove, as the unstructured presets do, and derives the filter sparsity
+(`filter_sparsity`); 'filters' reads s as the filter sparsity itself. Counts are in filters:
+target = n - round(s n) of the full layer's n filters; opening and swap are
 max(1, round(fraction n)) (1 % of 64 filters would round to none). Per task, as TDM: first update
 prune to the target and grow `opening` slots, middle updates prune `swap` below the target and
 regrow to it, last update prune to the target. Slot importance: sum over the filter of
@@ -19,12 +22,53 @@ network's function is unchanged at the moment of growth (with zero weights on bo
 would never receive a gradient).
 """
 
+import math
+
 import numpy as np
 
 from sparcl_tf.layers import channel_masks
 from sparcl_tf.sparsity import growth
 from sparcl_tf.sparsity.masks import active_count
+from sparcl_tf.sparsity.schedule import layer_targets
 from sparcl_tf.sparsity.tdm import optimizer_slots
+
+def filter_sparsity(config, weight_sparsity):
+    """The filter sparsity of a pruned layer whose target is `weight_sparsity` (see the module
+    doc). A kernel loses the filters of its own layer and the input channels of a pruned layer
+    before it. Where pruned layers feed each other (the edge CNN: conv2 -> conv3 -> conv4 -> fc1)
+    a kernel keeps about the square of the filter fraction, so keeping sqrt(1 - s) of the filters
+    keeps about 1 - s of the weights; where each pruned layer feeds unpruned layers only (ResNet
+    block conv1 -> conv2, MobileNetV2 expand -> depthwise -> projection) producer and consumers
+    keep the filter fraction itself."""
+    from sparcl_tf.models import CHAINED_PRODUCERS
+    if config.sparsity.structured_target == "filters" or config.model.name not in \
+            CHAINED_PRODUCERS:
+        return weight_sparsity
+    return 1.0 - math.sqrt(1.0 - weight_sparsity)
+
+
+def gradient_filter_sparsity(config, weight_sparsity):
+    """Structured DGM's filter sparsity of the kernel-gradient selection for a layer at target
+    `weight_sparsity`: a step updates the share (1 - g) / (1 - s) of the active filters that
+    unstructured DGM updates of the active weights (g = dgm.gradient_sparsity); for 'filters'
+    targets, or unchained layers, that is g itself."""
+    keep = 1.0 - filter_sparsity(config, weight_sparsity)
+    g = config.dgm.gradient_sparsity
+    if config.sparsity.structured_target == "filters":
+        return g
+    return 1.0 - (1.0 - g) * keep / (1.0 - weight_sparsity)
+
+
+def filter_targets(config, producers):
+    """Producer -> filter sparsity of a channel-structured run (from `layer_targets`)."""
+    return {name: filter_sparsity(config, target)
+            for name, target in layer_targets(config, producers).items()}
+
+
+def gradient_filter_targets(config, producers):
+    """Producer -> filter sparsity of structured DGM's kernel-gradient selection."""
+    return {name: gradient_filter_sparsity(config, target)
+            for name, target in layer_targets(config, producers).items()}
 
 
 def filter_counts(num_filters, sparsity, open_fraction, swap_fraction):

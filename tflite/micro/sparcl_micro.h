@@ -25,7 +25,8 @@ typedef struct {
   int features, hidden, classes;
   float scale;      /* feature dequantisation: (q - zero_point) * scale */
   int zero_point;
-  float learning_rate;
+  float learning_rate; /* of the next step: set it before each step from the session plan's
+                          learning_rate schedule (sparcl_tf/session/learning_rate.py) */
   int gradient_keep; /* entries of w1 a step updates (DGM); features * hidden = no DGM */
 } sparcl_head_config;
 

@@ -155,9 +155,10 @@ class ContinualSession(
         val refresh = every > 0 && (refreshPending || stepsSinceRefresh >= every)
         stepsSinceRefresh = if (refresh) 1 else stepsSinceRefresh + 1
         refreshPending = false
+        val rate = plan.learningRate.value((epoch + cursor.toDouble() / epochOrder!!.size) / plan.epochsPerTask).toFloat()
         val started = System.nanoTime()
         val out = model.train(augment.apply(images, rows.size, globalStep, 0), labels, classMask,
-            replayImages, replayLabels, replayLogits, if (on) 1f else 0f, refresh)
+            replayImages, replayLabels, replayLogits, if (on) 1f else 0f, refresh, rate)
         trainNanos += System.nanoTime() - started
         if (!out.loss.isFinite())
             throw SessionError("task $task step $globalStep: the loss is ${out.loss}; the run diverged (lower the learning rate)")

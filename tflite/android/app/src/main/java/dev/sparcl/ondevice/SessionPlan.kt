@@ -19,13 +19,28 @@ class PlanEvent(
 class PlanTask(val classes: IntArray, val trainingExamples: Int, val events: List<PlanEvent>)
 
 /**
- * The session plan (version 1) that `tools.convert` writes into signatures.json: every decision
+ * The per-task learning-rate schedule (the Python twin: sparcl_tf/session/learning_rate.py):
+ * [value] at progress p = (epoch + cursor / epoch length) / epochs per task, in doubles.
+ */
+class LearningRate(val schedule: String, val base: Double, val finalFraction: Double,
+                   val milestones: DoubleArray, val gamma: Double) {
+    fun value(progress: Double): Double = when (schedule) {
+        "cosine" -> base * (finalFraction + (1.0 - finalFraction) * 0.5 * (1.0 + StrictMath.cos(Math.PI * progress)))
+        "step" -> milestones.fold(base) { rate, milestone -> if (progress >= milestone) rate * gamma else rate }
+        else -> base
+    }
+
+    override fun toString() = "$schedule $base $finalFraction ${milestones.contentToString()} $gamma"
+}
+
+/**
+ * The session plan (version 2) that `tools.convert` writes into signatures.json: every decision
  * the host makes, with its counts and seeds. Spec: tflite/README.md, "Session plan"; the Python
  * twin is sparcl_tf/session/plan.py. [parse] refuses a plan it cannot follow with one SessionError.
  */
 class SessionPlan(
     val seed: Long, val epochsPerTask: Int, val batchSize: Int, val numClasses: Int,
-    val imageShape: IntArray, val bufferSize: Int, val replayFromTask: Int, val replayDraws: Int,
+    val learningRate: LearningRate, val imageShape: IntArray, val bufferSize: Int, val replayFromTask: Int, val replayDraws: Int,
     val replayBatchSize: Int, val momentumResetPerTask: Boolean, val unit: String,
     val sparseLayers: List<String>, val layerUnits: IntArray, val dgmRefreshEvery: Int,
     val mean: FloatArray, val std: FloatArray, val augmentation: String, val cropPadding: Int,
@@ -41,7 +56,7 @@ class SessionPlan(
         text.append("$seed $epochsPerTask $batchSize $numClasses ${imageShape.contentToString()} $bufferSize ")
         text.append("$replayFromTask $replayDraws $replayBatchSize $momentumResetPerTask $unit $sparseLayers ")
         text.append("${layerUnits.contentToString()} $dgmRefreshEvery ${mean.contentToString()} ${std.contentToString()} ")
-        text.append("$augmentation $cropPadding")
+        text.append("$augmentation $cropPadding $learningRate")
         for (task in tasks) {
             text.append(" | ${task.classes.contentToString()} ${task.trainingExamples}")
             for (e in task.events) text.append(" ${e.epoch} ${e.numerator} ${e.denominator} ${e.updateIndex} ${e.maskUpdate} " +
@@ -51,11 +66,12 @@ class SessionPlan(
     }
 
     companion object {
-        const val VERSION = 1
+        const val VERSION = 2
         private val PURPOSES = mapOf("epoch_order" to SessionRandom.EPOCH_ORDER, "reservoir" to SessionRandom.RESERVOIR,
             "replay" to SessionRandom.REPLAY, "augment" to SessionRandom.AUGMENT, "removal" to SessionRandom.REMOVAL,
             "growth" to SessionRandom.GROWTH)
         private val AUGMENTATIONS = setOf("none", "crop", "crop_flip")
+        private val SCHEDULES = setOf("constant", "cosine", "step")
 
         /** The plan in the text of a signatures.json. */
         fun fromSignaturesJson(text: String): SessionPlan {
@@ -82,6 +98,8 @@ class SessionPlan(
             val normalization = plan.getJSONObject("normalization")
             val augmentation = plan.getJSONObject("augmentation")
             val random = plan.getJSONObject("random")
+            val rate = plan.getJSONObject("learning_rate")
+            val milestones = rate.getJSONArray("milestones")
             require(random.getString("generator") == "splitmix64") { "random generator ${random.getString("generator")} is not splitmix64" }
             val purposes = random.getJSONObject("purposes")
             for ((name, number) in PURPOSES) require(purposes.optInt(name, -1) == number) { "random purpose $name is not $number" }
@@ -100,6 +118,8 @@ class SessionPlan(
             }
             val result = SessionPlan(
                 plan.getLong("seed"), plan.getInt("epochs_per_task"), plan.getInt("batch_size"), numClasses,
+                LearningRate(rate.getString("schedule"), rate.getDouble("base"), rate.getDouble("final_fraction"),
+                    DoubleArray(milestones.length()) { milestones.getDouble(it) }, rate.getDouble("gamma")),
                 ints(plan.getJSONArray("image_shape")), replay.getInt("buffer_size"), replay.getInt("from_task"),
                 replay.getInt("draws"), replay.getInt("batch_size"), plan.getBoolean("momentum_reset_per_task"),
                 plan.getString("unit"), layers, ints(plan.getJSONArray("layer_units")), plan.getInt("dgm_refresh_every"),
@@ -122,6 +142,10 @@ class SessionPlan(
         require(dgmRefreshEvery >= 0) { "dgm_refresh_every must be >= 0" }
         require(augmentation in AUGMENTATIONS) { "augmentation '$augmentation' is unknown" }
         require(cropPadding >= 0) { "crop_padding must be >= 0" }
+        with(learningRate) {
+            require(schedule in SCHEDULES && base > 0.0 && base.isFinite() && finalFraction in 0.0..1.0 &&
+                gamma > 0.0 && gamma <= 1.0 && milestones.all { it > 0.0 && it < 1.0 }) { "learning_rate '$this' is not a schedule this session runs" }
+        }
         require(tasks.isNotEmpty()) { "no tasks" }
         for ((index, task) in tasks.withIndex()) {
             require(task.classes.isNotEmpty() && task.classes.all { it in 0 until numClasses }) { "task $index has classes outside 0..${numClasses - 1}" }

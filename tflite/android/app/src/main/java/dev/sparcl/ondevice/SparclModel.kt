@@ -32,6 +32,7 @@ class SparclModel(private val model: TrainingModel, private val plan: SessionPla
             "replay draws" to (train["replay_images"]?.shape?.toList() to
                 if (plan.replayDraws > 0) listOf(plan.replayDraws, plan.replayBatchSize) + image else null),
             "DGM refresh input" to (train["refresh_gradient_masks"]?.shape?.toList() to if (plan.dgmRefreshEvery > 0) listOf<Int>() else null),
+            "learning rate input" to (train["learning_rate"]?.shape?.toList() to listOf<Int>()),
             "get_state input" to (signatures.getValue("get_state").inputs["dummy"]?.shape?.toList() to listOf<Int>()),
         )
         if (plan.hasMaskUpdates) expected["update_masks prune_to"] =
@@ -53,7 +54,7 @@ class SparclModel(private val model: TrainingModel, private val plan: SessionPla
 
     /** One training step on host-made inputs (replay arrays sized draws x replay batch, zeros when off). */
     fun train(images: FloatArray, labels: IntArray, classMask: FloatArray, replayImages: FloatArray?, replayLabels: IntArray?,
-              replayLogits: FloatArray?, replayWeight: Float, refresh: Boolean): StepOutputs {
+              replayLogits: FloatArray?, replayWeight: Float, refresh: Boolean, learningRate: Float): StepOutputs {
         put(trainInputs.getValue("images"), images)
         put(trainInputs.getValue("labels"), labels)
         put(trainInputs.getValue("class_mask"), classMask)
@@ -62,6 +63,7 @@ class SparclModel(private val model: TrainingModel, private val plan: SessionPla
         trainInputs["replay_logits"]?.let { put(it, replayLogits!!) }
         trainInputs["replay_weight"]?.let { put(it, floatArrayOf(replayWeight)) }
         trainInputs["refresh_gradient_masks"]?.let { put(it, floatArrayOf(if (refresh) 1f else 0f)) }
+        put(trainInputs.getValue("learning_rate"), floatArrayOf(learningRate))
         val out = model.run("train", trainInputs)
         return StepOutputs(floats(out.getValue("loss"))[0], floats(out.getValue("logits")), floats(out.getValue("correct")),
             floats(out.getValue("gradient_density")))
