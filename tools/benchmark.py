@@ -560,6 +560,13 @@ def _pm(value, digits=2, scale=1.0):
     return f"{scale * mean:.{digits}f} +- {scale * std:.{digits}f}"
 
 
+def _ratio(value, digits):
+    """A ratio's mean, with its spread where it has one (FLOPs ratios are the same every seed)."""
+    mean, std = value
+    spread = f" +- {std:.{digits}f}" if round(std, digits) else ""
+    return f"{mean:.{digits}f}x{spread}"
+
+
 def _table(summary):
     lines = ["| preset | class-IL | vs DER++ | task-IL | forgetting | training FLOPs | "
              "FLOPs vs DER++ | wall-clock (s) | wall-clock vs DER++ | peak RSS (MiB) | "
@@ -569,8 +576,8 @@ def _table(summary):
         lines.append(
             f"| {entry['preset']} | {_pm(entry['class_il'])} | {_pm(entry['class_il_delta'])} | "
             f"{_pm(entry['task_il'])} | {_pm(entry['forgetting'])} | "
-            f"{entry['training_flops'][0]:.3g} | {_pm(entry['flops_ratio'], 1)}x fewer | "
-            f"{_pm(entry['wall_clock_s'], 0)} | {_pm(entry['speedup'])}x faster | "
+            f"{entry['training_flops'][0]:.3g} | {_ratio(entry['flops_ratio'], 1)} fewer | "
+            f"{_pm(entry['wall_clock_s'], 0)} | {_ratio(entry['speedup'], 2)} faster | "
             f"{entry['peak_rss_mib'][0]:.0f} | {100 * entry['removed_fraction'][0]:.0f} % |")
     return "\n".join(lines)
 
@@ -614,14 +621,15 @@ def _targets(summary, steps, litert=None, model="edge_cnn"):
 
 
 def _plot(summary, path):
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
     figure = Figure(figsize=(9, 5), layout="constrained")
     axis = figure.subplots()
-    markers = "osD^v<>pPX*h"
+    markers, colors = "osD^v<>pPX*h", colormaps["tab20"]
     for index, entry in enumerate(summary.values()):
         (flops, flops_std), (accuracy, accuracy_std) = entry["training_flops"], entry["class_il"]
         axis.errorbar(flops, accuracy, xerr=flops_std, yerr=accuracy_std, fmt=markers[index % 12],
-                      markersize=7, capsize=3,
+                      color=colors(index % 20), markersize=7, capsize=3,
                       label=f"{entry['preset']} ({accuracy:.1f} +- {accuracy_std:.1f} %)")
     seeds = next(iter(summary.values()))["seeds"]
     axis.set_xscale("log")
