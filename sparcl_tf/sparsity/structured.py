@@ -32,6 +32,7 @@ from sparcl_tf.sparsity.masks import active_count
 from sparcl_tf.sparsity.schedule import layer_targets
 from sparcl_tf.sparsity.tdm import optimizer_slots
 
+
 def filter_sparsity(config, weight_sparsity):
     """The filter sparsity of a pruned layer whose target is `weight_sparsity` (see the module
     doc). A kernel loses the filters of its own layer and the input channels of a pruned layer
