@@ -168,6 +168,12 @@ def base_config():
     config.micro.memory_budget_bytes = 262144  # TFLM arena + buffer must fit (0 = no limit)
     config.micro.compare_steps = 5       # per task, the first steps also run in LiteRT
 
+    config.distribute = ml_collections.ConfigDict()
+    config.distribute.strategy = "none"  # none | mirrored | multi_worker (TF_CONFIG: the cluster)
+    config.distribute.devices = 0        # replicas per worker: 0 = every GPU (else the CPU);
+    #                                      N = the first N GPUs, or N logical CPU devices
+    config.distribute.batch_norm = "sync"  # sync (global-batch statistics) | local (per replica)
+
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 500  # also at every epoch and task end
     config.checkpoint.keep = 2
@@ -299,4 +305,6 @@ def validate(config):
     from sparcl_tf.sparsity import schedule
     learning_rate.validate(config.optimizer)
     schedule.validate(config.sparsity, config.ddr, config.dgm)
+    from sparcl_tf import distribute
+    distribute.validate(config.distribute)
     return config

@@ -11,12 +11,15 @@ One step, in the order of the algorithm (SparCL's parts marked):
      per-example correctness (data removal) and the fraction of kernel entries updated (FLOPs).
 The host (`session.loop`) owns data order, augmentation, the buffer and every schedule; this is
 the same step the exported `train` signature runs, so a session takes the same steps on both.
+Under a tf.distribute strategy (`distribute.Replication`) each replica runs it on its shard of
+the batch with the gradients all-reduced after 3., so every replica makes the same updates.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from sparcl_tf.distribute import Replication, _branch
 from sparcl_tf.layers import sparsifiable_layers
 from sparcl_tf.sparsity import dgm
 from sparcl_tf.sparsity.masks import active_count
@@ -32,11 +35,16 @@ class ContinualModel(keras.Model):
     DGM on a compacted model: settings with `keep` (filters per sparse layer whose kernel
     gradients a step computes) and `slot_masks` (each layer's ChannelMask variable).
     `track_gradients`: keep the last kernel gradients of the sparse layers for mask updates.
+    `replication`: where it runs (`distribute.Replication`; default one device); a distributed
+    model is made in its scope, with an optimizer that leaves the reduction to the step
+    (`distribute.ReducedGradientsSGD`).
     """
 
     def __init__(self, network, method, num_classes, replay_batch_size=32, masking=True,
-                 gradient_masks=None, track_gradients=False, filter_gradients=None, **kwargs):
+                 gradient_masks=None, track_gradients=False, filter_gradients=None,
+                 replication=None, **kwargs):
         super().__init__(**kwargs)
+        self.replication = replication or Replication()
         if not masking and gradient_masks is not None:
             raise ValueError("gradient masks need masking=True")
         self.network = network
@@ -74,6 +82,10 @@ class ContinualModel(keras.Model):
                 object.__setattr__(layer, "full_kernel_gradient", self.full_gradient_step)
                 self.filter_selections.append(selection)
         self._step = tf.function(self._train_step)
+        if self.replication.distributed:
+            replication.prepare(network)
+            # images, labels, replay draws split by example; class mask and weight shared
+            self._step = replication.compile(self._train_step, (0, 0, None, 1, 1, 1, None))
         self._forward = tf.function(lambda images: network(images, training=False),
                                     reduce_retracing=True)
 
@@ -103,13 +115,18 @@ class ContinualModel(keras.Model):
     def step(self, images, labels, class_mask, replay_images, replay_labels, replay_logits,
              replay_weight, refresh):
         """One train step; the arguments are the exported `train` signature's inputs."""
+        if self.replication.distributed:  # branches chosen while tracing: see `distribute`
+            flags = dict(replay_on=bool(replay_weight > 0), refresh=bool(refresh))
+        else:
+            flags = dict(refresh=np.bool_(refresh))
         return self._step(images, labels, class_mask, replay_images, replay_labels,
-                          replay_logits, np.float32(replay_weight), np.bool_(refresh))
+                          replay_logits, np.float32(replay_weight), **flags)
 
     def logits(self, images):
         return self._forward(images).numpy()
 
-    def _replay_loss(self, replay_images, replay_labels, replay_logits, replay_weight):
+    def _replay_loss(self, replay_images, replay_labels, replay_logits, replay_weight,
+                     replay_on):
         if not self.method.uses_buffer:
             return tf.constant(0.0)
 
@@ -121,7 +138,7 @@ class ContinualModel(keras.Model):
                      for i in range(self.method.replay_draws)]
             return replay_weight * self.method.replay_loss(forward, draws)
 
-        return tf.cond(replay_weight > 0, replay_terms, lambda: tf.constant(0.0))
+        return _branch(replay_on, replay_terms, lambda: tf.constant(0.0))
 
     def _gradient_multipliers(self, sparse_gradients, refresh):
         """Per sparse layer, what its kernel gradient is multiplied by before the update."""
@@ -136,14 +153,15 @@ class ContinualModel(keras.Model):
                                                   active))
             return tf.constant(True)
 
-        with tf.control_dependencies([tf.cond(refresh, recompute, lambda: tf.constant(False))]):
+        with tf.control_dependencies([_branch(refresh, recompute, lambda: tf.constant(False))]):
             return [m * tf.identity(g) for m, g in zip(weight_masks, self.gradient_mask_vars)]
 
-    def _select_filters(self, sparse_gradients):
-        """Structured DGM: after a full-gradient step, each layer keeps the active filters of
-        largest gradient magnitude (summed over the filter) for the next steps; returns this
-        step's per-layer gradient multipliers and the fractions of filters updated."""
-        def refresh():
+    def _select_filters(self, sparse_gradients, refresh):
+        """Structured DGM: after a full-gradient step (`refresh`), each layer keeps the active
+        filters of largest gradient magnitude (summed over the filter) for the next steps;
+        returns this step's per-layer gradient multipliers and the fractions of filters
+        updated."""
+        def select():
             for selection, gradient, keep, slots in zip(
                     self.filter_selections, sparse_gradients, self.filter_gradients.keep,
                     self.filter_gradients.slot_masks):
@@ -152,8 +170,7 @@ class ContinualModel(keras.Model):
                 selection.assign(tf.math.top_k(norms, k=keep).indices)
             return tf.constant(True)
 
-        with tf.control_dependencies([tf.cond(self.full_gradient_step, refresh,
-                                              lambda: tf.constant(False))]):
+        with tf.control_dependencies([_branch(refresh, select, lambda: tf.constant(False))]):
             multipliers = [tf.reduce_sum(tf.one_hot(s, g.shape[-1]), 0)
                            for s, g in zip(self.filter_selections, sparse_gradients)]
         density = tf.stack([tf.where(self.full_gradient_step, 1.0, keep / g.shape[-1])
@@ -161,7 +178,7 @@ class ContinualModel(keras.Model):
         return multipliers, density
 
     def _train_step(self, images, labels, class_mask, replay_images, replay_labels,
-                    replay_logits, replay_weight, refresh):
+                    replay_logits, replay_weight, refresh, replay_on=None):
         variables = self.network.trainable_variables
         if self.filter_gradients is not None:  # a refresh step computes every filter's gradient
             self.full_gradient_step.assign(refresh)
@@ -169,8 +186,11 @@ class ContinualModel(keras.Model):
             logits = self.network(images, training=True)
             loss = self.method.current_loss(labels, logits, class_mask > 0)
             loss += self._replay_loss(replay_images, replay_labels, replay_logits,
-                                      replay_weight)
-        gradients = tape.gradient(loss, variables)
+                                      replay_weight,
+                                      replay_weight > 0 if replay_on is None else replay_on)
+        # The global batch's mean loss and gradient, identical on every replica from here on.
+        loss, gradients = self.replication.mean((loss, tape.gradient(loss, variables)))
+        gradients = list(gradients)
 
         kernel_position = {id(v): i for i, v in enumerate(variables)}
         positions = [kernel_position[id(layer.kernel)] for layer in self.sparse]
@@ -180,12 +200,13 @@ class ContinualModel(keras.Model):
         if self.masking:
             multipliers = self._gradient_multipliers(sparse_gradients, refresh)
         elif self.filter_gradients is not None:
-            multipliers, filter_density = self._select_filters(sparse_gradients)
+            multipliers, filter_density = self._select_filters(sparse_gradients, refresh)
         else:
             multipliers = []
         for position, multiplier in zip(positions, multipliers):
             gradients[position] = gradients[position] * multiplier
         self.optimizer.apply(gradients, variables)
+        self.replication.settle()
         if self.masking:
             for layer in self.sparse:
                 layer.apply_mask_to_kernel()
@@ -197,4 +218,5 @@ class ContinualModel(keras.Model):
             density = tf.ones((len(self.sparse),))
         correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
                                    tf.cast(labels, tf.int32)), tf.float32)
-        return {"loss": loss, "logits": logits, "correct": correct, "gradient_density": density}
+        return {"loss": loss, "gradient_density": density,
+                **self.replication.gather({"logits": logits, "correct": correct})}

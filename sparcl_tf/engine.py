@@ -8,11 +8,11 @@ loop decides everything else from the session plan.
 
 import types
 
-import keras
 import numpy as np
 
 from sparcl_tf.continual_model import ContinualModel
 from sparcl_tf.data.pipeline import Normalizer, eval_batches
+from sparcl_tf.distribute import ReducedGradientsSGD, Replication
 from sparcl_tf.flops import FlopsLedger
 from sparcl_tf.layers import channel_masks, sparsifiable_layers
 from sparcl_tf.models import build_model, structured_producers
@@ -57,25 +57,34 @@ def image_stream(method, tasks):
 class KerasEngine:
     """The Keras step engine: `ContinualModel` steps of `network` with `method`, host-side mask
     updaters. For channel-structured SparCL `network` is the compacted model and
-    `full_network` / `full_filters` the full one and its filters per producer."""
+    `full_network` / `full_filters` the full one and its filters per producer. `replication`:
+    one device (default) or a tf.distribute strategy's replicas, in whose scope `network` (and
+    `full_network`) were built."""
 
-    def __init__(self, config, network, method, full_network=None, full_filters=None):
+    def __init__(self, config, network, method, full_network=None, full_filters=None,
+                 replication=None):
         self.config = config
         s = config.sparsity
         self.network, self.full_network, self.full_filters = network, full_network, full_filters
+        self.replication = replication or Replication()
+        self.replication.check_network(network)
+        self.replication.check_batch("batch_size", config.batch_size)
+        self.replication.check_batch("replay.batch_size", config.replay.batch_size)
         structured = self.full_filters is not None
         self.method = method
-        self.model = ContinualModel(
-            self.network, self.method, int(network.output_shape[-1]),
-            replay_batch_size=config.replay.batch_size,
-            masking=s.schedule != "none" and not structured,
-            gradient_masks=config.dgm if config.dgm.enabled and not structured else None,
-            track_gradients=s.schedule in ("tdm", "rigl"),
-            filter_gradients=self._filter_gradients() if structured and config.dgm.enabled
-            else None)
-        self.model.compile(optimizer=keras.optimizers.SGD(
-            learning_rate=config.optimizer.learning_rate, momentum=config.optimizer.momentum))
-        self.model.optimizer.build(self.network.trainable_variables)
+        with self.replication.scope():
+            self.model = ContinualModel(
+                self.network, self.method, int(network.output_shape[-1]),
+                replay_batch_size=config.replay.batch_size,
+                masking=s.schedule != "none" and not structured,
+                gradient_masks=config.dgm if config.dgm.enabled and not structured else None,
+                track_gradients=s.schedule in ("tdm", "rigl"),
+                filter_gradients=self._filter_gradients() if structured and config.dgm.enabled
+                else None, replication=self.replication)
+            self.model.compile(optimizer=ReducedGradientsSGD(
+                learning_rate=config.optimizer.learning_rate,
+                momentum=config.optimizer.momentum))
+            self.model.optimizer.build(self.network.trainable_variables)
         self.layer_names = [name for name, _ in sparse_units(self.network, self.full_filters)]
         self.ledger = FlopsLedger(self.network, self.full_network)
         self.updater = None
@@ -144,7 +153,7 @@ class KerasEngine:
         return variables
 
     def before_save(self):
-        pass
+        self.replication.check_identical(self.variables())
 
     def after_restore(self):
         pass
@@ -161,5 +170,8 @@ class KerasEngine:
         else:
             sparsity = {name: 1.0 - active / self.full_filters[name]
                         for name, active in zip(self.layer_names, self.active_units())}
-        return {"layer_sparsity": sparsity, "parameters": int(sum(
+        results = {"layer_sparsity": sparsity, "parameters": int(sum(
             np.prod(v.shape) for v in self.network.trainable_variables))}
+        if self.replication.distributed:
+            results["distribute"] = self.replication.describe()
+        return results

@@ -3,6 +3,7 @@ trained by a `ContinualLearner` (the same one a user's own model trains with).""
 
 import keras
 
+from sparcl_tf import distribute
 from sparcl_tf.config import validate
 from sparcl_tf.data import build_tasks, load_source
 from sparcl_tf.learner import ContinualLearner
@@ -34,16 +35,20 @@ def build_networks(config, tasks):
 class Experiment:
     """One registry run: the data and networks `config` names, trained by a `ContinualLearner`
     that plans the whole task sequence ahead, living in `workdir` (None: no files; `read_only`:
-    its latest checkpoint restored, nothing written, as tools.convert reads a run)."""
+    its latest checkpoint restored, nothing written, as tools.convert reads a run), on the
+    devices or workers `config.distribute` names."""
 
     def __init__(self, config, workdir, verbose=1, read_only=False):
         self.config = validate(config)
         self.workdir = workdir
+        replication = distribute.create(self.config.distribute)  # before TensorFlow's first op
         self.tasks = build_tasks(load_source(config.data), config.data, config.seed)
-        network, full_network, full_filters = build_networks(self.config, self.tasks)
+        with replication.scope():
+            network, full_network, full_filters = build_networks(self.config, self.tasks)
         self.learner = ContinualLearner.from_config(
             self.config, network, build_method(config.method), self.tasks, full_network,
-            full_filters, workdir=workdir, verbose=verbose, read_only=read_only)
+            full_filters, workdir=workdir, verbose=verbose, read_only=read_only,
+            replication=replication)
 
     @property
     def network(self):

@@ -13,13 +13,17 @@ are the engine's (`engine.KerasEngine`) and everything else is the one task loop
 """
 
 import dataclasses
+import json
+import zlib
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from sparcl_tf import results as run_results
 from sparcl_tf.config import USER_MODEL, SparCL, apply_overrides, base_config, validate
 from sparcl_tf.data.tasks import Task, TaskSequence
+from sparcl_tf.distribute import Replication
 from sparcl_tf.engine import KerasEngine, image_stream, sparse_units
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.evaluation import accuracies
@@ -44,7 +48,8 @@ def _schedule_overrides(schedule):
 
 
 def learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size, replay_batch_size,
-                   learning_rate, momentum, augment, seed, learning_rate_schedule="constant"):
+                   learning_rate, momentum, augment, seed, learning_rate_schedule="constant",
+                   replication=None):
     """The run config of a user's learner (what results.json and a resume record)."""
     if method.uses_buffer and buffer_size <= 0:
         raise ConfigError(f"buffer_size={buffer_size} must be > 0 for method {method.name!r}")
@@ -55,7 +60,8 @@ def learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size, rep
                  "replay.buffer_size": buffer_size if method.uses_buffer else 0,
                  "replay.batch_size": replay_batch_size or batch_size,
                  "optimizer.learning_rate": learning_rate, "optimizer.momentum": momentum,
-                 "data.augment": augment, **_schedule_overrides(learning_rate_schedule)}
+                 "data.augment": augment, **_schedule_overrides(learning_rate_schedule),
+                 "distribute.strategy": replication.name if replication else "none"}
     return validate(apply_overrides(config, overrides))
 
 
@@ -144,24 +150,35 @@ class ContinualLearner:
         to uint8 images and (x - mean) / std to float ones; default: none.
       workdir: None (nothing written), or a folder for checkpoints, results.json, plots and
         TensorBoard; a learner made again on it resumes (tasks already trained are skipped).
+      strategy: None (one device), or a `tf.distribute.MirroredStrategy` /
+        `MultiWorkerMirroredStrategy` in whose scope `model` was built: each step splits its
+        batches over the replicas and equals the one-device step (synchronised BatchNorm);
+        batch sizes must split evenly over the replicas.
     """
 
     def __init__(self, model, method=None, buffer_size=500, sparcl=None, *, epochs_per_task=1,
                  batch_size=32, replay_batch_size=None, learning_rate=0.03, momentum=0.0,
                  learning_rate_schedule="constant", augment="none", normalization=None, seed=0,
-                 workdir=None, verbose=1):
+                 workdir=None, verbose=1, strategy=None):
         if sparcl is not None and not isinstance(sparcl, SparCL):
             raise ValueError(f"sparcl must be a SparCL(...) or None, got {sparcl!r}")
         if sparcl is not None and sparcl.structured:
             raise ConfigError("channel-structured SparCL (structured=True) compacts the model's "
                               "layers and needs a registry model (tools.train)")
+        if strategy is not None and not isinstance(strategy, (
+                tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)):
+            raise ValueError(f"strategy must be a MirroredStrategy, a "
+                             f"MultiWorkerMirroredStrategy or None, got {type(strategy).__name__}")
+        replication = Replication(strategy)
         method = DERPP() if method is None else method
         config = learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size,
                                 replay_batch_size, learning_rate, momentum, augment, seed,
-                                learning_rate_schedule)
+                                learning_rate_schedule, replication)
         image_shape, num_classes = _checked_model(model)
+        replication.check_network(model)
         if not masked_layers(model):
-            model = default_sparsify(model)
+            with replication.scope():
+                model = default_sparsify(model)
         channels = image_shape[-1]
         mean, std = normalization or (np.zeros(channels), np.ones(channels))
         try:
@@ -173,27 +190,35 @@ class ContinualLearner:
             raise ValueError(f"normalization must be finite (mean, std) per channel ({channels}) "
                              f"with std > 0, got {normalization}")
         tasks = TaskSequence([], num_classes, image_shape, list(range(num_classes)), mean, std, 0)
-        self._start(config, model, method, tasks, None, None, workdir, verbose, False)
+        self._start(config, model, method, tasks, None, None, workdir, verbose, False,
+                    replication)
 
     @classmethod
     def from_config(cls, config, network, method, tasks, full_network=None, full_filters=None,
-                    workdir=None, verbose=1, read_only=False):
+                    workdir=None, verbose=1, read_only=False, replication=None):
         """A learner for a registry run: `tasks` (`data.build_tasks`) planned ahead;
-        `full_network` / `full_filters` for channel-structured SparCL's compacted `network`."""
+        `full_network` / `full_filters` for channel-structured SparCL's compacted `network`;
+        `replication` (`distribute.Replication`, whose scope built the networks)."""
         learner = cls.__new__(cls)
         learner._start(validate(config), network, method, tasks, full_network, full_filters,
-                       workdir, verbose, read_only)
+                       workdir, verbose, read_only, replication)
         return learner
 
     def _start(self, config, network, method, tasks, full_network, full_filters, workdir,
-               verbose, read_only):
+               verbose, read_only, replication=None):
         self.config, self.tasks = config, tasks
-        self.engine = KerasEngine(config, network, method, full_network, full_filters)
+        self.engine = KerasEngine(config, network, method, full_network, full_filters,
+                                  replication)
+        replication = self.engine.replication
         plan, stream = self._plan()
+        # Only the chief writes; the other workers read its checkpoints (a shared workdir).
         self.session = SessionLoop(plan, self.engine, stream, config, workdir,
                                    run_results.identity(config, method, tasks),
                                    ledger=self.engine.ledger, verbose=verbose,
-                                   read_only=read_only)
+                                   read_only=read_only or not replication.is_chief)
+        progress = self.session.progress
+        replication.require_same([progress.global_step, zlib.crc32(json.dumps(
+            dataclasses.asdict(progress), sort_keys=True).encode())], "step")
 
     def _plan(self):
         method = self.engine.method

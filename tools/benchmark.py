@@ -19,6 +19,14 @@ it). Writes WORKDIR/benchmark.md, benchmark.json and accuracy_vs_flops.png.
 compares the two session hosts instead: one converted model's session run by the Python LiteRT
 host and by the Kotlin session on the JVM (tflite/android), same steps, side by side.
 
+  python -m tools.benchmark --distribute_only --workdir=runs/benchmark_distribute
+
+trains one short SparCL-DER++ 0.90 run (DISTRIBUTE_SIZE) on one device, under MirroredStrategy on
+2 logical CPU devices (BatchNorm synchronised, and local) and under MultiWorkerMirroredStrategy
+with 2 worker processes on 127.0.0.1, interleaved repeats: median train step, whole wall-clock,
+and how far each run's final weights and masks are from the one-device run's; writes
+distribute.md / distribute.json.
+
   python -m tools.benchmark --ops_only --workdir=runs/benchmark_ops [--override=model.name=resnet18]
 
 times where the exported train step spends its time instead: every masked layer's forward +
@@ -35,6 +43,7 @@ Modes (Split Fashion-MNIST, edge CNN):
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -70,10 +79,14 @@ _LITERT_STEPS = flags.DEFINE_integer("litert_steps", 20, "Calls per repeat of th
 _SESSIONS_ONLY = flags.DEFINE_bool(
     "sessions_only", False, "Only compare the two session hosts (Python LiteRT, Kotlin on the "
     "JVM) on one converted model; writes WORKDIR/sessions.md and sessions.json.")
-_SESSION_REPEATS = flags.DEFINE_integer("session_repeats", 3, "Interleaved repeats of each host.")
+_SESSION_REPEATS = flags.DEFINE_integer("session_repeats", 3, "Interleaved repeats of each host "
+                                        "(--sessions_only) or run (--distribute_only).")
 _LITERT_ONLY = flags.DEFINE_bool(
     "litert_only", False, "Only time the exported train signature of --litert_presets (TF "
     "kernels, LiteRT settings); writes WORKDIR/litert.md and litert.json.")
+_DISTRIBUTE_ONLY = flags.DEFINE_bool(
+    "distribute_only", False, "Only time one run on one device, under MirroredStrategy and "
+    "MultiWorkerMirroredStrategy (2 processes); writes WORKDIR/distribute.md and .json.")
 _OPS_ONLY = flags.DEFINE_bool(
     "ops_only", False, "Only time each masked layer's forward + backward in TF and LiteRT per "
     "formulation; writes WORKDIR/ops.md and ops.json.")
@@ -482,11 +495,7 @@ def _ops_report(workdir, overrides):
     totals = {label: sum(row["count"] * row["ms"][label] for row in rows) for label in labels}
     lines.append("| all masked layers, one pass | | " + " | ".join(
         f"{totals[label]:.1f}" for label in labels) + " |")
-    report = "\n".join(lines)
-    with open(os.path.join(workdir, "ops.md"), "w") as handle:
-        handle.write(report + "\n")
-    print(report)
-    return 0
+    return _report(workdir, "ops.md", lines)
 
 
 def host_session_times(workdir, repeats):
@@ -548,8 +557,110 @@ def _sessions_report(workdir):
     lines += [f"| {label} | {h['steps']} | {h['class_il']:.2f} | {h['train_step_ms']:.1f} | "
               f"{h['train_step_ms'] / python['train_step_ms']:.2f}x | {h['wall_s']:.1f} | "
               f"{h['peak_rss_mib']:.0f} |" for label, h in hosts.items()]
+    return _report(workdir, "sessions.md", lines)
+
+
+# The run the distribution comparison trains (the --override flags apply on top).
+DISTRIBUTE_SIZE = {"data.num_tasks": 2, "data.train_per_task": 1000, "data.test_per_task": 500,
+                   "epochs_per_task": 1}
+DISTRIBUTE_VARIANTS = {  # folder: (label, worker processes, config fields)
+    "one_device": ("1 device", 1, []),
+    "mirrored_sync": ("MirroredStrategy, 2 logical CPUs, BatchNorm sync", 1,
+                      ["distribute.strategy=mirrored", "distribute.devices=2"]),
+    "mirrored_local": ("MirroredStrategy, 2 logical CPUs, BatchNorm local", 1,
+                       ["distribute.strategy=mirrored", "distribute.devices=2",
+                        "distribute.batch_norm=local"]),
+    "multi_worker": ("MultiWorkerMirroredStrategy, 2 workers", 2,
+                     ["distribute.strategy=multi_worker"]),
+}
+
+
+def _final_variables(workdir):
+    import numpy as np
+
+    from sparcl_tf.checkpoint import CheckpointManager
+    latest = CheckpointManager(os.path.join(workdir, "checkpoints"), {}).latest()
+    with np.load(os.path.join(latest, "variables.npz")) as archive:
+        return {key: archive[key] for key in archive.files if key.startswith("network/")}
+
+
+def _difference(reference, variables):
+    """(largest |difference| of a float network variable, mask entries that differ)."""
+    import numpy as np
+    largest, masks = 0.0, 0
+    for key, value in reference.items():
+        if key.endswith(".mask"):
+            masks += int(np.count_nonzero(value != variables[key]))
+        elif np.issubdtype(value.dtype, np.floating):
+            largest = max(largest, float(np.abs(value - variables[key]).max(initial=0.0)))
+    return largest, masks
+
+
+def distribute_times(workdir, overrides, repeats):
+    """Each variant of DISTRIBUTE_VARIANTS trained by `tools.train` (a worker process each),
+    interleaved repeats: medians of the chief's ms per train step and of the wall-clock, the
+    class-IL, and the first repeat's distance to the one-device run."""
+    import statistics
+
+    from sparcl_tf.distribute import local_cluster
+
+    fields = [f"--config.{k}={v}" for k, v in DISTRIBUTE_SIZE.items()] + [
+        f"--config.{o}" for o in overrides]
+    measured = {label: [] for label, _, _ in DISTRIBUTE_VARIANTS.values()}
+    for repeat in range(repeats):
+        for folder, (label, workers, variant) in DISTRIBUTE_VARIANTS.items():
+            run_dir = os.path.join(workdir, f"repeat_{repeat}", folder)
+            shutil.rmtree(run_dir, ignore_errors=True)  # timed from scratch, never resumed
+            command = [sys.executable, "-m", "tools.train",
+                       f"--config={_CONFIG.value}:sparcl_derpp_90", f"--workdir={run_dir}",
+                       "--quiet", *fields, *[f"--config.{v}" for v in variant]]
+            clusters = local_cluster(workers) if workers > 1 else [None]
+            started = time.perf_counter()
+            children = [subprocess.Popen(command, stdout=subprocess.DEVNULL, env=dict(
+                os.environ, **({"TF_CONFIG": tf_config} if tf_config else {})))
+                for tf_config in clusters]
+            codes = [child.wait() for child in children]
+            wall = time.perf_counter() - started
+            if any(codes):
+                cli.fail(f"the run {label} failed (exit codes {codes})")
+            with open(os.path.join(run_dir, "results.json")) as handle:
+                results = json.load(handle)
+            measured[label].append((results["train_step_ms"], wall, results["class_il"],
+                                    run_dir))
+            print(f"[benchmark] {label}: {results['train_step_ms']:.1f} ms / step, "
+                  f"{wall:.0f} s", flush=True)
+    reference = _final_variables(measured["1 device"][0][3])
+    return {label: {"train_step_ms": statistics.median(m[0] for m in runs),
+                    "wall_s": statistics.median(m[1] for m in runs), "class_il": runs[0][2],
+                    **dict(zip(("largest_weight_difference", "mask_entries_differing"),
+                               _difference(reference, _final_variables(runs[0][3]))))}
+            for label, runs in measured.items()}
+
+
+def _distribute_report(workdir, overrides, repeats):
+    variants = distribute_times(workdir, overrides, repeats)
+    with open(os.path.join(workdir, "distribute.json"), "w") as handle:
+        json.dump({"run": DISTRIBUTE_SIZE, "overrides": overrides, "variants": variants},
+                  handle, indent=2)
+    one = variants["1 device"]
+    size = ", ".join(f"{k}={v}" for k, v in DISTRIBUTE_SIZE.items())
+    lines = [f"SparCL-DER++ 0.90 on Split Fashion-MNIST ({size}{', ' if overrides else ''}"
+             f"{', '.join(overrides)}), median of {repeats} interleaved runs each, 2 CPU cores "
+             f"shared by every replica and worker:", "",
+             "| run | ms / step | vs 1 device | wall-clock (s) | class-IL | largest weight "
+             "difference to 1 device | mask entries differing |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {label} | {v['train_step_ms']:.1f} | "
+              f"{v['train_step_ms'] / one['train_step_ms']:.2f}x | {v['wall_s']:.1f} | "
+              f"{v['class_il']:.2f} | {v['largest_weight_difference']:.1e} | "
+              f"{v['mask_entries_differing']} |" for label, v in variants.items()]
+    return _report(workdir, "distribute.md", lines)
+
+
+def _report(workdir, name, lines):
+    """Writes `lines` to WORKDIR/`name` and prints them; the binary's exit code."""
     report = "\n".join(lines)
-    with open(os.path.join(workdir, "sessions.md"), "w") as handle:
+    with open(os.path.join(workdir, name), "w") as handle:
         handle.write(report + "\n")
     print(report)
     return 0
@@ -652,6 +763,8 @@ def main(argv):
     os.makedirs(workdir, exist_ok=True)
     if _SESSIONS_ONLY.value:
         return _sessions_report(workdir)
+    if _DISTRIBUTE_ONLY.value:
+        return _distribute_report(workdir, list(_OVERRIDES.value), _SESSION_REPEATS.value)
     if _OPS_ONLY.value:
         return _ops_report(workdir, overrides)
     if _LITERT_ONLY.value:
@@ -661,13 +774,9 @@ def main(argv):
         with open(os.path.join(workdir, "litert.json"), "w") as handle:
             json.dump({"overrides": overrides, "export_train_ms": litert, "targets": checks},
                       handle, indent=2)
-        report = "\n".join(_litert_lines(litert) + [""] + [
+        return _report(workdir, "litert.md", _litert_lines(litert) + [""] + [
             f"{c['target']}: {c['measured']} ({'met' if c['met'] else 'not met'})"
             for c in checks])
-        with open(os.path.join(workdir, "litert.md"), "w") as handle:
-            handle.write(report + "\n")
-        print(report)
-        return 0
     seeds = _seeds(_SEEDS.value)
     runs = {(preset, seed): _run_preset(preset, seed, workdir, overrides)
             for seed in seeds for preset in presets}
@@ -700,11 +809,7 @@ def main(argv):
     lines += ["| target | measured | met |", "|---|---:|:-:|"]
     lines += [f"| {c['target']} | {c['measured']} | {'yes' if c['met'] else 'no'} |"
               for c in checks]
-    report = "\n".join(lines)
-    with open(os.path.join(workdir, "benchmark.md"), "w") as handle:
-        handle.write(report + "\n")
-    print(report)
-    return 0
+    return _report(workdir, "benchmark.md", lines)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ per signature, Flex ops listed). --state=initial embeds the run's starting state
 weights and initial masks: the state the Keras trainer starts from), for an on-device session
 that repeats the run. --flex adds save/restore signatures that need the Select-TF runtime.
 --task_data also writes task_data.npz (the run's task stream, for the Kotlin session on a desktop
-JVM). A graph that would need a Flex op without --flex fails with one line naming the op. The
+JVM). A graph that would need a Flex op without --flex fails with one line naming the op. A run
+trained under `distribute.strategy` is read on one device. The
 run is read, never written (no config.json, events or folders appear in W when --output_dir
 points elsewhere); a run with a config but no checkpoint is refused unless --state=initial.
 """
@@ -54,8 +55,10 @@ def _config_for(workdir):
 
 
 def _run(config, workdir, has_run):
-    """The run whose state the model embeds, read without writing anything."""
+    """The run whose state the model embeds, read without writing anything, on one device (a
+    run trained under a tf.distribute strategy restores there the same)."""
     from sparcl_tf.experiment import Experiment
+    config.distribute.strategy = "none"
     if _STATE.value == "initial" or not has_run:
         return Experiment(config, None, verbose=0)  # the seeded start, no files
     return Experiment(config, workdir, verbose=0, read_only=True)

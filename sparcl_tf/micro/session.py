@@ -255,6 +255,9 @@ def run_micro(config, workdir, verbose=1):
     """The whole microcontroller experiment: features, the configured head, the finetuned head
     (the baseline of the same head without replay); writes results.json and the models."""
     config = validate(config)
+    if config.distribute.strategy != "none":
+        raise ConfigError(f"distribute.strategy={config.distribute.strategy!r} is invalid for "
+                          f"the microcontroller path, which trains on one device: must be 'none'")
     os.makedirs(workdir, exist_ok=True)
     tasks = build_tasks(load_source(config.data), config.data, config.seed)
     if config.micro.pretrain_tasks >= len(tasks):

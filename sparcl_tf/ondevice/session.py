@@ -46,9 +46,10 @@ def read_plan(model_path):
     return SessionPlan.from_json(described["session_plan"])
 
 
-# Config fields that say where the data is or how a run reports, not what the model computes.
+# Config fields that say where the data is, where a run ran or how it reports, not what the model
+# computes.
 _LOCATION_FIELDS = ("data.dir", "data.path", "data.tfds_download", "log.", "checkpoint.",
-                    "preset")
+                    "distribute.", "preset")
 
 
 def baked_in_differences(config, run_config):

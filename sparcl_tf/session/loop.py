@@ -48,8 +48,9 @@ from sparcl_tf.session import learning_rate
 from sparcl_tf.session import random as session_random
 from sparcl_tf.sparsity import ddr
 
-# Fields that may differ when a run is resumed: they change how it reports, not what it computes.
-_RESUME_FREE_FIELDS = ("log", "checkpoint")
+# Fields that may differ when a run is resumed: they change how it reports, or where it runs
+# (one device or a strategy's replicas compute the same run, to float rounding).
+_RESUME_FREE_FIELDS = ("log", "checkpoint", "distribute")
 
 
 @dataclasses.dataclass
@@ -201,16 +202,19 @@ class SessionLoop:
         now = time.perf_counter()
         self.progress.wall_clock_s += now - self._clock_start
         self._clock_start = now
-        if self.checkpoints is not None and not self.read_only:
-            self.engine.before_save()
-            arrays = self.checkpoints.snapshot()
-            self._check_finite(arrays)
-            try:
-                self.checkpoints.save(self.progress.global_step,
-                                      dataclasses.asdict(self.progress), arrays)
-            except OSError as error:  # a full disk, a folder taken away: the last one is intact
-                raise CheckpointError(f"cannot write a checkpoint in {self.checkpoints.directory}"
-                                      f": {error.strerror or error}") from None
+        if self.checkpoints is None:
+            return
+        self.engine.before_save()  # on every worker of a distributed run: it compares replicas
+        if self.read_only:
+            return
+        arrays = self.checkpoints.snapshot()
+        self._check_finite(arrays)
+        try:
+            self.checkpoints.save(self.progress.global_step, dataclasses.asdict(self.progress),
+                                  arrays)
+        except OSError as error:  # a full disk, a folder taken away: the last one is intact
+            raise CheckpointError(f"cannot write a checkpoint in {self.checkpoints.directory}: "
+                                  f"{error.strerror or error}") from None
 
     def _check_finite(self, arrays):
         """DivergedError before a checkpoint would hold NaN or Inf (a step can blow the weights
@@ -430,7 +434,7 @@ class SessionLoop:
             print(f"{self._prefix}after task {task_index + 1}/{len(self.plan.tasks)}: class-IL "
                   f"{np.mean(seen_class):.2f}  task-IL {np.mean(seen_task):.2f}  per task "
                   f"{' '.join(f'{v:.1f}' for v in seen_class)}", flush=True)
-        if self.workdir is not None:
+        if self.workdir is not None and not self.read_only:
             self.engine.end_task(task_index)
         progress.task = task_index + 1
         progress.epoch, progress.epoch_order, progress.cursor, progress.events_done = 0, None, 0, 0
@@ -464,7 +468,7 @@ class SessionLoop:
             if stop_after_task is not None and task_index >= stop_after_task:
                 return None
         results = self.results()
-        if self.workdir is not None:
+        if self.workdir is not None and not self.read_only:
             run_results.write(self.workdir, results)
         if callbacks is not None:
             callbacks.on_train_end(results)
