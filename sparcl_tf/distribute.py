@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sparcl_tf.errors import ConfigError, DivergedError
+from sparcl_tf.errors import ClusterError, ConfigError, DivergedError
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
 BATCH_NORM = ("sync", "local")
@@ -68,6 +68,20 @@ def _branch(condition, true_fn, false_fn):
     return tf.cond(condition, true_fn, false_fn)
 
 
+@contextlib.contextmanager
+def _collectives():
+    """A collective that fails because a peer is gone becomes a ClusterError (TensorFlow's health
+    check aborts it within seconds instead of letting the survivors wait forever)."""
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError) as error:
+        raise ClusterError(f"a worker of the cluster stopped or cannot be reached "
+                           f"({type(error).__name__}); every checkpoint written so far is "
+                           f"intact: start all workers again with the same command to resume") \
+            from None
+
+
 def _bits(variable):
     """A variable's value as integers of its exact bit pattern (for checksums)."""
     value = tf.convert_to_tensor(variable)
@@ -97,6 +111,7 @@ class Replication:
             ("chief", 0) if "chief" in cluster else ("worker", 0))
         self._local_statistics = []
         self._checks = 0
+        self._checksum_names = self._checksum_rows = None
 
     @property
     def name(self):
@@ -180,7 +195,8 @@ class Replication:
         def call(*args, **flags):
             values = [value if axis is None else self._split(value, axis)
                       for value, axis in zip(args, split_axes)]
-            return distributed(*values, **flags)
+            with _collectives():
+                return distributed(*values, **flags)
         return call
 
     def _split(self, value, axis):
@@ -188,12 +204,20 @@ class Replication:
         return self.strategy.experimental_distribute_values_from_function(
             lambda context: parts[context.replica_id_in_sync_group])
 
-    def _gathered(self, make_row):
-        """[replicas, n] int64: every replica's `make_row()` (an int64 vector), from any worker."""
-        def replica():
-            return tf.distribute.get_replica_context().all_gather(make_row()[None], axis=0)
-        out = self.strategy.run(tf.function(replica))
-        return self.strategy.experimental_local_results(out)[0].numpy()
+    def _gather_rows(self, make_row):
+        """A function giving [replicas, n]: every replica's `make_row()` (an int64 vector), on
+        every worker."""
+        strategy = self.strategy
+
+        @tf.function
+        def gathered():
+            def replica():
+                return tf.distribute.get_replica_context().all_gather(make_row()[None], axis=0)
+            return strategy.experimental_local_results(strategy.run(replica))[0]
+        def rows():
+            with _collectives():
+                return gathered().numpy()
+        return rows
 
     def check_identical(self, variables):
         """DivergedError unless every replica holds the same bits in its copy of each of
@@ -201,8 +225,11 @@ class Replication:
         if self.replicas == 1:
             return
         names = sorted(variables)
-        rows = self._gathered(lambda: tf.stack([tf.reduce_sum(_bits(variables[name]))
-                                                for name in names]))
+        if self._checksum_names != names:  # traced once: a run checks the same set every time
+            self._checksum_names = names
+            self._checksum_rows = self._gather_rows(lambda: tf.stack(
+                [tf.reduce_sum(_bits(variables[name])) for name in names]))
+        rows = self._checksum_rows()
         differing = [name for name, column in zip(names, rows.T) if len(set(column)) > 1]
         if differing:
             raise DivergedError(f"the replicas' copies of {differing[:3]} differ "
@@ -215,7 +242,7 @@ class Replication:
         if self.workers == 1:
             return
         row = np.asarray(values, np.int64)
-        rows = self._gathered(lambda: tf.constant(row))
+        rows = self._gather_rows(lambda: tf.constant(row))()
         if not (rows == rows[0]).all():
             raise ConfigError(f"the workers start from different states ({what}: "
                               f"{rows[:, 0].tolist()} by replica): every worker needs the same "

@@ -25,5 +25,9 @@ class DivergedError(SparclError):
     """Training turned non-finite; the run stopped before saving anything of that state."""
 
 
+class ClusterError(SparclError):
+    """A worker of a multi-worker run stopped or cannot be reached."""
+
+
 class ExportError(SparclError):
     """A network's training graph cannot be converted to a builtins-only .tflite."""

@@ -220,3 +220,13 @@ def test_local_cluster_names_distinct_free_ports():
     addresses = configs[0]["cluster"]["worker"]
     assert len(set(addresses)) == 3 and all(c["cluster"]["worker"] == addresses for c in configs)
     assert [c["task"] for c in configs] == [{"type": "worker", "index": i} for i in range(3)]
+
+
+def test_a_collective_that_loses_its_peer_is_a_cluster_error():
+    import tensorflow as tf
+
+    from sparcl_tf.distribute import _collectives
+    from sparcl_tf.errors import ClusterError
+    with pytest.raises(ClusterError, match="start all workers again with the same command"):
+        with _collectives():
+            raise tf.errors.UnavailableError(None, None, "[[{{node CollectiveReduceV2_4}}]]")
