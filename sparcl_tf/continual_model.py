@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sparcl_tf.distribute import Replication, _branch
+from sparcl_tf.distribute import Replication, branch
 from sparcl_tf.layers import sparsifiable_layers
 from sparcl_tf.sparsity import dgm
 from sparcl_tf.sparsity.masks import active_count
@@ -138,7 +138,7 @@ class ContinualModel(keras.Model):
                      for i in range(self.method.replay_draws)]
             return replay_weight * self.method.replay_loss(forward, draws)
 
-        return _branch(replay_on, replay_terms, lambda: tf.constant(0.0))
+        return branch(replay_on, replay_terms, lambda: tf.constant(0.0))
 
     def _gradient_multipliers(self, sparse_gradients, refresh):
         """Per sparse layer, what its kernel gradient is multiplied by before the update."""
@@ -153,7 +153,7 @@ class ContinualModel(keras.Model):
                                                   active))
             return tf.constant(True)
 
-        with tf.control_dependencies([_branch(refresh, recompute, lambda: tf.constant(False))]):
+        with tf.control_dependencies([branch(refresh, recompute, lambda: tf.constant(False))]):
             return [m * tf.identity(g) for m, g in zip(weight_masks, self.gradient_mask_vars)]
 
     def _select_filters(self, sparse_gradients, refresh):
@@ -170,7 +170,7 @@ class ContinualModel(keras.Model):
                 selection.assign(tf.math.top_k(norms, k=keep).indices)
             return tf.constant(True)
 
-        with tf.control_dependencies([_branch(refresh, select, lambda: tf.constant(False))]):
+        with tf.control_dependencies([branch(refresh, select, lambda: tf.constant(False))]):
             multipliers = [tf.reduce_sum(tf.one_hot(s, g.shape[-1]), 0)
                            for s, g in zip(self.filter_selections, sparse_gradients)]
         density = tf.stack([tf.where(self.full_gradient_step, 1.0, keep / g.shape[-1])

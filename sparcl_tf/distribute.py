@@ -60,7 +60,7 @@ class ReducedGradientsSGD(keras.optimizers.SGD):
         return list(grads_and_vars)
 
 
-def _branch(condition, true_fn, false_fn):
+def branch(condition, true_fn, false_fn):
     """`tf.cond` on a tensor; a Python bool picks its branch while tracing (a distributed step:
     its branches may hold collectives, which a tf.cond cannot)."""
     if isinstance(condition, (bool, np.bool_)):
@@ -105,9 +105,7 @@ class Replication:
             if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy) else None
         cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
         self.workers = max(sum(len(tasks) for tasks in cluster.values()), 1)
-        self.task = (resolver.task_type, int(resolver.task_id)) if resolver is not None \
-            else ("worker", 0)
-        self.is_chief = resolver is None or self.task == (
+        self.is_chief = resolver is None or (resolver.task_type, int(resolver.task_id)) == (
             ("chief", 0) if "chief" in cluster else ("worker", 0))
         self._local_statistics = []
         self._checks = 0
