@@ -81,11 +81,12 @@ class ContinualModel(keras.Model):
                 object.__setattr__(layer, "filter_selection", selection)
                 object.__setattr__(layer, "full_kernel_gradient", self.full_gradient_step)
                 self.filter_selections.append(selection)
-        self._step = tf.function(self._train_step)
         if self.replication.distributed:
             replication.prepare(network)
             # images, labels, replay draws split by example; class mask and weight shared
             self._step = replication.compile(self._train_step, (0, 0, None, 1, 1, 1, None))
+        else:
+            self._step = tf.function(self._train_step)
         self._forward = tf.function(lambda images: network(images, training=False),
                                     reduce_retracing=True)
 

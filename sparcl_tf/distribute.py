@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import socket
+import zlib
 
 import keras
 import numpy as np
@@ -235,14 +236,15 @@ class Replication:
                                 f"same on every replica")
         self._checks += 1
 
-    def require_same(self, values, what):
-        """ConfigError on every worker unless all hold the same integers `values`."""
+    def require_same_start(self, step, state):
+        """ConfigError on every worker unless all start at the same `step` with the same
+        `state` (a JSON-able dict; compared by checksum)."""
         if self.workers == 1:
             return
-        row = np.asarray(values, np.int64)
+        row = np.asarray([step, zlib.crc32(json.dumps(state, sort_keys=True).encode())], np.int64)
         rows = self._gather_rows(lambda: tf.constant(row))()
         if not (rows == rows[0]).all():
-            raise ConfigError(f"the workers start from different states ({what}: "
+            raise ConfigError(f"the workers start from different states (step "
                               f"{rows[:, 0].tolist()} by replica): every worker needs the same "
                               f"config and data, and the chief's workdir (a shared folder) to "
                               f"resume from")

@@ -13,8 +13,6 @@ are the engine's (`engine.KerasEngine`) and everything else is the one task loop
 """
 
 import dataclasses
-import json
-import zlib
 
 import keras
 import numpy as np
@@ -217,8 +215,7 @@ class ContinualLearner:
                                    ledger=self.engine.ledger, verbose=verbose,
                                    read_only=read_only or not replication.is_chief)
         progress = self.session.progress
-        replication.require_same([progress.global_step, zlib.crc32(json.dumps(
-            dataclasses.asdict(progress), sort_keys=True).encode())], "step")
+        replication.require_same_start(progress.global_step, dataclasses.asdict(progress))
 
     def _plan(self):
         method = self.engine.method

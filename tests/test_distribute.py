@@ -135,6 +135,21 @@ def test_checkpoints_resume_across_one_device_and_mirrored(runs, idx_folder):
         assert len(_results(runs / name)["class_il_matrix"]) == 2
 
 
+def test_a_run_saved_before_the_distribute_fields_still_converts(runs, tmp_path):
+    """tools.convert reads a run on one device, also one whose config.json has no `distribute`
+    group (written before it existed)."""
+    older = tmp_path / "older"
+    shutil.copytree(runs / "one", older)
+    config = json.loads((older / "config.json").read_text())
+    del config["distribute"]
+    (older / "config.json").write_text(json.dumps(config))
+    child = subprocess.run([sys.executable, "-m", "tools.convert", f"--workdir={older}",
+                            f"--output_dir={tmp_path / 'model'}"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert child.returncode == 0, child.stderr
+    assert (tmp_path / "model" / "model.tflite").stat().st_size > 0
+
+
 def test_own_model_learner_under_mirrored_strategy_equals_one_device(tmp_path):
     children = [subprocess.Popen([sys.executable, DRIVER, "learner", str(tmp_path / name), name],
                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

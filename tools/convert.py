@@ -57,8 +57,9 @@ def _config_for(workdir):
 def _run(config, workdir, has_run):
     """The run whose state the model embeds, read without writing anything, on one device (a
     run trained under a tf.distribute strategy restores there the same)."""
+    from sparcl_tf.config import base_config
     from sparcl_tf.experiment import Experiment
-    config.distribute.strategy = "none"
+    config.distribute = base_config().distribute  # also for a config.json written before it
     if _STATE.value == "initial" or not has_run:
         return Experiment(config, None, verbose=0)  # the seeded start, no files
     return Experiment(config, workdir, verbose=0, read_only=True)
