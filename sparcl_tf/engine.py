@@ -13,7 +13,7 @@ import numpy as np
 from sparcl_tf.continual_model import ContinualModel
 from sparcl_tf.data.pipeline import Normalizer, eval_batches
 from sparcl_tf.distribute import ReducedGradientsSGD, Replication
-from sparcl_tf.flops import FlopsLedger
+from sparcl_tf.flops import FlopsLedger, flops_table
 from sparcl_tf.layers import channel_masks, sparsifiable_layers
 from sparcl_tf.models import build_model, structured_producers
 from sparcl_tf.session.loop import TaskStream
@@ -29,6 +29,21 @@ def sparse_units(network, full_filters):
         return [(group.producer, int(group.mask.shape[0])) for group in channel_masks(network)]
     return [(layer.name, int(np.prod(layer.kernel.shape)))
             for layer in sparsifiable_layers(network)]
+
+
+def model_description(network, full_network=None, full_filters=None):
+    """The session plan's `model`: what a host that has only the .tflite reports the run by.
+    `unit_masks`: per sparse layer, the state variable whose nonzeros are its active units;
+    `parameters`: trainable parameters; `flops`: the `flops_table`; `full_filters`: filters of
+    each full layer of a compacted model (None for weight masks)."""
+    if full_filters is not None:
+        unit_masks = [f"{group.name}__mask" for group in channel_masks(network)]
+    else:
+        unit_masks = [f"{layer.name}__mask" for layer in sparsifiable_layers(network)]
+    return {"unit_masks": unit_masks,
+            "parameters": int(sum(np.prod(v.shape) for v in network.trainable_variables)),
+            "flops": flops_table(network, full_network),
+            "full_filters": dict(full_filters) if full_filters is not None else None}
 
 
 def full_filter_counts(config, network):
@@ -86,7 +101,7 @@ class KerasEngine:
                 momentum=config.optimizer.momentum))
             self.model.optimizer.build(self.network.trainable_variables)
         self.layer_names = [name for name, _ in sparse_units(self.network, self.full_filters)]
-        self.ledger = FlopsLedger(self.network, self.full_network)
+        self.ledger = FlopsLedger(flops_table(self.network, self.full_network))
         self.updater = None
         if structured:
             self.updater = ChannelUpdater(self.network, self.model.optimizer,

@@ -28,17 +28,24 @@ def layer_forward_flops(network):
     return flops
 
 
-class FlopsLedger:
-    """Accumulates training FLOPs as charged by the train step, and the same steps counted dense
-    (on `reference` when given: the full model of a compacted one)."""
+def flops_table(network, reference=None):
+    """What a ledger counts with, as data (signatures.json's `flops`): `layers`, masked layer
+    name -> forward multiply-accumulates per example; `dense_forward`, the forward cost the dense
+    reference counts (of `reference` when given: the full model of a compacted one)."""
+    layers = layer_forward_flops(network)
+    dense = layer_forward_flops(reference) if reference is not None else layers
+    return {"layers": layers, "dense_forward": int(sum(dense.values()))}
 
-    def __init__(self, network, reference=None):
-        self.layer_flops = layer_forward_flops(network)
+
+class FlopsLedger:
+    """Accumulates training FLOPs as charged by the train step, and the same steps counted dense,
+    from a `flops_table`."""
+
+    def __init__(self, table):
+        self.layer_flops = {name: int(value) for name, value in table["layers"].items()}
         self.names = list(self.layer_flops)
         self._flops = tf.constant([self.layer_flops[n] for n in self.names], tf.float64)
-        self._dense_per_example = 3.0 * float(sum(
-            layer_forward_flops(reference).values() if reference is not None
-            else self.layer_flops.values()))
+        self._dense_per_example = 3.0 * float(table["dense_forward"])
         self.training_flops = tf.Variable(tf.zeros([], tf.float64), trainable=False,
                                           name="flops_training")
         self.dense_flops = tf.Variable(tf.zeros([], tf.float64), trainable=False,

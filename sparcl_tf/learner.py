@@ -22,7 +22,7 @@ from sparcl_tf import results as run_results
 from sparcl_tf.config import USER_MODEL, SparCL, apply_overrides, base_config, validate
 from sparcl_tf.data.tasks import Task, TaskSequence
 from sparcl_tf.distribute import Replication
-from sparcl_tf.engine import KerasEngine, image_stream, sparse_units
+from sparcl_tf.engine import KerasEngine, image_stream, model_description, sparse_units
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.evaluation import accuracies
 from sparcl_tf.layers import masked_layers
@@ -208,29 +208,26 @@ class ContinualLearner:
         self.engine = KerasEngine(config, network, method, full_network, full_filters,
                                   replication)
         replication = self.engine.replication
-        plan, stream = self._plan()
+        plan = build_plan(config, tasks, sparse_units(network, full_filters), full_filters,
+                          method.replay_draws if method.uses_buffer else 0,
+                          model=model_description(network, full_network, full_filters))
         # Only the chief writes; the other workers read its checkpoints (a shared workdir).
-        self.session = SessionLoop(plan, self.engine, stream, config, workdir,
+        self.session = SessionLoop(plan, self.engine, self._stream(), config, workdir,
                                    run_results.identity(config, method, tasks),
                                    ledger=self.engine.ledger, verbose=verbose,
                                    read_only=read_only or not replication.is_chief)
         progress = self.session.progress
         replication.require_same_start(progress.global_step, dataclasses.asdict(progress))
 
-    def _plan(self):
-        method = self.engine.method
-        stream = image_stream(method, self.tasks)
-        plan = build_plan(
-            self.config, self.tasks, [len(stream.training(t)[2]) for t in range(len(self.tasks))],
-            sparse_units(self.network, self.engine.full_filters), self.engine.full_filters,
-            method.replay_draws if method.uses_buffer else 0)
-        return plan, stream
+    def _stream(self):
+        return image_stream(self.engine.method, self.tasks)
 
     # --- what a user calls ---------------------------------------------------------------------
 
-    def fit_task(self, x, y=None, *, test_data, classes=None, callbacks=None):
+    def fit_task(self, x, y=None, *, test_data=None, classes=None, callbacks=None):
         """Trains the next task on images `x` with labels `y` (or `x` a tf.data.Dataset of
-        (image, label)); `test_data` (x_test, y_test) joins the tasks evaluated after each task;
+        (image, label)); `test_data` (x_test, y_test) joins the tasks evaluated after each task
+        (None: the task is not evaluated, its accuracies are None);
         `classes`: the task's classes (default: those in `y`), the current-task loss's CL mask.
         `callbacks`: Keras callbacks, told of every batch and epoch. Returns the results so far
         (results.json's fields). A task a resumed workdir already holds is not trained again."""
@@ -240,7 +237,8 @@ class ContinualLearner:
                                f"(with a workdir it resumes where the task stopped)")
         shape, num_classes = self.tasks.image_shape, self.tasks.num_classes
         x, y = _arrays(x, y, "fit_task", shape, num_classes)
-        x_test, y_test = _arrays(*test_data, "test_data", shape, num_classes)
+        x_test, y_test = _arrays(*test_data, "test_data", shape, num_classes) \
+            if test_data is not None else (x[:0], y[:0])
         classes = np.unique(y) if classes is None else np.unique(np.asarray(classes, np.int64))
         if not np.isin(y, classes).all() or not np.isin(y_test, classes).all():
             raise ValueError(f"fit_task: labels outside classes {classes.tolist()}")
@@ -252,8 +250,7 @@ class ContinualLearner:
                     x_test, y_test)
         self.tasks = dataclasses.replace(self.tasks, tasks=[*self.tasks.tasks, task],
                                          num_example_ids=first_id + len(y))
-        plan, stream = self._plan()
-        self.session.extend(plan, stream, run_results.identity(
+        self.session.extend(self._stream(), run_results.identity(
             self.config, self.engine.method, self.tasks))
         return self.run_planned(callbacks=callbacks)
 

@@ -43,6 +43,9 @@ def accuracy(class_il_matrix, task_il_matrix):
     class_il_matrix, task_il_matrix = _square(class_il_matrix), _square(task_il_matrix)
     class_summary = metrics.summarize(np.array(class_il_matrix, dtype=float))
     task_summary = metrics.summarize(np.array(task_il_matrix, dtype=float))
+    class_summary, task_summary = ({key: None if np.isnan(value) else value
+                                    for key, value in summary.items()}
+                                   for summary in (class_summary, task_summary))
     return {"class_il": class_summary["average"], "task_il": task_summary["average"],
             "class_il_matrix": class_il_matrix, "task_il_matrix": task_il_matrix,
             "forgetting": class_summary["forgetting"],

@@ -3,6 +3,7 @@
 import gzip
 import os
 import struct
+import subprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -156,3 +157,42 @@ def assert_litert_step_equals_keras(model_bytes, network, method, batch, learnin
             assert not np.array_equal(reference, before[variable.path]), variable.path
     for layer in masked_layers(network):
         assert not np.any(after[_state_name(layer.kernel)][~after[_state_name(layer.mask)]])
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ANDROID = os.path.join(ROOT, "tflite", "android")
+JARS = [os.path.join(ANDROID, "build", "sparcl-session.jar"), "/usr/share/java/jna.jar",
+        "/usr/share/java/com.android.json.jar"]
+
+
+@pytest.fixture(scope="module")
+def session_build():
+    """Compiles every Kotlin source (what .ci/run does first; a no-op when up to date)."""
+    built = subprocess.run(["bash", os.path.join(ANDROID, "build.sh")], capture_output=True,
+                           text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+
+
+def litert_library():
+    import ai_edge_litert
+    return os.path.join(os.path.dirname(ai_edge_litert.__file__), "libLiteRt.so")
+
+
+def run_kotlin(model, data, state_dir, *flags):
+    """The Kotlin session's desktop host (what tflite/android/session.sh runs) on `model`."""
+    return subprocess.run(
+        ["java", "-cp", ":".join(JARS), "dev.sparcl.ondevice.jvm.MainKt", f"--model={model}",
+         f"--data={data}", f"--state_dir={state_dir}", f"--litert={litert_library()}", *flags],
+        capture_output=True, text=True, timeout=600)
+
+
+def assert_same_steps(python, kotlin_records):
+    """Trace record for record: losses within 1e-5 relative, everything else exactly."""
+    assert [(r["kind"], r["task"]) for r in kotlin_records] == [(r["kind"], r["task"])
+                                                                 for r in python]
+    for mine, theirs in zip(kotlin_records, python):
+        if mine["kind"] == "step":
+            assert mine["step"] == theirs["step"]
+            assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
+        else:
+            assert mine == theirs

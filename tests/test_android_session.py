@@ -6,39 +6,16 @@ restart that loses nothing; bad inputs refused in one line with the state files 
 import json
 import os
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import FASHION_MNIST_DIR, tiny_config
+from conftest import FASHION_MNIST_DIR, assert_same_steps, run_kotlin, tiny_config
 from sparcl_tf.results import MACHINE_DEPENDENT
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ANDROID = os.path.join(ROOT, "tflite", "android")
-JARS = [os.path.join(ANDROID, "build", "sparcl-session.jar"), "/usr/share/java/jna.jar",
-        "/usr/share/java/com.android.json.jar"]
-
-
-@pytest.fixture(scope="module")
-def session_build():
-    """Compiles every Kotlin source (what .ci/run does first; a no-op when up to date)."""
-    built = subprocess.run(["bash", os.path.join(ANDROID, "build.sh")], capture_output=True,
-                           text=True)
-    assert built.returncode == 0, built.stdout + built.stderr
-
-
-def litert_library():
-    import ai_edge_litert
-    return os.path.join(os.path.dirname(ai_edge_litert.__file__), "libLiteRt.so")
 
 
 def kotlin(model_dir, state_dir, *flags):
-    return subprocess.run(
-        ["java", "-cp", ":".join(JARS), "dev.sparcl.ondevice.jvm.MainKt",
-         f"--model={model_dir}/model.tflite", f"--data={model_dir}/task_data.npz",
-         f"--state_dir={state_dir}", f"--litert={litert_library()}", *flags],
-        capture_output=True, text=True, timeout=600)
+    return run_kotlin(model_dir / "model.tflite", model_dir / "task_data.npz", state_dir, *flags)
 
 
 def convert_with_data(config, directory):
@@ -71,18 +48,6 @@ def kotlin_trace(model_dir, workdir, *flags):
     assert ran.returncode == 0 and ran.stderr == "", ran.stderr
     with open(workdir / "results.json") as handle:
         return read_trace(str(workdir / "trace.jsonl")), json.load(handle)
-
-
-def assert_same_steps(python, kotlin_records):
-    """Record for record: losses within 1e-5 relative, everything else exactly."""
-    assert [(r["kind"], r["task"]) for r in kotlin_records] == [(r["kind"], r["task"])
-                                                                 for r in python]
-    for mine, theirs in zip(kotlin_records, python):
-        if mine["kind"] == "step":
-            assert mine["step"] == theirs["step"]
-            assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
-        else:
-            assert mine == theirs
 
 
 def fmnist_config():

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from sparcl_tf.errors import DataError
 from sparcl_tf.export.audit import op_audit
+from sparcl_tf.session.plan import SessionPlan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,15 +44,16 @@ def test_convert_writes_a_builtins_only_model_with_its_interface(tmp_path, idx_f
                                                    "gradient_density"}
     assert signatures["sparse_layers"] == ["conv2", "conv3", "conv4", "fc1"]
     plan = signatures["session_plan"]
-    assert plan["version"] == 2 and plan["unit"] == "weights" and len(plan["tasks"]) == 2
-    events = plan["tasks"][1]["events"]
-    assert [e["update_index"] for e in events] == list(range(10))
-    assert [e["removal_stage"] for e in events] == [0, 1, 2, 3, 4, 0, 0, 0, 0, 0]
-    assert [e["removal_target"] for e in events if e["removal_stage"]] == [4, 7, 11, 14]
+    assert plan["version"] == 3 and plan["unit"] == "weights" and "tasks" not in plan
+    assert plan["schedule"]["removal"] == {"fraction": 0.3, "stages": 4}
+    events = SessionPlan.from_json(plan).task_events(1, 48)  # a task's events, when it begins
+    assert [e.update_index for e in events] == list(range(10))
+    assert [e.removal_stage for e in events] == [0, 1, 2, 3, 4, 0, 0, 0, 0, 0]
+    assert [e.removal_target for e in events if e.removal_stage] == [4, 7, 11, 14]
     sizes = [3 * 3 * 8 * 8, 3 * 3 * 8 * 16, 3 * 3 * 16 * 16, 7 * 7 * 16 * 32]
     assert plan["layer_units"] == sizes and plan["replay"]["buffer_size"] == 500
     last = events[-1]
-    assert last["prune_to"] == last["grow_to"] == [n - round(0.9 * n) for n in sizes]
+    assert list(last.prune_to) == list(last.grow_to) == [n - round(0.9 * n) for n in sizes]
     assert plan["dgm_refresh_every"] == 30 and plan["momentum_reset_per_task"]
     assert signatures["get_state"]["outputs"]["conv2__mask"]["dtype"] == "bool"
     trained_state = _model_state(workdir / "model.tflite")

@@ -131,9 +131,9 @@ def test_set_state_refuses_wrong_names_shapes_and_dtypes(model_path, tmp_path):
 def test_a_model_converted_for_another_config_is_a_config_error(model_path, idx_folder,
                                                                 tmp_path):
     config = _config(idx_folder, batch_size=8)
-    with pytest.raises(ConfigError, match="batch_size: model 16, config 8"):
+    with pytest.raises(ConfigError, match="batch_size: model 16, plan 8"):
         OnDeviceSession(model_path, config, str(tmp_path), verbose=0)
-    with pytest.raises(ConfigError, match="replay draws: model 2, config 1"):
+    with pytest.raises(ConfigError, match="replay draws: model 2, plan 1"):
         OnDeviceSession(model_path, _config(idx_folder, "sparcl_er"), str(tmp_path), verbose=0)
 
 

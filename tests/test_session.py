@@ -162,7 +162,7 @@ def test_the_plan_of_a_structured_model_counts_filter_slots(parity_folder, tmp_p
     plan = run.plan
     assert plan.unit == "filter_slots"
     full = run.engine.full_filters
-    for event in plan.events(1):
+    for event in plan.task_events(1, 300):
         for name, slots, prune_to, grow_to in zip(plan.sparse_layers, plan.layer_units,
                                                   event.prune_to, event.grow_to):
             # s75: 75 % fewer weights; the edge CNN's chained layers keep sqrt(0.25) of filters
@@ -172,7 +172,7 @@ def test_the_plan_of_a_structured_model_counts_filter_slots(parity_folder, tmp_p
     weights = Experiment(_parity_config(parity_folder, "sparcl_derpp_90"),
                          str(tmp_path / "weights"), verbose=0).plan
     assert weights.unit == "weights"
-    last = weights.events(0)[-1]
+    last = weights.task_events(0, 300)[-1]
     assert last.prune_to == last.grow_to == tuple(
         active_count(size, 0.9) for size in weights.layer_units)
 
@@ -180,9 +180,9 @@ def test_the_plan_of_a_structured_model_counts_filter_slots(parity_folder, tmp_p
 def test_plans_carry_seeds_per_task_and_round_trip_through_json(parity_folder, tmp_path):
     plan = Experiment(_parity_config(parity_folder, "sparcl_derpp_90"), str(tmp_path),
                       verbose=0).plan
-    seeds = [[event.seed for event in plan.events(t)] for t in range(3)]
+    seeds = [[event.seed for event in plan.task_events(t, 192)] for t in range(3)]
     assert seeds[0] != seeds[1] and seeds[0][1] == session_random.growth_seed(0, 0, 1)
-    assert [e.removal_target for e in plan.events(0) if e.removal_stage] == [29, 58]
+    assert [e.removal_target for e in plan.task_events(0, 192) if e.removal_stage] == [29, 58]
     again = SessionPlan.from_json(json.loads(json.dumps(plan.to_json())))
     assert again == plan
     with pytest.raises(DataError, match="session plan version 99"):

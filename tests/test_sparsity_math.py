@@ -1,12 +1,11 @@
 """Mask math, schedules, gradient-mask thresholds, removal ranking and the FLOPs ledger."""
 
 import keras
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from sparcl_tf.flops import FlopsLedger, layer_forward_flops
+from sparcl_tf.flops import FlopsLedger, flops_table, layer_forward_flops
 from sparcl_tf.layers import MaskedConv2D, MaskedDense
 from sparcl_tf.session.plan import Event, removal_targets
 from sparcl_tf.sparsity import ddr, dgm, growth, masks, schedule, tdm
@@ -58,25 +57,20 @@ def test_tdm_targets_open_swap_and_freeze():
     assert schedule.tdm_targets(9, 10, 0.9, 0.01, 0.01) == (0.9, 0.9)
 
 
-def _configs(schedule_name="tdm", ddr_enabled=True, stages=4):
-    sparsity = ml_collections.ConfigDict(dict(schedule=schedule_name, updates_per_task=10))
-    return sparsity, ml_collections.ConfigDict(dict(enabled=ddr_enabled, stages=stages))
-
-
 def test_official_schedule_at_50_epochs_updates_every_5_and_removes_at_5_to_20():
-    events = schedule.task_events(*_configs(), epochs=50)
+    events = schedule.task_events(10, True, 4, epochs=50)
     assert [e.progress for e in events] == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45]
     assert [e.progress for e in events if e.removal_stage] == [5, 10, 15, 20]
     assert all(e.mask_update for e in events)
 
 
 def test_short_schedules_place_events_inside_epochs_and_static_has_only_removals():
-    events = schedule.task_events(*_configs(), epochs=2)
+    events = schedule.task_events(10, True, 4, epochs=2)
     assert [e.progress for e in events] == pytest.approx([0.2 * i for i in range(10)])
-    static = schedule.task_events(*_configs("static"), epochs=2)
+    static = schedule.task_events(10, False, 4, epochs=2)
     assert [e.removal_stage for e in static] == [1, 2, 3, 4]
     assert not any(e.mask_update for e in static)
-    assert schedule.task_events(*_configs("none", ddr_enabled=False), epochs=2) == []
+    assert schedule.task_events(10, False, 0, epochs=2) == []
 
 
 def test_removal_targets_are_cumulative_and_round_halves_up():
@@ -140,7 +134,7 @@ def test_flops_ledger_matches_a_hand_computed_two_layer_network():
     inputs = keras.Input((4,))
     hidden = MaskedDense(3, name="sparse")(inputs)
     outputs = MaskedDense(2, sparsifiable=False, name="dense")(hidden)
-    ledger = FlopsLedger(keras.Model(inputs, outputs))
+    ledger = FlopsLedger(flops_table(keras.Model(inputs, outputs)))
     assert ledger.layer_flops == {"sparse": 12, "dense": 6}
     # 5 examples; sparse layer at weight density 0.5 and gradient density 0.25:
     # 5 * (12 * (0.5 + 0.5 + 0.25) + 6 * 3) = 5 * 33 = 165; dense reference 5 * 3 * 18 = 270.

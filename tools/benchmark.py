@@ -226,7 +226,7 @@ def _host_batches(run, steps):
     x, y, _ = stream.training(1)
     old, old_labels, _ = stream.training(0)
     batch, replay = plan.batch_size, plan.replay
-    class_mask = np.isin(np.arange(plan.num_classes), plan.tasks[1]["classes"]).astype(np.float32)
+    class_mask = np.isin(np.arange(plan.num_classes), run.tasks.tasks[1].classes).astype(np.float32)
     rng = np.random.default_rng(0)
     batches = []
     for step in range(min(steps, len(x) // batch)):

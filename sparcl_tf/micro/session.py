@@ -221,9 +221,8 @@ class MicroSession:
         stream = TaskStream(tasks, lambda t: (features.train[t], tasks.tasks[t].y_train,
                                               tasks.tasks[t].ids_train),
                             lambda x: x, lambda task: features.test[task.index])
-        plan = build_plan(config, tasks, [len(t.ids_train) for t in tasks.tasks],
-                          [(HEAD_LAYER, size)], replay_draws=self.head.replay_draws if capacity
-                          else 0)
+        plan = build_plan(config, tasks, [(HEAD_LAYER, size)],
+                          replay_draws=self.head.replay_draws if capacity else 0)
         plan.replay["buffer_size"] = capacity
         self.session = SessionLoop(plan, self.engine, stream, config, None,
                                    {"method": self.method.name},

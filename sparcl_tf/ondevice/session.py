@@ -19,12 +19,12 @@ from sparcl_tf.checkpoint import HostArray
 from sparcl_tf.config import differing_fields, validate
 from sparcl_tf.data import build_tasks, load_source
 from sparcl_tf.errors import ConfigError, DataError
-from sparcl_tf.engine import image_stream, sparse_units
+from sparcl_tf.engine import image_stream, model_description, sparse_units
 from sparcl_tf.experiment import build_networks
 from sparcl_tf.flops import FlopsLedger
-from sparcl_tf.layers import channel_masks
 from sparcl_tf.methods import build_method
 from sparcl_tf.ondevice.device_model import DEFAULT_THREADS, DeviceModel
+from sparcl_tf.ondevice.task_data import read_task_data
 from sparcl_tf.session.loop import SessionLoop
 from sparcl_tf.session.plan import SessionPlan, build_plan
 
@@ -59,17 +59,16 @@ def baked_in_differences(config, run_config):
 
 
 class LiteRTEngine:
-    """The LiteRT step engine over a `DeviceModel`."""
+    """The LiteRT step engine over a `DeviceModel` that follows `plan` (its `model` names the
+    unit masks, the full layers and the parameters)."""
 
-    def __init__(self, device, layer_names, structured, full_filters, parameters, workdir):
-        self.device, self.layer_names, self.workdir = device, layer_names, workdir
-        self.structured, self.full_filters, self.parameters = structured, full_filters, parameters
+    def __init__(self, device, plan, workdir):
+        self.device, self.layer_names, self.workdir = device, list(plan.sparse_layers), workdir
+        self.unit_masks = plan.model["unit_masks"]
+        self.full_filters, self.parameters = plan.model["full_filters"], plan.model["parameters"]
         self.state = {name: HostArray(np.array(value))
                       for name, value in device.get_state().items()}
         self._momenta = [name for name in self.state if name.startswith(MOMENTUM_PREFIX)]
-
-    def _mask_name(self, layer):
-        return f"{layer}__mask" if not self.structured else self.structured[layer]
 
     def begin_task(self, task_index, reset_optimizer):
         if reset_optimizer and self._momenta:  # a fresh optimizer per task
@@ -87,7 +86,7 @@ class LiteRTEngine:
 
     def active_units(self):
         state = self.device.get_state()
-        return [int(np.count_nonzero(state[self._mask_name(n)])) for n in self.layer_names]
+        return [int(np.count_nonzero(state[name])) for name in self.unit_masks]
 
     def logits(self, images):
         return self.device.infer(images)
@@ -114,101 +113,121 @@ class LiteRTEngine:
         """Exact zeros per sparse kernel (for a compacted model, the share of the full layer's
         filters that are not active), size and runtime."""
         state = self.device.get_state()
-        if not self.structured:
+        if self.full_filters is None:
             sparsity = {name: float(np.mean(state[f"{name}__kernel"] == 0))
                         for name in self.layer_names}
         else:
-            sparsity = {name: 1.0 - float(state[self.structured[name]].sum())
-                        / self.full_filters[name] for name in self.layer_names}
+            sparsity = {name: 1.0 - float(state[mask].sum()) / self.full_filters[name]
+                        for name, mask in zip(self.layer_names, self.unit_masks)}
         return {"layer_sparsity": sparsity, "parameters": self.parameters, "runtime": "litert",
                 "model_file": os.path.abspath(self.device.path)}
 
 
 class OnDeviceSession:
-    """Runs the task stream through the model at `model_path`, living in `workdir`.
+    """Runs a task stream through the model at `model_path`, living in `workdir`, following the
+    session plan in signatures.json beside the model, as an app does.
 
-    `config` supplies the task stream; without one, the run config recorded in the model's
-    session plan does. The session follows the plan in signatures.json beside the model; a config
-    whose plan differs from it is refused (the model was converted for another session).
-    `trace` receives the session's records (`session.trace`).
+    The tasks come from `data` (a task-data .npz, `ondevice.task_data`: tasks of any size the
+    model has never seen, trained under the model's own plan and run config), or from `config`'s
+    data set (the reference experiment; without `config`, the run config recorded in the plan):
+    a config whose plan differs from the file's is refused (the model was converted for another
+    session). `trace` receives the session's records (`session.trace`).
     """
 
     def __init__(self, model_path, config, workdir, verbose=1, trace=None,
-                 threads=DEFAULT_THREADS):
+                 threads=DEFAULT_THREADS, data=None):
         self.device = DeviceModel(model_path, threads)
         file_plan = read_plan(model_path)
+        if data is not None:
+            if config is not None:
+                raise ConfigError("--data trains the file's tasks under the model's own session "
+                                  "plan and run config: drop --config")
+            if file_plan is None or not file_plan.run_config or not file_plan.model:
+                raise ConfigError(f"--data needs the session plan beside {model_path} "
+                                  f"(signatures.json); convert the model again")
+            self.config = validate(ml_collections.ConfigDict(file_plan.run_config))
+            self.plan, self.tasks = file_plan, read_task_data(data, file_plan)
+            self.method = build_method(self.config.method)
+        else:
+            self.config = self._config(model_path, config, file_plan)
+            self.tasks = build_tasks(load_source(self.config.data), self.config.data,
+                                     self.config.seed)
+            self.method = build_method(self.config.method)
+            self.plan = self._plan_of_config(model_path, file_plan)
+        self._check_model()
+        self.workdir, self.layer_names = workdir, list(self.plan.sparse_layers)
+        self.full_filters = self.plan.model["full_filters"]
+        self.engine = LiteRTEngine(self.device, self.plan, workdir)
+        self.session = SessionLoop(
+            self.plan, self.engine, image_stream(self.method, self.tasks), self.config, workdir,
+            run_results.identity(self.config, self.method, self.tasks),
+            ledger=FlopsLedger(self.plan.model["flops"]), verbose=verbose, trace=trace)
+
+    @staticmethod
+    def _config(model_path, config, file_plan):
+        """`config`, or the plan's run config; refused where the model's train step holds other
+        values."""
         if config is None:
             if file_plan is None or not file_plan.run_config:
                 raise ConfigError(f"no --config and no session plan with its run config beside "
                                   f"{model_path}")
             config = ml_collections.ConfigDict(file_plan.run_config)
-        self.config = validate(config)
+            if config.data.source == "arrays":
+                raise ConfigError(f"{model_path} was exported by a ContinualLearner, whose data "
+                                  f"the model does not name: give the tasks with --data=FILE.npz")
+        config = validate(config)
         if file_plan is not None and file_plan.run_config:
             differing = baked_in_differences(config, file_plan.run_config)
             if differing:
                 raise ConfigError(f"{model_path} was converted with other values of "
                                   f"{differing[:6]} (its train step holds them); convert this "
                                   f"config with tools.convert, or drop --config")
-        self.workdir = workdir
-        self.tasks = build_tasks(load_source(config.data), config.data, config.seed)
-        self.method = build_method(config.method)
-        # The Keras network is built for its layer names, sizes and FLOPs only.
-        network, full, self.full_filters = build_networks(config, self.tasks)
-        structured = {group.producer: f"{group.name}__mask" for group in
-                      channel_masks(network)} if self.full_filters is not None else None
-        units = sparse_units(network, self.full_filters)
-        self.layer_names = [name for name, _ in units]
-        self._check_model(units)
-        stream = image_stream(self.method, self.tasks)
-        plan = build_plan(config, self.tasks,
-                          [len(stream.training(t)[2]) for t in range(len(self.tasks))], units,
-                          self.full_filters, self.device.replay_draws)
-        if file_plan is not None:
-            differing = plan.differences(file_plan)
-            if differing:
-                raise ConfigError(f"{model_path} was converted for another session plan "
-                                  f"(fields {differing}); convert this config with tools.convert")
-            plan = file_plan  # what an app does: follow the plan in the file
-        self.plan = plan
-        self.engine = LiteRTEngine(
-            self.device, self.layer_names, structured, self.full_filters,
-            int(sum(np.prod(v.shape) for v in network.trainable_variables)), workdir)
-        identity = run_results.identity(config, self.method, self.tasks)
-        self.session = SessionLoop(plan, self.engine, stream, self.config, workdir, identity,
-                                   ledger=FlopsLedger(network, full), verbose=verbose,
-                                   trace=trace)
+        return config
+
+    def _plan_of_config(self, model_path, file_plan):
+        """The config's plan (its Keras network built for layer names, sizes and FLOPs only);
+        the file's where it has one, which must agree."""
+        network, full, full_filters = build_networks(self.config, self.tasks)
+        method = self.method
+        plan = build_plan(self.config, self.tasks, sparse_units(network, full_filters),
+                          full_filters, method.replay_draws if method.uses_buffer else 0,
+                          model=model_description(network, full, full_filters))
+        if file_plan is None:
+            return plan
+        differing = plan.differences(file_plan)
+        if differing:
+            raise ConfigError(f"{model_path} was converted for another session plan "
+                              f"(fields {differing}); convert this config with tools.convert")
+        return file_plan  # what an app does: follow the plan in the file
 
     @property
     def progress(self):
         return self.session.progress
 
-    def _check_model(self, units):
-        """The model must have been converted for this config: one ConfigError naming each gap."""
-        config, device = self.config, self.device
-        sizes = dict(units)
+    def _check_model(self):
+        """The model must take the plan's inputs: one ConfigError naming each gap."""
+        plan, device = self.plan, self.device
+        masks = plan.model["unit_masks"]
         expected = {
-            "image shape": (device.image_shape, tuple(self.tasks.image_shape)),
-            "classes": (device.num_classes, self.tasks.num_classes),
-            "batch_size": (device.batch_size, config.batch_size),
-            "replay draws": (device.replay_draws,
-                             self.method.replay_draws if self.method.uses_buffer else 0),
+            "image shape": (device.image_shape, tuple(plan.image_shape)),
+            "classes": (device.num_classes, plan.num_classes),
+            "batch_size": (device.batch_size, plan.batch_size),
+            "replay draws": (device.replay_draws, plan.replay["draws"]),
             "DGM (refresh_gradient_masks input)": (device.has_gradient_masks,
-                                                   bool(config.dgm.enabled)),
+                                                   plan.dgm_refresh_every > 0),
             "update_masks signature": ("update_masks" in device.signatures,
-                                       config.sparsity.schedule in ("tdm", "rigl")),
+                                       plan.schedule["mask_rule"] != "none"),
+            "sparse layer masks": ([int(np.prod(device.state_spec.get(mask, ((0,), None))[0]))
+                                    for mask in masks], list(plan.layer_units)),
         }
-        if self.full_filters is None:
-            expected["sparse layer masks"] = (
-                [name for name in self.layer_names
-                 if int(np.prod(device.state_spec.get(f"{name}__mask", ((0,), None))[0]))
-                 == sizes[name]], self.layer_names)
         if device.replay_draws:
-            expected["replay.batch_size"] = (device.replay_batch_size, config.replay.batch_size)
-        gaps = [f"{what}: model {got}, config {want}" for what, (got, want) in expected.items()
+            expected["replay.batch_size"] = (device.replay_batch_size,
+                                             plan.replay["batch_size"])
+        gaps = [f"{what}: model {got}, plan {want}" for what, (got, want) in expected.items()
                 if got != want]
         if gaps:
-            raise ConfigError(f"{device.path} was converted for another config ({'; '.join(gaps)})"
-                              f"; convert this config with tools.convert")
+            raise ConfigError(f"{device.path} was converted for another session "
+                              f"({'; '.join(gaps)}); convert this config with tools.convert")
 
     def run(self, stop_after_task=None):
         """Trains the remaining tasks (or up to `stop_after_task`); writes results.json and plots

@@ -172,10 +172,10 @@ class SessionLoop:
         self.callbacks = None  # Keras callbacks of the current `run`
         self._clock_start = time.perf_counter()
 
-    def extend(self, plan, stream, identity):
-        """A learner's next task: the plan and stream that now hold it too (earlier tasks as
-        they were)."""
-        self.plan, self.stream, self.identity = plan, stream, identity
+    def extend(self, stream, identity):
+        """A learner's next task: the stream that now holds it too (earlier tasks as they
+        were)."""
+        self.stream, self.identity = stream, identity
         self.stats.ensure(stream.tasks.num_example_ids)
 
     def _check_or_write_config(self, resuming):
@@ -361,7 +361,7 @@ class SessionLoop:
             progress.cursor, progress.events_done = 0, 0
             progress.refresh_pending = True  # fresh gradient masks at each epoch's start
         if self.verbose:
-            print(f"task {task_index + 1}/{len(plan.tasks)}  epoch {progress.epoch + 1}/"
+            print(f"task {task_index + 1}/{self._num_tasks}  epoch {progress.epoch + 1}/"
                   f"{plan.epochs_per_task}{self._label}", flush=True)
         length = len(progress.epoch_order)
         self._losses, self._bar_offset = [], progress.cursor // plan.batch_size
@@ -370,7 +370,7 @@ class SessionLoop:
             if self.verbose and self.config.log.progress else None
         if self.callbacks is not None:
             self.callbacks.on_epoch_begin(progress.epoch)
-        events = [e for e in plan.events(task_index) if e.epoch == progress.epoch]
+        events = [e for e in self._events if e.epoch == progress.epoch]
         for event in events[progress.events_done:]:
             self._train_segment(arrays, task_index, event.position(length))
             self._apply_event(event, task_index, ids)
@@ -385,14 +385,20 @@ class SessionLoop:
         progress.epoch += 1
         progress.epoch_order, progress.cursor, progress.events_done = None, 0, 0
 
-    def _begin_task(self, task_index):
+    @property
+    def _num_tasks(self):
+        return len(self.stream.tasks.tasks)
+
+    def _begin_task(self, task_index, num_examples):
+        """Starts (or resumes) a task: its events follow from the plan's policy and its size."""
         progress = self.progress
         if progress.epoch == 0 and progress.epoch_order is None:  # a fresh start of this task
             self.engine.begin_task(task_index, self.plan.momentum_reset_per_task)
             self.stats.reset()
             progress.removed, progress.task_steps = [], 0
             progress.task_dense_flops_start = self._dense_flops()
-        classes = self.plan.tasks[task_index]["classes"]
+        self._events = self.plan.task_events(task_index, num_examples)
+        classes = self.stream.tasks.tasks[task_index].classes
         self._class_mask = np.isin(np.arange(self.plan.num_classes), classes).astype(np.float32)
         self._replay_on = bool(self.plan.replay["draws"]) and (
             task_index >= self.plan.replay["from_task"])
@@ -409,10 +415,10 @@ class SessionLoop:
             progress.task_steps, 1)
         class_row, task_row = [], []
         for task in self.stream.tasks.tasks:
-            if task.index <= task_index:
+            if task.index <= task_index and len(task.y_test):
                 class_il, task_il = accuracies(
                     self.engine.logits(self.stream.test_inputs(task)), task)
-            else:
+            else:  # not seen yet, or no test data (an app often has none)
                 class_il = task_il = None
             class_row.append(class_il)
             task_row.append(task_il)
@@ -420,20 +426,24 @@ class SessionLoop:
         progress.task_il_matrix.append(task_row)
         self.trace({"kind": "task_end", "task": task_index, "class_il": class_row,
                     "task_il": task_row})
-        seen_class, seen_task = class_row[:task_index + 1], task_row[:task_index + 1]
+        seen_class = [v for v in class_row[:task_index + 1] if v is not None] or [np.nan]
+        seen_task = [v for v in task_row[:task_index + 1] if v is not None] or [np.nan]
         if self.writer is not None:
             with self.writer.as_default(step=progress.global_step):
                 tf.summary.scalar("eval/class_il_average", np.mean(seen_class))
                 tf.summary.scalar("eval/task_il_average", np.mean(seen_task))
-                for index, value in enumerate(seen_class):
-                    tf.summary.scalar(f"eval/class_il_task{index}", value)
+                for index, value in enumerate(class_row[:task_index + 1]):
+                    if value is not None:
+                        tf.summary.scalar(f"eval/class_il_task{index}", value)
                 if self.ledger is not None:
                     tf.summary.scalar("cost/training_flops", self.ledger.training_flops.numpy())
             self.writer.flush()
         if self.verbose:
-            print(f"{self._prefix}after task {task_index + 1}/{len(self.plan.tasks)}: class-IL "
+            per_task = " ".join("-" if value is None else f"{value:.1f}"
+                                for value in class_row[:task_index + 1])
+            print(f"{self._prefix}after task {task_index + 1}/{self._num_tasks}: class-IL "
                   f"{np.mean(seen_class):.2f}  task-IL {np.mean(seen_task):.2f}  per task "
-                  f"{' '.join(f'{v:.1f}' for v in seen_class)}", flush=True)
+                  f"{per_task}", flush=True)
         if self.workdir is not None and not self.read_only:
             self.engine.end_task(task_index)
         progress.task = task_index + 1
@@ -448,16 +458,12 @@ class SessionLoop:
         self.callbacks = callbacks
         if callbacks is not None:
             callbacks.on_train_begin()
-        for task_index in range(progress.task, len(plan.tasks)):
+        for task_index in range(progress.task, self._num_tasks):
             arrays = self.stream.training(task_index)
-            expected = plan.tasks[task_index]["training_examples"]
-            if len(arrays[2]) != expected:
-                raise ConfigError(f"task {task_index} has {len(arrays[2])} training examples; "
-                                  f"the session plan was made for {expected}")
             if len(arrays[2]) < plan.batch_size:
                 raise ConfigError(f"task {task_index} has {len(arrays[2])} training examples, "
                                   f"fewer than batch_size={plan.batch_size}")
-            self._begin_task(task_index)
+            self._begin_task(task_index, len(arrays[2]))
             while progress.epoch < plan.epochs_per_task:
                 self._train_epoch(task_index, arrays)
                 if progress.epoch < plan.epochs_per_task:
@@ -482,7 +488,8 @@ class SessionLoop:
                    **run_results.accuracy(progress.class_il_matrix, progress.task_il_matrix)}
         if self.ledger is not None:
             results.update(run_results.cost(self.ledger, progress))
-        results["training_examples"] = int(sum(t["training_examples"] for t in self.plan.tasks))
+        results["training_examples"] = int(sum(len(self.stream.training(t)[2])
+                                               for t in range(self._num_tasks)))
         results["gradient_density"] = {name: float(value) for name, value in
                                        zip(self.engine.layer_names, density)}
         results.update(self.engine.results())

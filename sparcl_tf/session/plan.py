@@ -1,16 +1,26 @@
 """SparCL's host policy as data: the session plan every engine and every device app follows.
 
-`build_plan` turns a run's config into the plan: for every task, its mask-update events (position
-in the task, growth seed, exact per-layer counts in the unit the model's `update_masks` expects:
-weights, or filter slots of a channel-structured model), its data-removal stages with their
-counts, the gradient-mask refresh cadence, the replay shape, normalisation, augmentation and the
-random stream. `tools.convert` writes it into signatures.json; the LiteRT session reads it back
-from there, as an app does. The spec is `tflite/README.md` ("Session plan"); `VERSION` changes
-whenever a field's meaning does.
+The plan is a policy, not a list of tasks: `build_plan` turns a run's config into the constants
+from which any host computes a task's events when the task begins, from the task's index and its
+example count alone (`SessionPlan.task_events`): mask updates with their positions, growth seeds
+and exact per-layer counts in the unit the model's `update_masks` expects (weights, or filter
+slots of a channel-structured model), data-removal stages with their counts, plus the
+gradient-mask refresh cadence, the replay shape, normalisation, augmentation and the random
+stream. Nobody needs to know at export time which classes will come or how many examples.
+`tools.convert` and `ContinualLearner.export` write it into signatures.json; every device host
+reads it back from there. The spec is `tflite/README.md` ("Session plan"); the Kotlin
+(`SessionPlan.kt`) and board C (`sparcl_micro.c`) twins are held to this reference by the golden
+vectors of `tools/policy_golden.py`. `VERSION` changes whenever a field's meaning does.
 
 Rounding, said once: an event at epoch progress e + r / U (U updates per task) of an epoch of L
 examples falls at position floor((2 r L + U) / (2 U)) (nearest, halves up); removal totals are
-floor(f n + 1/2) of a task's n examples, and stage k of K ends at floor((2 T k + K) / (2 K)).
+floor(f n + 1/2) of a task's n examples, and stage k of K ends at floor((2 T k + K) / (2 K));
+a layer of N weights at sparsity s keeps N - rint(s N) (halves to even, IEEE doubles).
+
+RigL's drop fraction decays over the run's progress (t + p) / H, H = `rigl.horizon_tasks` (the
+task count of the run it was converted for). An open-ended stream goes past it: from task H on
+the progress is >= 1, beyond `end_fraction`, and the updates neither drop nor grow (the mask stays
+as the schedule left it); convert with a larger `data.num_tasks` to stretch the schedule.
 """
 
 import dataclasses
@@ -23,7 +33,9 @@ from sparcl_tf.session import random as session_random
 from sparcl_tf.sparsity import schedule, structured
 from sparcl_tf.sparsity.masks import active_count
 
-VERSION = 2
+VERSION = 3
+
+MASK_RULES = ("none", "tdm", "rigl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,54 +62,46 @@ def removal_targets(num_examples, total_fraction, stages):
     return [(2 * total * k + stages) // (2 * stages) for k in range(1, stages + 1)]
 
 
-def _layer_counts(config, event, task_index, num_tasks, layers, full_filters):
-    """(prune_to, grow_to) per layer: weights, or filter slots when `full_filters` is given."""
-    s = config.sparsity
-    if full_filters is not None:
-        targets = structured.filter_targets(config, [name for name, _ in layers])
-        counts = [schedule.tdm_phase(event.update_index, s.updates_per_task,
-                                     *structured.filter_counts(full_filters[name], targets[name],
-                                                               s.open_fraction, s.swap_fraction))
-                  for name, _ in layers]
-    else:
-        targets = schedule.layer_targets(config, [name for name, _ in layers])
-        _, targets_of = schedule.update_targets(config, event, task_index, num_tasks)
-        counts = [(active_count(size, prune), active_count(size, grow)) for (name, size), (
-            prune, grow) in zip(layers, (targets_of(targets[name]) for name, _ in layers))]
-    return tuple(p for p, _ in counts), tuple(g for _, g in counts)
-
-
-def build_plan(config, tasks, sizes, layers, full_filters=None, replay_draws=0):
-    """The plan of `config` over `tasks` (the run's task stream; `sizes`: the examples each task
-    trains on) for sparse `layers` [(name, units)]; `full_filters` (producer -> filters of the
-    full layer) for a channel-structured model, whose units are filter slots."""
+def event_schedule(config, layers, full_filters, horizon_tasks):
+    """The plan's `schedule`: the constants from which every task's events follow (the spec is
+    `SessionPlan.task_events`)."""
     s, ddr = config.sparsity, config.ddr
-    num_tasks = len(tasks.tasks)
-    plan_tasks = []
-    for task_index, task in enumerate(tasks.tasks):
-        removal = removal_targets(sizes[task_index], ddr.total_fraction, ddr.stages) \
-            if ddr.enabled else []
-        events = []
-        for event in schedule.task_events(s, ddr, config.epochs_per_task):
-            span = event.update_index * config.epochs_per_task
-            epoch = span // s.updates_per_task
-            prune_to = grow_to = ()
-            if event.mask_update:
-                prune_to, grow_to = _layer_counts(config, event, task_index, num_tasks, layers,
-                                                  full_filters)
-            events.append(Event(
-                epoch, span - epoch * s.updates_per_task, s.updates_per_task,
-                event.update_index, event.mask_update,
-                session_random.growth_seed(config.seed, task_index, event.update_index)
-                if event.mask_update else 0, prune_to, grow_to, event.removal_stage,
-                removal[event.removal_stage - 1] if event.removal_stage else 0))
-        plan_tasks.append({"classes": [int(c) for c in task.classes],
-                           "training_examples": sizes[task_index], "events": events})
+    names = [name for name, _ in layers]
+    rule = s.schedule if s.schedule in ("tdm", "rigl") else "none"
+    entry = {"updates_per_task": int(s.updates_per_task), "mask_rule": rule,
+             "removal": {"fraction": float(ddr.total_fraction) if ddr.enabled else 0.0,
+                         "stages": int(ddr.stages) if ddr.enabled else 0}}
+    if full_filters is not None:
+        targets = structured.filter_targets(config, names)
+        entry["filter_counts"] = [list(structured.filter_counts(
+            full_filters[name], targets[name], s.open_fraction, s.swap_fraction))
+            for name in names]
+    else:
+        targets = schedule.layer_targets(config, names)
+        entry["layer_targets"] = [targets[name] for name in names]
+        entry["tdm"] = {"open_fraction": float(s.open_fraction),
+                        "swap_fraction": float(s.swap_fraction)}
+        entry["rigl"] = {"drop_fraction": float(s.rigl_drop_fraction),
+                         "end_fraction": float(s.rigl_end_fraction),
+                         "horizon_tasks": int(horizon_tasks)}
+    return entry
+
+
+def build_plan(config, data, layers, full_filters=None, replay_draws=0, horizon_tasks=None,
+               model=None):
+    """The plan of `config` for sparse `layers` [(name, units)] of a model taking `data`'s images
+    (a `TaskSequence`: classes, image shape, normalisation; its tasks are not read);
+    `full_filters` (producer -> filters of the full layer) for a channel-structured model, whose
+    units are filter slots. `horizon_tasks`: the tasks RigL's run progress spans (default: the
+    config's task count, at least 1). `model`: what a host reports the model by
+    (`engine.model_description`)."""
+    if horizon_tasks is None:
+        horizon_tasks = max(len(data.tasks), int(config.data.num_tasks), 1)
     return SessionPlan(
         version=VERSION, seed=int(config.seed), epochs_per_task=int(config.epochs_per_task),
-        batch_size=int(config.batch_size), num_classes=int(tasks.num_classes),
+        batch_size=int(config.batch_size), num_classes=int(data.num_classes),
         learning_rate=learning_rate.plan_entry(config.optimizer),
-        image_shape=[int(d) for d in tasks.image_shape],
+        image_shape=[int(d) for d in data.image_shape],
         replay={"buffer_size": int(config.replay.buffer_size) if replay_draws else 0,
                 "from_task": int(config.replay.from_task), "draws": int(replay_draws),
                 "batch_size": int(config.replay.batch_size) if replay_draws else 0},
@@ -105,12 +109,13 @@ def build_plan(config, tasks, sizes, layers, full_filters=None, replay_draws=0):
         unit="filter_slots" if full_filters is not None else "weights",
         sparse_layers=[name for name, _ in layers], layer_units=[int(u) for _, u in layers],
         dgm_refresh_every=int(config.dgm.refresh_every) if config.dgm.enabled else 0,
-        normalization={"mean": [float(m) for m in tasks.mean],
-                       "std": [float(v) for v in tasks.std],
+        schedule=event_schedule(config, layers, full_filters, horizon_tasks),
+        normalization={"mean": [float(m) for m in data.mean],
+                       "std": [float(v) for v in data.std],
                        "formula": "(pixel / 255 - mean) / std, per channel"},
         augmentation={"kind": config.data.augment, "crop_padding": int(config.data.crop_padding)},
         random={"generator": "splitmix64", "purposes": dict(session_random.PURPOSES)},
-        tasks=plan_tasks, run_config=json.loads(config.to_json()))
+        run_config=json.loads(config.to_json()), model=model)
 
 
 @dataclasses.dataclass
@@ -128,21 +133,58 @@ class SessionPlan:
     sparse_layers: list
     layer_units: list
     dgm_refresh_every: int
+    schedule: dict            # the constants every task's events follow from (`task_events`)
     normalization: dict
     augmentation: dict
     random: dict
-    tasks: list               # per task: classes, training_examples, events
     run_config: dict = None   # the run's config, for the reference host; apps ignore it
+    model: dict = None        # unit masks, parameters, FLOPs table: for hosts that report them
 
-    def events(self, task_index):
-        return self.tasks[task_index]["events"]
+    def task_events(self, task_index, num_examples):
+        """The events of task `task_index` (0-based) training on `num_examples` examples, in
+        order: update slot i of U sits at epoch progress i E / U; every slot is a mask update
+        unless the rule is 'none'; slots 1 .. stages are also data-removal stages."""
+        entry, epochs = self.schedule, self.epochs_per_task
+        updates, rule = entry["updates_per_task"], entry["mask_rule"]
+        stages = entry["removal"]["stages"]
+        removal = removal_targets(num_examples, entry["removal"]["fraction"], stages)
+        events = []
+        for event in schedule.task_events(updates, rule != "none", stages, epochs):
+            span = event.update_index * epochs
+            epoch = span // updates
+            prune_to, grow_to = self._counts(event, task_index) if event.mask_update else ((), ())
+            events.append(Event(
+                epoch, span - epoch * updates, updates, event.update_index, event.mask_update,
+                session_random.growth_seed(self.seed, task_index, event.update_index)
+                if event.mask_update else 0, prune_to, grow_to, event.removal_stage,
+                removal[event.removal_stage - 1] if event.removal_stage else 0))
+        return events
+
+    def _counts(self, event, task_index):
+        """(prune_to, grow_to) per sparse layer at a mask update, in the plan's unit."""
+        entry, updates = self.schedule, self.schedule["updates_per_task"]
+        if self.unit == "filter_slots":
+            counts = [schedule.tdm_phase(event.update_index, updates, *filters)
+                      for filters in entry["filter_counts"]]
+        else:
+            if entry["mask_rule"] == "tdm":
+                tdm = entry["tdm"]
+                targets = [schedule.tdm_targets(event.update_index, updates, target,
+                                                tdm["open_fraction"], tdm["swap_fraction"])
+                           for target in entry["layer_targets"]]
+            else:
+                rigl = entry["rigl"]
+                run_progress = (task_index + event.progress / self.epochs_per_task) / rigl[
+                    "horizon_tasks"]
+                targets = [schedule.rigl_targets(run_progress, target, rigl["drop_fraction"],
+                                                 rigl["end_fraction"])
+                           for target in entry["layer_targets"]]
+            counts = [(active_count(units, prune), active_count(units, grow))
+                      for units, (prune, grow) in zip(self.layer_units, targets)]
+        return tuple(p for p, _ in counts), tuple(g for _, g in counts)
 
     def to_json(self):
-        data = dataclasses.asdict(self)
-        for task in data["tasks"]:
-            task["events"] = [dict(event, prune_to=list(event["prune_to"]),
-                                   grow_to=list(event["grow_to"])) for event in task["events"]]
-        return data
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data):
@@ -151,19 +193,56 @@ class SessionPlan:
         version = data.get("version") if isinstance(data, dict) else None
         if version != VERSION:
             raise DataError(f"session plan version {version!r} is not {VERSION}: convert the "
-                            f"run again with tools.convert")
-        missing = [name for name in fields if name not in data and name != "run_config"]
+                            f"model again with tools.convert (or ContinualLearner.export)")
+        missing = [name for name in fields
+                   if name not in data and name not in ("run_config", "model")]
         if missing:
             raise DataError(f"session plan lacks {missing}")
-        try:
-            tasks = [dict(task, events=[Event(**dict(event, prune_to=tuple(event["prune_to"]),
-                                                     grow_to=tuple(event["grow_to"])))
-                                        for event in task["events"]]) for task in data["tasks"]]
-        except (KeyError, TypeError) as error:
-            raise DataError(f"session plan has a malformed event: {error}") from None
-        return cls(**{**{name: data.get(name) for name in fields}, "tasks": tasks})
+        plan = cls(**{name: data.get(name) for name in fields})
+        problem = _schedule_problem(plan)
+        if problem:
+            raise DataError(f"session plan schedule: {problem}")
+        return plan
 
     def differences(self, other):
         """Fields in which two plans differ (what a model converted for one cannot run)."""
         mine, theirs = self.to_json(), other.to_json()
         return sorted(key for key in mine if key != "run_config" and mine[key] != theirs[key])
+
+
+def _is_int(value, low=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_fraction(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _schedule_problem(plan):
+    """What makes a file's `schedule` one no host can follow, or None."""
+    entry, layers = plan.schedule, len(plan.sparse_layers)
+    try:
+        updates, rule, removal = entry["updates_per_task"], entry["mask_rule"], entry["removal"]
+        if not _is_int(updates, 2) or rule not in MASK_RULES:
+            return f"updates_per_task {updates!r} (>= 2) or mask_rule {rule!r} {MASK_RULES}"
+        if not (_is_fraction(removal["fraction"]) and _is_int(removal["stages"])
+                and removal["stages"] < updates):
+            return f"removal {removal!r} needs a fraction and 0 <= stages < updates_per_task"
+        if rule == "none":
+            return None
+        if plan.unit == "filter_slots":
+            counts = entry["filter_counts"]
+            if rule != "tdm" or len(counts) != layers or not all(
+                    len(c) == 3 and all(_is_int(v) for v in c) for c in counts):
+                return "filter_slots need mask_rule tdm and [target, opening, swap] per layer"
+            return None
+        targets, tdm, rigl = entry["layer_targets"], entry["tdm"], entry["rigl"]
+        if len(targets) != layers or not all(_is_fraction(t) and t < 1 for t in targets):
+            return f"layer_targets needs a sparsity in [0, 1) for each of {layers} layers"
+        if not all(_is_fraction(v) for v in (tdm["open_fraction"], tdm["swap_fraction"],
+                                             rigl["drop_fraction"], rigl["end_fraction"])) \
+                or not _is_int(rigl["horizon_tasks"], 1):
+            return "tdm and rigl fractions must lie in [0, 1], rigl.horizon_tasks >= 1"
+    except (KeyError, TypeError) as error:
+        return f"malformed ({error!r})"
+    return None

@@ -21,15 +21,14 @@ class Event:
     removal_stage: int       # 1-based DDR stage at this event, 0 for none
 
 
-def task_events(sparsity_config, ddr_config, epochs):
-    """Events of one task, in order."""
-    updates = sparsity_config.updates_per_task
-    has_updates = sparsity_config.schedule in ("tdm", "rigl")
+def task_events(updates, mask_updates, removal_stages, epochs):
+    """Events of one task, in order: `updates` update slots, each a mask update when
+    `mask_updates`, slots 1 .. `removal_stages` also data-removal stages."""
     events = []
     for index in range(updates):
-        stage = index if ddr_config.enabled and 1 <= index <= ddr_config.stages else 0
-        if has_updates or stage:
-            events.append(Event(index * epochs / updates, index, has_updates, stage))
+        stage = index if 1 <= index <= removal_stages else 0
+        if mask_updates or stage:
+            events.append(Event(index * epochs / updates, index, mask_updates, stage))
     return events
 
 
@@ -75,18 +74,6 @@ def layer_targets(config, layer_names):
         raise ConfigError(f"sparsity.layer_sparsity names {unknown}, which are not sparse "
                           f"layers of {config.model.name} ({list(layer_names)})")
     return {name: float(s.layer_sparsity.get(name, s.weight_sparsity)) for name in layer_names}
-
-
-def update_targets(config, event, task_index, num_tasks):
-    """(rule, targets_of) of the mask update at `event`: rule 'tdm' or 'rigl', and
-    targets_of(layer target sparsity) -> (prune_to, grow_to) sparsities."""
-    s = config.sparsity
-    if s.schedule == "tdm":
-        return "tdm", lambda target: tdm_targets(event.update_index, s.updates_per_task, target,
-                                                 s.open_fraction, s.swap_fraction)
-    run_progress = (task_index + event.progress / config.epochs_per_task) / num_tasks
-    return "rigl", lambda target: rigl_targets(run_progress, target, s.rigl_drop_fraction,
-                                               s.rigl_end_fraction)
 
 
 def validate(sparsity_config, ddr_config, dgm_config):

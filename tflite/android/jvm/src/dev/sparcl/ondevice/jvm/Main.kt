@@ -48,7 +48,7 @@ fun main(args: Array<String>) {
                 if (record.getString("kind") == "step" && haltAfter != null && record.getLong("step") >= haltAfter)
                     Runtime.getRuntime().halt(137)
                 if (record.getString("kind") == "task_end")
-                    println("task ${record.getInt("task") + 1}/${plan.tasks.size}: class-IL ${record.getJSONArray("class_il")}")
+                    println("task ${record.getInt("task") + 1}/${stream.numTasks}: class-IL ${record.getJSONArray("class_il")}")
             }
             val results = session.run()
             val target = File(stateDir, "results.json")

@@ -62,22 +62,36 @@ fun readNpz(file: File): Map<String, NpyArray> = try {
 
 /**
  * The task stream in a task-data file that `python -m tools.convert --task_data` writes:
- * `train_images_<t>`, `train_labels_<t>`, `train_ids_<t>`, `test_images_<t>`, `test_labels_<t>`.
+ * `train_images_<t>`, `train_labels_<t>`, `train_ids_<t>`, `test_images_<t>`, `test_labels_<t>`, and
+ * optionally `classes_<t>` (default: the classes among the task's training labels); without
+ * `train_ids_<t>` a task's examples are numbered on from the largest id before; without
+ * `test_images_<t>` the task is not evaluated (its accuracy is null).
  */
 class NpzTaskStream(file: File, private val imageSize: Int) : TaskStream {
     private val arrays = readNpz(file)
     override val numTasks: Int = generateSequence(0) { it + 1 }.takeWhile { "train_images_$it" in arrays }.count()
-    private val training = List(numTasks) { load("train", it, ids = true) }
-    private val test = List(numTasks) { load("test", it, ids = false) }
+    private val training = mutableListOf<TaskExamples>().apply {
+        var firstId = 0  // without train_ids_<t>, ids count on from the largest id of the tasks before
+        for (task in 0 until numTasks) add(load("train", task, firstId).also { examples ->
+            examples.ids.maxOrNull()?.let { firstId = it + 1 } })
+    }
+    private val test = List(numTasks) { load("test", it, null) }
 
     private fun array(name: String) = arrays[name] ?: throw SessionError("data file lacks '$name'")
 
-    private fun load(split: String, task: Int, ids: Boolean): TaskExamples {
+    private fun load(split: String, task: Int, firstId: Int?): TaskExamples {
+        if (firstId == null && "test_images_$task" !in arrays) return TaskExamples(ImageSet.ofFloats(FloatArray(0), imageSize), IntArray(0), IntArray(0))
         val images = array("${split}_images_$task").images(imageSize)
         val labels = array("${split}_labels_$task").ints()
-        return TaskExamples(images, labels, if (ids) array("train_ids_$task").ints() else IntArray(labels.size) { it })
+        val ids = if (firstId == null) IntArray(labels.size) { it }
+            else arrays["train_ids_$task"]?.ints() ?: IntArray(labels.size) { firstId + it }
+        return TaskExamples(images, labels, ids)
     }
+
+    private val classes = List(numTasks) { task ->
+        (arrays["classes_$task"]?.ints() ?: training[task].labels).distinct().sorted().toIntArray() }
 
     override fun training(task: Int) = training[task]
     override fun test(task: Int) = test[task]
+    override fun classes(task: Int) = classes[task]
 }

@@ -17,7 +17,7 @@ class ContinualSession(
     private val model: SparclModel, private val plan: SessionPlan, private val stream: TaskStream,
     stateDir: File, private val checkpointEverySteps: Int = 0, private val records: (JSONObject) -> Unit = {},
 ) {
-    private val numTasks = plan.tasks.size
+    private val numTasks = stream.numTasks
     private val numExampleIds: Int
     private val buffer: ReservoirBuffer?
     private val stats: ExampleStats
@@ -43,11 +43,11 @@ class ContinualSession(
     private val removedByTask = mutableListOf<IntArray>()
     private val activeAfterUpdates = mutableListOf<IntArray>()  // [task, update, active per layer...]
 
+    private var events = emptyList<PlanEvent>()  // this task's, from the plan's policy and the task's size
     private var classMask = FloatArray(0)
     private var replayOn = false
 
     init {
-        if (stream.numTasks != numTasks) throw SessionError("the data has ${stream.numTasks} tasks; the session plan has $numTasks")
         val ids = (0 until numTasks).flatMap { stream.training(it).ids.toList() }
         if (ids.any { it < 0 }) throw SessionError("example ids must be >= 0")
         numExampleIds = (ids.maxOrNull() ?: -1) + 1
@@ -62,10 +62,9 @@ class ContinualSession(
     fun run(stopAfterTask: Int = numTasks - 1): JSONObject {
         while (task < numTasks && task <= stopAfterTask) {
             val data = stream.training(task)
-            val expected = plan.tasks[task].trainingExamples
-            if (data.ids.size != expected)
-                throw SessionError("task $task has ${data.ids.size} training examples; the session plan was made for $expected")
-            beginTask()
+            if (data.ids.size < plan.batchSize)
+                throw SessionError("task $task has ${data.ids.size} training examples, fewer than batch_size=${plan.batchSize}")
+            beginTask(data.ids.size)
             while (epoch < plan.epochsPerTask) {
                 trainEpoch(data)
                 if (epoch < plan.epochsPerTask) save()
@@ -76,7 +75,8 @@ class ContinualSession(
         return results()
     }
 
-    private fun beginTask() {
+    /** Starts (or resumes) a task: its events follow from the plan's policy and its size. */
+    private fun beginTask(examples: Int) {
         if (epoch == 0 && epochOrder == null) {  // a fresh start of this task
             if (plan.momentumResetPerTask && momenta.isNotEmpty()) {
                 val state = model.getState()
@@ -85,7 +85,8 @@ class ContinualSession(
             stats.reset()
             removed.clear()
         }
-        val classes = plan.tasks[task].classes.toSet()
+        events = plan.taskEvents(task, examples)
+        val classes = stream.classes(task).toSet()
         classMask = FloatArray(plan.numClasses) { if (it in classes) 1f else 0f }
         replayOn = plan.replayDraws > 0 && task >= plan.replayFromTask
     }
@@ -105,8 +106,7 @@ class ContinualSession(
             refreshPending = true  // fresh gradient masks at each epoch's start
         }
         val length = epochOrder!!.size
-        val events = plan.tasks[task].events.filter { it.epoch == epoch }
-        for (event in events.drop(eventsDone)) {
+        for (event in events.filter { it.epoch == epoch }.drop(eventsDone)) {
             trainSegment(data, event.position(length))
             applyEvent(event, data)
             eventsDone += 1
@@ -197,7 +197,7 @@ class ContinualSession(
         for (t in 0..task) {
             val test = stream.test(t)
             val logits = model.infer(test.images.prepare(IntArray(test.images.count) { it }, plan), test.images.count)
-            val classes = plan.tasks[t].classes
+            val classes = stream.classes(t)
             var classHits = 0
             var taskHits = 0
             for (row in 0 until test.images.count) {
@@ -239,7 +239,7 @@ class ContinualSession(
             .put("steps", globalStep)
             .put("examples_presented", examplesPresented)
             .put("examples_removed", removedByTask.sumOf { it.size })
-            .put("training_examples", plan.tasks.sumOf { it.trainingExamples })
+            .put("training_examples", (0 until numTasks).sumOf { stream.training(it).ids.size })
             .put("train_time_s", trainNanos / 1e9)
             .put("train_step_ms", if (globalStep > 0) trainNanos / 1e6 / globalStep else 0.0)
             .put("removed_example_ids", JSONArray().also { a -> removedByTask.forEach { a.put(JSONArray(it.toList())) } })

@@ -16,7 +16,25 @@ class PlanEvent(
         ((2L * numerator * length + denominator) / (2L * denominator)).toInt()
 }
 
-class PlanTask(val classes: IntArray, val trainingExamples: Int, val events: List<PlanEvent>)
+/**
+ * The constants every task's events follow from (the plan's `schedule`; Python's reference:
+ * `SessionPlan.task_events` in sparcl_tf/session/plan.py): [updatesPerTask] update slots a task,
+ * each a mask update under [maskRule] `tdm` or `rigl` (`none`: no mask updates), slots
+ * 1..[removalStages] also data-removal stages removing [removalFraction] of the task in all.
+ * Weight units: per-layer target sparsities with TDM's opening and swap fractions or RigL's
+ * decaying drop over [rigl].horizonTasks tasks; filter slots: per layer [target, opening, swap].
+ */
+class TaskSchedule(
+    val updatesPerTask: Int, val maskRule: String, val removalFraction: Double, val removalStages: Int,
+    val layerTargets: DoubleArray, val openFraction: Double, val swapFraction: Double,
+    val rigl: Rigl, val filterCounts: List<IntArray>,
+) {
+    class Rigl(val dropFraction: Double, val endFraction: Double, val horizonTasks: Int)
+
+    override fun toString() = "$updatesPerTask $maskRule $removalFraction $removalStages ${layerTargets.contentToString()} " +
+        "$openFraction $swapFraction ${rigl.dropFraction} ${rigl.endFraction} ${rigl.horizonTasks} " +
+        filterCounts.joinToString(",") { it.contentToString() }
+}
 
 /**
  * The per-task learning-rate schedule (the Python twin: sparcl_tf/session/learning_rate.py):
@@ -34,8 +52,9 @@ class LearningRate(val schedule: String, val base: Double, val finalFraction: Do
 }
 
 /**
- * The session plan (version 2) that `tools.convert` writes into signatures.json: every decision
- * the host makes, with its counts and seeds. Spec: tflite/README.md, "Session plan"; the Python
+ * The session plan (version 3) that `tools.convert` writes into signatures.json: a policy, not a
+ * list of tasks. Every decision the host makes follows from its constants, [taskEvents] computes a
+ * task's events when the task begins from its index and example count alone. Spec: tflite/README.md, "Session plan"; the Python
  * twin is sparcl_tf/session/plan.py. [parse] refuses a plan it cannot follow with one SessionError.
  */
 class SessionPlan(
@@ -44,11 +63,66 @@ class SessionPlan(
     val replayBatchSize: Int, val momentumResetPerTask: Boolean, val unit: String,
     val sparseLayers: List<String>, val layerUnits: IntArray, val dgmRefreshEvery: Int,
     val mean: FloatArray, val std: FloatArray, val augmentation: String, val cropPadding: Int,
-    val tasks: List<PlanTask>,
+    val schedule: TaskSchedule,
 ) {
     val imageSize: Int get() = imageShape.fold(1) { product, dimension -> product * dimension }
     val channels: Int get() = imageShape.last()
-    val hasMaskUpdates: Boolean get() = tasks.any { task -> task.events.any { it.maskUpdate } }
+    val hasMaskUpdates: Boolean get() = schedule.maskRule != "none"
+
+    /**
+     * The events of task [task] (0-based) training on [examples] examples, in order, from the
+     * plan's policy alone: update slot i of U sits at epoch progress i E / U.
+     */
+    fun taskEvents(task: Int, examples: Int): List<PlanEvent> {
+        val updates = schedule.updatesPerTask
+        val stages = schedule.removalStages
+        val total = Math.floor(schedule.removalFraction * examples + 0.5).toLong()
+        val events = mutableListOf<PlanEvent>()
+        for (index in 0 until updates) {
+            val stage = if (index in 1..stages) index else 0
+            val update = hasMaskUpdates
+            if (!update && stage == 0) continue
+            val span = index * epochsPerTask
+            val epoch = span / updates
+            val counts = if (update) counts(task, index) else null
+            events.add(PlanEvent(epoch, span - epoch * updates, updates, index, update,
+                if (update) growthSeed(task, index) else 0, counts?.first ?: IntArray(0), counts?.second ?: IntArray(0),
+                stage, if (stage > 0) ((2 * total * stage + stages) / (2L * stages)).toInt() else 0))
+        }
+        return events
+    }
+
+    /** The seed of mask update [update]'s random growth in task [task]: below(2^17) of its stream. */
+    fun growthSeed(task: Int, update: Int): Int =
+        SessionRandom(seed, SessionRandom.GROWTH, task.toLong(), update.toLong()).below(0, GROWTH_SEEDS).toInt()
+
+    /** (prune_to, grow_to) per sparse layer at mask update [index] of task [task], in the plan's unit. */
+    private fun counts(task: Int, index: Int): Pair<IntArray, IntArray> {
+        val updates = schedule.updatesPerTask
+        if (unit == "filter_slots") {
+            val phases = schedule.filterCounts.map { (target, opening, swap) -> tdmPhase(index, updates, target, opening, swap) }
+            return IntArray(phases.size) { phases[it].first } to IntArray(phases.size) { phases[it].second }
+        }
+        val targets = schedule.layerTargets.map { target ->
+            if (schedule.maskRule == "tdm") {
+                val (prune, grow) = when (index) {  // TDM: open at the start, swap in the middle, freeze at the end
+                    0 -> target to target - schedule.openFraction
+                    updates - 1 -> target to target
+                    else -> target + schedule.swapFraction to target
+                }
+                minOf(1.0, prune) to maxOf(0.0, grow)
+            } else {
+                val progress = (index * epochsPerTask).toDouble() / updates
+                val runProgress = (task + progress / epochsPerTask) / schedule.rigl.horizonTasks
+                if (runProgress >= schedule.rigl.endFraction) target to target else {
+                    val drop = schedule.rigl.dropFraction / 2 * (1 + StrictMath.cos(Math.PI * runProgress / schedule.rigl.endFraction))
+                    target + drop * (1 - target) to target
+                }
+            }
+        }
+        return IntArray(targets.size) { activeCount(layerUnits[it], targets[it].first) } to
+            IntArray(targets.size) { activeCount(layerUnits[it], targets[it].second) }
+    }
 
     /** CRC32 of every field as parsed: a state file records it, so it resumes only this plan. */
     val fingerprint: Long by lazy {
@@ -56,22 +130,29 @@ class SessionPlan(
         text.append("$seed $epochsPerTask $batchSize $numClasses ${imageShape.contentToString()} $bufferSize ")
         text.append("$replayFromTask $replayDraws $replayBatchSize $momentumResetPerTask $unit $sparseLayers ")
         text.append("${layerUnits.contentToString()} $dgmRefreshEvery ${mean.contentToString()} ${std.contentToString()} ")
-        text.append("$augmentation $cropPadding $learningRate")
-        for (task in tasks) {
-            text.append(" | ${task.classes.contentToString()} ${task.trainingExamples}")
-            for (e in task.events) text.append(" ${e.epoch} ${e.numerator} ${e.denominator} ${e.updateIndex} ${e.maskUpdate} " +
-                "${e.seed} ${e.pruneTo.contentToString()} ${e.growTo.contentToString()} ${e.removalStage} ${e.removalTarget}")
-        }
+        text.append("$augmentation $cropPadding $learningRate $schedule")
         CRC32().apply { update(text.toString().toByteArray()) }.value
     }
 
     companion object {
-        const val VERSION = 2
+        const val VERSION = 3
+        private const val GROWTH_SEEDS = 1L shl 17  // growth seeds lie in [0, 2^17): the device hash stays inside int32
+
+        /** TDM's phase in units that add (filters): first update opens, middle ones swap, the last freezes. */
+        fun tdmPhase(index: Int, updates: Int, level: Int, opening: Int, swap: Int): Pair<Int, Int> = when (index) {
+            0 -> level to level + opening
+            updates - 1 -> level to level
+            else -> level - swap to level
+        }
+
+        /** Units a layer of [size] keeps at [sparsity]: size - rint(sparsity * size) (halves to even, as Python's round). */
+        fun activeCount(size: Int, sparsity: Double): Int = size - Math.rint(sparsity * size).toInt()
         private val PURPOSES = mapOf("epoch_order" to SessionRandom.EPOCH_ORDER, "reservoir" to SessionRandom.RESERVOIR,
             "replay" to SessionRandom.REPLAY, "augment" to SessionRandom.AUGMENT, "removal" to SessionRandom.REMOVAL,
             "growth" to SessionRandom.GROWTH)
         private val AUGMENTATIONS = setOf("none", "crop", "crop_flip")
         private val SCHEDULES = setOf("constant", "cosine", "step")
+        private val MASK_RULES = setOf("none", "tdm", "rigl")
 
         /** The plan in the text of a signatures.json. */
         fun fromSignaturesJson(text: String): SessionPlan {
@@ -85,6 +166,21 @@ class SessionPlan(
 
         fun parse(plan: JSONObject): SessionPlan = try { read(plan) } catch (error: JSONException) {
             throw SessionError("session plan is malformed: ${error.message}")
+        }
+
+        private fun doubles(array: JSONArray) = DoubleArray(array.length()) { array.getDouble(it) }
+
+        private fun schedule(json: JSONObject): TaskSchedule {
+            val removal = json.getJSONObject("removal")
+            val tdm = json.optJSONObject("tdm")
+            val rigl = json.optJSONObject("rigl")
+            val filters = json.optJSONArray("filter_counts")
+            return TaskSchedule(json.getInt("updates_per_task"), json.getString("mask_rule"), removal.getDouble("fraction"),
+                removal.getInt("stages"), json.optJSONArray("layer_targets")?.let(::doubles) ?: DoubleArray(0),
+                tdm?.getDouble("open_fraction") ?: 0.0, tdm?.getDouble("swap_fraction") ?: 0.0,
+                TaskSchedule.Rigl(rigl?.getDouble("drop_fraction") ?: 0.0, rigl?.getDouble("end_fraction") ?: 0.0,
+                    rigl?.getInt("horizon_tasks") ?: 1),
+                filters?.let { a -> List(a.length()) { ints(a.getJSONArray(it)) } } ?: emptyList())
         }
 
         private fun ints(array: JSONArray) = IntArray(array.length()) { array.getInt(it) }
@@ -105,17 +201,6 @@ class SessionPlan(
             for ((name, number) in PURPOSES) require(purposes.optInt(name, -1) == number) { "random purpose $name is not $number" }
             val layers = plan.getJSONArray("sparse_layers").let { a -> List(a.length()) { a.getString(it) } }
             val numClasses = plan.getInt("num_classes")
-            val tasksJson = plan.getJSONArray("tasks")
-            val tasks = List(tasksJson.length()) { index ->
-                val task = tasksJson.getJSONObject(index)
-                val eventsJson = task.getJSONArray("events")
-                PlanTask(ints(task.getJSONArray("classes")), task.getInt("training_examples"), List(eventsJson.length()) {
-                    val e = eventsJson.getJSONObject(it)
-                    PlanEvent(e.getInt("epoch"), e.getInt("numerator"), e.getInt("denominator"), e.getInt("update_index"),
-                        e.getBoolean("mask_update"), e.getInt("seed"), ints(e.getJSONArray("prune_to")),
-                        ints(e.getJSONArray("grow_to")), e.getInt("removal_stage"), e.getInt("removal_target"))
-                })
-            }
             val result = SessionPlan(
                 plan.getLong("seed"), plan.getInt("epochs_per_task"), plan.getInt("batch_size"), numClasses,
                 LearningRate(rate.getString("schedule"), rate.getDouble("base"), rate.getDouble("final_fraction"),
@@ -124,7 +209,7 @@ class SessionPlan(
                 replay.getInt("draws"), replay.getInt("batch_size"), plan.getBoolean("momentum_reset_per_task"),
                 plan.getString("unit"), layers, ints(plan.getJSONArray("layer_units")), plan.getInt("dgm_refresh_every"),
                 floats(normalization.getJSONArray("mean")), floats(normalization.getJSONArray("std")),
-                augmentation.getString("kind"), augmentation.getInt("crop_padding"), tasks)
+                augmentation.getString("kind"), augmentation.getInt("crop_padding"), schedule(plan.getJSONObject("schedule")))
             result.validate()
             return result
         }
@@ -146,16 +231,17 @@ class SessionPlan(
             require(schedule in SCHEDULES && base > 0.0 && base.isFinite() && finalFraction in 0.0..1.0 &&
                 gamma > 0.0 && gamma <= 1.0 && milestones.all { it > 0.0 && it < 1.0 }) { "learning_rate '$this' is not a schedule this session runs" }
         }
-        require(tasks.isNotEmpty()) { "no tasks" }
-        for ((index, task) in tasks.withIndex()) {
-            require(task.classes.isNotEmpty() && task.classes.all { it in 0 until numClasses }) { "task $index has classes outside 0..${numClasses - 1}" }
-            require(task.trainingExamples >= batchSize) { "task $index has ${task.trainingExamples} examples, fewer than a batch" }
-            for (e in task.events) {
-                require(e.epoch in 0 until epochsPerTask && e.denominator > 0 && e.numerator in 0..e.denominator) {
-                    "task $index has an event outside its epochs" }
-                require(!e.maskUpdate || (e.pruneTo.size == sparseLayers.size && e.growTo.size == sparseLayers.size)) {
-                    "task $index mask update has counts for ${e.pruneTo.size} layers, not ${sparseLayers.size}" }
-                require(e.removalStage >= 0 && e.removalTarget in 0..task.trainingExamples) { "task $index has a bad removal stage" }
+        with(schedule) {
+            require(updatesPerTask >= 2 && maskRule in MASK_RULES) { "schedule: updates_per_task $updatesPerTask (>= 2) or mask_rule '$maskRule' $MASK_RULES" }
+            require(removalFraction in 0.0..1.0 && removalStages in 0 until updatesPerTask) { "schedule: removal $removalFraction in $removalStages stages" }
+            if (maskRule != "none" && unit == "filter_slots")
+                require(maskRule == "tdm" && filterCounts.size == sparseLayers.size && filterCounts.all { it.size == 3 && it.all { v -> v >= 0 } }) {
+                    "schedule: filter_slots need mask_rule tdm and [target, opening, swap] per layer" }
+            if (maskRule != "none" && unit == "weights") {
+                require(layerTargets.size == sparseLayers.size && layerTargets.all { it >= 0.0 && it < 1.0 }) {
+                    "schedule: layer_targets needs a sparsity in [0, 1) for each of ${sparseLayers.size} layers" }
+                require(listOf(openFraction, swapFraction, rigl.dropFraction, rigl.endFraction).all { it in 0.0..1.0 } && rigl.horizonTasks >= 1) {
+                    "schedule: tdm and rigl fractions must lie in [0, 1], rigl.horizon_tasks >= 1" }
             }
         }
     }

@@ -43,4 +43,6 @@ interface TaskStream {
     val numTasks: Int
     fun training(task: Int): TaskExamples
     fun test(task: Int): TaskExamples
+    /** The task's classes (its current-task CL mask and task-IL evaluation), ascending. */
+    fun classes(task: Int): IntArray
 }
