@@ -13,6 +13,7 @@ are the engine's (`engine.KerasEngine`) and everything else is the one task loop
 """
 
 import dataclasses
+import os
 
 import keras
 import numpy as np
@@ -20,6 +21,7 @@ import tensorflow as tf
 
 from sparcl_tf import results as run_results
 from sparcl_tf.config import USER_MODEL, SparCL, apply_overrides, base_config, validate
+from sparcl_tf.data.examples import checked_classes, checked_examples
 from sparcl_tf.data.tasks import Task, TaskSequence
 from sparcl_tf.distribute import Replication
 from sparcl_tf.engine import KerasEngine, image_stream, model_description, sparse_units
@@ -96,36 +98,6 @@ def _checked_model(model):
         raise ValueError(f"the model's last layer {last.name!r} applies softmax: the learner "
                          f"needs logits (activation=None)")
     return shape, int(model.outputs[0].shape[-1])
-
-
-def _arrays(data, labels, what, image_shape, num_classes):
-    """(images, labels) numpy from arrays or a tf.data.Dataset of (image, label) elements or
-    batches; ValueError naming `what` for bad shapes, dtypes, values."""
-    if labels is None:
-        if not hasattr(data, "as_numpy_iterator"):
-            raise ValueError(f"{what}: give images and labels, or a tf.data.Dataset of "
-                             f"(image, label)")
-        pairs = list(data.as_numpy_iterator())
-        if not pairs:
-            raise ValueError(f"{what}: the dataset is empty")
-        batched = np.ndim(pairs[0][0]) == len(image_shape) + 1
-        stack = np.concatenate if batched else np.stack
-        data, labels = stack([p[0] for p in pairs]), stack([p[1] for p in pairs])
-    images, labels = np.asarray(data), np.asarray(labels)
-    if images.shape[1:] != image_shape or len(images) != len(labels) or labels.ndim != 1:
-        raise ValueError(f"{what}: images {images.shape} and labels {labels.shape} do not fit "
-                         f"the model's input {image_shape} (one label per image)")
-    if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
-        raise ValueError(f"{what}: images must be uint8 or float, got {images.dtype}")
-    if images.dtype != np.uint8 and not np.isfinite(images).all():
-        raise ValueError(f"{what}: images hold NaN or Inf")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{what}: labels must be integers, got {labels.dtype}")
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"{what}: labels must lie in [0, {num_classes}), got "
-                         f"[{labels.min()}, {labels.max()}]")
-    return images if images.dtype == np.uint8 else images.astype(np.float32), labels.astype(
-        np.int64)
 
 
 class ContinualLearner:
@@ -236,12 +208,10 @@ class ContinualLearner:
             raise RuntimeError(f"task {self.progress.task + 1} did not finish; make a new learner "
                                f"(with a workdir it resumes where the task stopped)")
         shape, num_classes = self.tasks.image_shape, self.tasks.num_classes
-        x, y = _arrays(x, y, "fit_task", shape, num_classes)
-        x_test, y_test = _arrays(*test_data, "test_data", shape, num_classes) \
+        x, y = checked_examples(x, y, "fit_task", shape, num_classes)
+        x_test, y_test = checked_examples(*test_data, "test_data", shape, num_classes) \
             if test_data is not None else (x[:0], y[:0])
-        classes = np.unique(y) if classes is None else np.unique(np.asarray(classes, np.int64))
-        if not np.isin(y, classes).all() or not np.isin(y_test, classes).all():
-            raise ValueError(f"fit_task: labels outside classes {classes.tolist()}")
+        classes = checked_classes(classes, y, "fit_task", num_classes, y_test)
         if len(y) < self.config.batch_size:
             raise ValueError(f"fit_task: {len(y)} examples are fewer than batch_size="
                              f"{self.config.batch_size}")
@@ -265,8 +235,8 @@ class ContinualLearner:
     def evaluate(self, x, y=None, classes=None):
         """{'class_il', 'task_il'} accuracy (%) on images `x`, labels `y` (task-IL: argmax over
         `classes`, default those in `y`)."""
-        x, y = _arrays(x, y, "evaluate", self.tasks.image_shape, self.tasks.num_classes)
-        classes = np.unique(y) if classes is None else np.unique(np.asarray(classes, np.int64))
+        x, y = checked_examples(x, y, "evaluate", self.tasks.image_shape, self.tasks.num_classes)
+        classes = checked_classes(classes, y, "evaluate", self.tasks.num_classes)
         stream = self.session.stream
         class_il, task_il = accuracies(
             self.engine.logits(stream.prepare(x)),
@@ -277,13 +247,24 @@ class ContinualLearner:
         """results.json's fields for the tasks trained so far."""
         return self.session.results()
 
-    def export(self, output_dir, flex=False):
+    def export(self, output_dir, flex=False, with_state=False):
         """The trained network as a builtins-only training .tflite (`model.tflite`,
         `signatures.json`, `op_audit.json` in `output_dir`), as tools.convert writes a run's;
-        returns (path, op audit)."""
+        returns (path, op audit). `with_state`: also the learner's whole state (replay buffer,
+        example statistics, tasks seen, accuracy so far) in `output_dir/state`, the folder a
+        `sparcl_tf.ondevice.DeviceLearner` continues from (between tasks only)."""
+        from sparcl_tf.export.device_state import check_handover, write_device_state
         from sparcl_tf.export.files import export_training_files
-        return export_training_files(self.config, self.network, self.session.plan, output_dir,
-                                     method=self.engine.method, flex=flex)
+        state_dir = os.path.join(output_dir, "state")
+        if with_state:
+            check_handover(state_dir, self.session)
+        path, audit = export_training_files(self.config, self.network, self.session.plan,
+                                            output_dir, method=self.engine.method, flex=flex)
+        if with_state:
+            write_device_state(state_dir, path, self.session, {
+                layer.name: gradient.numpy() for layer, gradient in zip(
+                    self.model.sparse, self.model.last_gradients)})
+        return path, audit
 
     def strip(self):
         """The trained network as a plain Keras model, the zeros baked in."""

@@ -210,13 +210,14 @@ def test_task_data_file_holds_the_stream_the_loop_trains_on(idx_folder, tmp_path
     method = build_method(config.method)
     path = write_task_data(str(tmp_path / "data.npz"), tasks, method)
     with np.load(path) as data:
-        assert sorted(data.files) == sorted(f"{split}_{what}_{t}" for t in range(2) for split, what
-                                            in (("train", "images"), ("train", "labels"),
-                                                ("train", "ids"), ("test", "images"),
-                                                ("test", "labels")))
+        assert sorted(data.files) == sorted(
+            [f"{split}_{what}_{t}" for t in range(2) for split, what in (
+                ("train", "images"), ("train", "labels"), ("train", "ids"), ("test", "images"),
+                ("test", "labels"))] + ["classes_0", "classes_1"])
         for t in range(2):
             x, y, ids = method.task_training_data(tasks, t)
             assert data[f"train_images_{t}"].dtype == x.dtype
             np.testing.assert_array_equal(data[f"train_images_{t}"], x)
             np.testing.assert_array_equal(data[f"train_ids_{t}"], ids)
             np.testing.assert_array_equal(data[f"test_labels_{t}"], tasks.tasks[t].y_test)
+            np.testing.assert_array_equal(data[f"classes_{t}"], tasks.tasks[t].classes)

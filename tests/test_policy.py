@@ -19,7 +19,7 @@ from sparcl_tf.session.plan import SessionPlan, removal_targets
 from sparcl_tf.session.trace import TraceFile, read_trace
 from tools import policy_golden
 
-GOLDEN = os.path.join(ROOT, "tflite", "session_golden.json")
+GOLDEN = os.path.join(ROOT, policy_golden.JSON_PATH)
 SIZES = (237, 300, 411)
 
 
@@ -36,6 +36,21 @@ def test_kotlin_computes_the_golden_events(session_build):
     events = sum(len(task["events"]) for case in policy_golden.golden_vectors()["cases"]
                  for task in case["tasks"])
     assert ran.stdout.strip() == f"golden: 6 cases, {events} events equal"
+
+
+def test_the_board_c_code_computes_the_golden_events(tmp_path):
+    with open(os.path.join(ROOT, policy_golden.TEXT_PATH)) as handle:
+        assert handle.read() == policy_golden.golden_text(policy_golden.golden_vectors())
+    micro = os.path.join(ROOT, "tflite", "micro")
+    built = subprocess.run(["make", "-C", micro, f"BUILD={tmp_path}",
+                            f"{tmp_path}/test_sparcl_policy"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([f"{tmp_path}/test_sparcl_policy", policy_golden.TEXT_PATH], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    weight_events = sum(len(task["events"]) for case in policy_golden.golden_vectors()["cases"]
+                        if case["plan"]["unit"] == "weights" for task in case["tasks"])
+    assert ran.returncode == 0 and ran.stdout.strip() == (
+        f"policy: {weight_events} golden events equal"), ran.stderr
 
 
 def test_a_plan_file_of_an_older_version_says_to_convert_again():

@@ -1,7 +1,7 @@
 r"""Converts a run's network into a builtins-only .tflite with on-device training signatures.
 
   python -m tools.convert --workdir=W [--config=configs/split_fmnist.py:sparcl_derpp_90]
-      [--state=checkpoint|initial] [--flex] [--task_data] [--output_dir=DIR]
+      [--state=checkpoint|initial] [--flex] [--with_state] [--task_data] [--output_dir=DIR]
 
 Takes W/config.json and W's latest checkpoint (or, for a workdir without a run, a fresh model
 from --config) and writes W/model.tflite, W/signatures.json (every signature's inputs and outputs:
@@ -9,8 +9,10 @@ name, shape, dtype, meaning; the sparse layers in update_masks' order) and W/op_
 per signature, Flex ops listed). --state=initial embeds the run's starting state instead (seeded
 weights and initial masks: the state the Keras trainer starts from), for an on-device session
 that repeats the run. --flex adds save/restore signatures that need the Select-TF runtime.
---task_data also writes task_data.npz (the run's task stream, for the Kotlin session on a desktop
-JVM). A graph that would need a Flex op without --flex fails with one line naming the op. A run
+--with_state also writes W/state, the run's whole state (replay buffer, example statistics, tasks
+seen, accuracy so far) as the folder a `sparcl_tf.ondevice.DeviceLearner` continues from, so a
+device goes on where the host stopped. --task_data also writes task_data.npz (the run's task
+stream, for the Kotlin session on a desktop JVM). A graph that would need a Flex op without --flex fails with one line naming the op. A run
 trained under `distribute.strategy` is read on one device. The
 run is read, never written (no config.json, events or folders appear in W when --output_dir
 points elsewhere); a run with a config but no checkpoint is refused unless --state=initial.
@@ -31,6 +33,9 @@ _STATE = flags.DEFINE_enum("state", "checkpoint", ["checkpoint", "initial"],
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
                                   "Where the model and its descriptions go (default: --workdir).")
 _FLEX = flags.DEFINE_bool("flex", False, "Add save/restore signatures (Select-TF ops).")
+_WITH_STATE = flags.DEFINE_bool("with_state", False, "Also write OUTPUT_DIR/state: the run's "
+                                 "whole state (replay buffer, example statistics, tasks seen), "
+                                 "the folder a DeviceLearner continues from.")
 _TASK_DATA = flags.DEFINE_bool("task_data", False, "Also write task_data.npz: the run's task "
                                "stream, for a host without the data set (the JVM session).")
 
@@ -77,14 +82,12 @@ def main(argv):
             os.path.join(workdir, "checkpoints"), {}).latest() is None:
         cli.fail(f"{workdir} has a config but no checkpoint: train it first (tools.train "
                  f"--workdir={workdir}), or pass --state=initial for its untrained start")
-    from sparcl_tf.export.files import export_training_files
-
     run = cli.run_or_exit(lambda: _run(config, workdir, has_run))
     if not has_run:
         print(f"{workdir} holds no run: the model embeds a fresh --config model's initial state")
     try:
-        path, audit = cli.run_or_exit(lambda: export_training_files(
-            config, run.network, run.plan, output_dir, flex=_FLEX.value))
+        path, audit = cli.run_or_exit(lambda: run.learner.export(
+            output_dir, flex=_FLEX.value, with_state=_WITH_STATE.value))
         if _TASK_DATA.value:
             from sparcl_tf.ondevice.task_data import write_task_data
             data_path = write_task_data(os.path.join(output_dir, "task_data.npz"), run.tasks,

@@ -1,15 +1,18 @@
 """Golden vectors of the session policy: the events Python's planner computes for many task
 indices and sizes, which the Kotlin session (`GoldenCheck.kt`) and the board C code
-(`test_sparcl_micro.c`) must compute alike.
+(`test_sparcl_policy.c`) must compute alike.
 
-  python -m tools.policy_golden tflite/session_golden.json
+  python -m tools.policy_golden
 
-writes the file; tests/test_policy_golden.py checks that it is current and runs both twins on it.
+writes tflite/session_golden.json (every case) and tflite/micro/session_golden.txt (the
+weight-unit cases, as numbers a C test reads with fscanf); tests/test_policy.py checks that both
+are current and runs the Kotlin and C twins on them.
 The cases cover weight masks under TDM and RigL (past its task horizon too), filter slots, data
 removal with and without mask updates, and task sizes that are not multiples of the batch.
 """
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -74,11 +77,55 @@ def golden_vectors():
             "cases": cases}
 
 
-def write(path):
-    with open(path, "w") as handle:
-        json.dump(golden_vectors(), handle, separators=(",", ":"))
+RULES = {"none": 0, "tdm": 1, "rigl": 2}  # sparcl_policy.h's SPARCL_RULE_*
+
+
+def golden_text(vectors):
+    """The weight-unit cases of `vectors` as lines of numbers (doubles in shortest round-trip
+    form, which strtod reads back exactly): per case `case NAME`, `policy seed epochs updates
+    rule stages fraction open swap drop end horizon layers`, `units ...`, `targets ...`; per
+    task `task index examples events`; per event `event epoch numerator denominator update
+    mask seed stage target prune... grow...`."""
+    lines = []
+    for case in vectors["cases"]:
+        plan = case["plan"]
+        if plan["unit"] != "weights":
+            continue
+        entry = plan["schedule"]
+        tdm, rigl = entry.get("tdm", {}), entry.get("rigl", {})
+        lines += [f"case {case['name']}", " ".join(str(v) for v in (
+            "policy", plan["seed"], plan["epochs_per_task"], entry["updates_per_task"],
+            RULES[entry["mask_rule"]], entry["removal"]["stages"],
+            repr(float(entry["removal"]["fraction"])), repr(float(tdm.get("open_fraction", 0))),
+            repr(float(tdm.get("swap_fraction", 0))), repr(float(rigl.get("drop_fraction", 0))),
+            repr(float(rigl.get("end_fraction", 0))), rigl.get("horizon_tasks", 1),
+            len(plan["layer_units"]))),
+            " ".join(["units"] + [str(u) for u in plan["layer_units"]]),
+            " ".join(["targets"] + [repr(float(t)) for t in entry.get(
+                "layer_targets", [0.0] * len(plan["layer_units"]))])]
+        for task in case["tasks"]:
+            lines.append(f"task {task['task']} {task['examples']} {len(task['events'])}")
+            for e in task["events"]:
+                counts = (e["prune_to"] + e["grow_to"]) if e["mask_update"] else []
+                lines.append("event " + " ".join(str(int(v)) for v in (
+                    e["epoch"], e["numerator"], e["denominator"], e["update_index"],
+                    e["mask_update"], e["seed"], e["removal_stage"], e["removal_target"],
+                    *counts)))
+    return "\n".join(lines) + "\n"
+
+
+JSON_PATH = os.path.join("tflite", "session_golden.json")
+TEXT_PATH = os.path.join("tflite", "micro", "session_golden.txt")
+
+
+def write(root="."):
+    vectors = golden_vectors()
+    with open(os.path.join(root, JSON_PATH), "w") as handle:
+        json.dump(vectors, handle, separators=(",", ":"))
         handle.write("\n")
+    with open(os.path.join(root, TEXT_PATH), "w") as handle:
+        handle.write(golden_text(vectors))
 
 
 if __name__ == "__main__":
-    write(sys.argv[1])
+    write(sys.argv[1] if len(sys.argv) > 1 else ".")

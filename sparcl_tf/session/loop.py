@@ -68,6 +68,7 @@ class Progress(run_results.RunCounters):
     active: list = None               # active units per sparse layer
     gradient_density_sum: list = None
     gradient_density_steps: int = 0
+    task_examples: list = dataclasses.field(default_factory=list)  # training examples per task
     config_hash: str = ""             # the run's config (`config_hash`): a resume must match it
 
     @classmethod
@@ -458,12 +459,17 @@ class SessionLoop:
         self.callbacks = callbacks
         if callbacks is not None:
             callbacks.on_train_begin()
+        if len(progress.task_examples) < progress.task <= self._num_tasks:  # an older checkpoint
+            progress.task_examples = [len(self.stream.training(t)[2])
+                                      for t in range(progress.task)]
         for task_index in range(progress.task, self._num_tasks):
             arrays = self.stream.training(task_index)
             if len(arrays[2]) < plan.batch_size:
                 raise ConfigError(f"task {task_index} has {len(arrays[2])} training examples, "
                                   f"fewer than batch_size={plan.batch_size}")
             self._begin_task(task_index, len(arrays[2]))
+            del progress.task_examples[task_index:]
+            progress.task_examples.append(len(arrays[2]))
             while progress.epoch < plan.epochs_per_task:
                 self._train_epoch(task_index, arrays)
                 if progress.epoch < plan.epochs_per_task:
@@ -488,8 +494,7 @@ class SessionLoop:
                    **run_results.accuracy(progress.class_il_matrix, progress.task_il_matrix)}
         if self.ledger is not None:
             results.update(run_results.cost(self.ledger, progress))
-        results["training_examples"] = int(sum(len(self.stream.training(t)[2])
-                                               for t in range(self._num_tasks)))
+        results["training_examples"] = int(sum(progress.task_examples))
         results["gradient_density"] = {name: float(value) for name, value in
                                        zip(self.engine.layer_names, density)}
         results.update(self.engine.results())

@@ -4,6 +4,7 @@
 package org.tensorflow.lite;
 
 import java.io.File;
+import java.nio.ByteBuffer;
 import java.util.Map;
 
 public final class Interpreter implements AutoCloseable {
@@ -13,6 +14,7 @@ public final class Interpreter implements AutoCloseable {
     }
 
     public Interpreter(File modelFile, Options options) { throw new UnsupportedOperationException(); }
+    public Interpreter(ByteBuffer byteBuffer, Options options) { throw new UnsupportedOperationException(); }
     public String[] getSignatureKeys() { throw new UnsupportedOperationException(); }
     public String[] getSignatureInputs(String signatureKey) { throw new UnsupportedOperationException(); }
     public String[] getSignatureOutputs(String signatureKey) { throw new UnsupportedOperationException(); }

@@ -4,6 +4,7 @@ package org.tensorflow.lite;
 public interface Tensor {
     DataType dataType();
     int[] shape();
+    int[] shapeSignature();
     String name();
     int numBytes();
 }

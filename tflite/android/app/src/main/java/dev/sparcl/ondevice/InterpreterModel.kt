@@ -7,17 +7,25 @@ import org.tensorflow.lite.Interpreter
 
 /**
  * The Android adapter: a [TrainingModel] over LiteRT's `org.tensorflow.lite.Interpreter` (Gradle:
- * `com.google.ai.edge.litert:litert`). One interpreter holds the model's variables, shared by all
- * its signatures; it is not thread-safe, so one thread drives a session.
+ * `com.google.ai.edge.litert:litert`), from a model `File` or a `ByteBuffer` (an asset mapped with
+ * `assets.openFd(...)`, or the file's bytes in a direct buffer). One interpreter holds the model's
+ * variables, shared by all its signatures; it is not thread-safe, so one thread drives a session.
+ * The Java API's own exceptions (`IllegalArgumentException`, `IllegalStateException`) come out as
+ * [SessionError].
  */
-class InterpreterModel(modelFile: File, threads: Int = 2) : TrainingModel {
-    private val interpreter = Interpreter(modelFile, Interpreter.Options().setNumThreads(threads))
+class InterpreterModel private constructor(private val interpreter: Interpreter) : TrainingModel {
+    constructor(modelFile: File, threads: Int = 2) :
+        this(javaApi("load ${modelFile.name}") { Interpreter(modelFile, Interpreter.Options().setNumThreads(threads)) })
+    constructor(model: ByteBuffer, threads: Int = 2) :
+        this(javaApi("load the model buffer") { Interpreter(model, Interpreter.Options().setNumThreads(threads)) })
 
-    override val signatures: Map<String, Signature> = interpreter.signatureKeys.associateWith { key ->
-        Signature(
-            interpreter.getSignatureInputs(key).associateWith { spec(interpreter.getInputTensorFromSignature(it, key)) },
-            interpreter.getSignatureOutputs(key).associateWith { spec(interpreter.getOutputTensorFromSignature(it, key)) },
-        ).also { JavaApiRules.checkSignature(key, it) }
+    override val signatures: Map<String, Signature> = javaApi("read the signatures") {
+        interpreter.signatureKeys.associateWith { key ->
+            Signature(
+                interpreter.getSignatureInputs(key).associateWith { spec(interpreter.getInputTensorFromSignature(it, key)) },
+                interpreter.getSignatureOutputs(key).associateWith { spec(interpreter.getOutputTensorFromSignature(it, key)) },
+            ).also { JavaApiRules.checkSignature(key, it) }
+        }
     }
 
     override fun run(key: String, inputs: Map<String, ByteBuffer>): Map<String, ByteBuffer> {
@@ -25,12 +33,21 @@ class InterpreterModel(modelFile: File, threads: Int = 2) : TrainingModel {
         JavaApiRules.checkInputs(key, signature, inputs)
         inputs.values.forEach { it.rewind() }
         val outputs = signature.outputs.mapValues { (_, spec) -> directBuffer(spec.bytes) }
-        interpreter.runSignature(inputs, outputs, key)
+        javaApi("run '$key'") { interpreter.runSignature(inputs, outputs, key) }
         outputs.values.forEach { it.rewind() }
         return outputs
     }
 
     override fun close() = interpreter.close()
+
+    private companion object {
+        /** [call], with the Java API's exceptions as one-line [SessionError]s naming [what] it did. */
+        fun <T> javaApi(what: String, call: () -> T): T = try { call() } catch (error: IllegalArgumentException) {
+            throw SessionError("LiteRT cannot $what: ${error.message?.lineSequence()?.first()}")
+        } catch (error: IllegalStateException) {
+            throw SessionError("LiteRT cannot $what: ${error.message?.lineSequence()?.first()}")
+        }
+    }
 
     private fun spec(tensor: org.tensorflow.lite.Tensor): TensorSpec {
         val type = when (tensor.dataType()) {
@@ -43,6 +60,7 @@ class InterpreterModel(modelFile: File, threads: Int = 2) : TrainingModel {
             DataType.BOOL -> ElementType.BOOL
             else -> throw SessionError("tensor ${tensor.name()} has type ${tensor.dataType()}, which a session cannot exchange")
         }
-        return TensorSpec(tensor.shape(), type)
+        // shape() reports 1 for a dynamic dimension; only shapeSignature() shows it as -1.
+        return TensorSpec(tensor.shapeSignature(), type)
     }
 }

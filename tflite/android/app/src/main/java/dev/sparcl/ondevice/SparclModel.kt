@@ -37,8 +37,13 @@ class SparclModel(private val model: TrainingModel, private val plan: SessionPla
         )
         if (plan.hasMaskUpdates) expected["update_masks prune_to"] =
             signatures.getValue("update_masks").inputs["prune_to"]?.shape?.toList() to listOf(plan.sparseLayers.size)
+        val types = mapOf("images" to ElementType.FLOAT32, "labels" to ElementType.INT32, "class_mask" to ElementType.FLOAT32,
+            "replay_images" to ElementType.FLOAT32, "replay_labels" to ElementType.INT32, "replay_logits" to ElementType.FLOAT32,
+            "replay_weight" to ElementType.FLOAT32, "refresh_gradient_masks" to ElementType.FLOAT32, "learning_rate" to ElementType.FLOAT32)
+        val typeGaps = train.filter { (name, spec) -> name in types && spec.type != types[name] }
+            .map { (name, spec) -> "train $name: model ${spec.type.name.lowercase()}, session ${types.getValue(name).name.lowercase()}" }
         val gaps = expected.filter { (_, pair) -> pair.first != pair.second }
-            .map { (what, pair) -> "$what: model ${pair.first ?: "none"}, plan ${pair.second ?: "none"}" }
+            .map { (what, pair) -> "$what: model ${pair.first ?: "none"}, plan ${pair.second ?: "none"}" } + typeGaps
         if (gaps.isNotEmpty())
             throw SessionError("the model does not match its session plan (${gaps.joinToString("; ")}); convert it again")
         stateSpec = signatures.getValue("set_state").inputs
