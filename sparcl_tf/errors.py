@@ -31,3 +31,8 @@ class ClusterError(SparclError):
 
 class ExportError(SparclError):
     """A network's training graph cannot be converted to a builtins-only .tflite."""
+
+
+class TaskCancelled(Exception):
+    """A task stopped by its cancellation hook between two steps, its state saved: the next call
+    with the same task goes on from there. Not a SparclError: nothing was wrong."""

@@ -37,7 +37,10 @@ def plot_task_curves(results, path):
     steps = np.arange(matrix.shape[0])
     for task in range(matrix.shape[1]):
         axis.plot(steps[task:], matrix[task:, task], marker="o", label=f"task {task}")
-    axis.plot(steps, np.nanmean(matrix, axis=1), color="black", linewidth=2.5, label="average")
+    evaluated = ~np.isnan(matrix)  # a task without a test set is NaN in every row
+    average = np.where(evaluated.any(axis=1), np.nansum(matrix, axis=1) / np.maximum(
+        evaluated.sum(axis=1), 1), np.nan)
+    axis.plot(steps, average, color="black", linewidth=2.5, label="average")
     axis.set(xlabel="after training task", ylabel="class-IL accuracy (%)", ylim=(0, 100),
              xticks=steps, title=f"{results['preset'] or results['method']} - per-task accuracy")
     axis.legend(fontsize=7, ncol=2)

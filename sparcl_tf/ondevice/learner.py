@@ -39,9 +39,11 @@ from sparcl_tf.session.loop import SessionLoop
 class DeviceLearner:
     """Learns tasks as they arrive through the training .tflite at `model_path` (converted by
     `tools.convert` or `ContinualLearner.export`, signatures.json beside it), living in
-    `state_dir`. `close()` (or a `with` block) releases the folder."""
+    `state_dir`. `close()` (or a `with` block) releases the folder. `trace` hears the session's
+    records (`session.trace`); `cancelled()`, asked between steps, stops a task with its state
+    saved (`TaskCancelled`)."""
 
-    def __init__(self, model_path, state_dir, threads=DEFAULT_THREADS, verbose=0):
+    def __init__(self, model_path, state_dir, threads=DEFAULT_THREADS, verbose=0, trace=None):
         plan = read_plan(model_path)
         if plan is None or not plan.run_config or not plan.model:
             raise DataError(f"no session plan beside {model_path} (signatures.json): convert the "
@@ -71,7 +73,8 @@ class DeviceLearner:
             self.engine = LiteRTEngine(self.device, plan, state_dir)
             self.session = SessionLoop(
                 plan, self.engine, image_stream(self.method, self.tasks), self.config, state_dir,
-                self._identity(), ledger=FlopsLedger(plan.model["flops"]), verbose=verbose)
+                self._identity(), ledger=FlopsLedger(plan.model["flops"]), verbose=verbose,
+                trace=trace)
         except BaseException:
             self.close()
             raise
@@ -97,11 +100,13 @@ class DeviceLearner:
     def _checked(self, x, y, what):
         return checked_examples(x, y, what, tuple(self.plan.image_shape), self.plan.num_classes)
 
-    def fit_task(self, x, y, classes=None, test_data=None):
+    def fit_task(self, x, y, classes=None, test_data=None, cancelled=None):
         """Learns the next task: images `x` (uint8 pixels or [0, 1] floats) with labels `y`, at
         least one batch; `classes` its classes (default: those in `y`); `test_data` (x, y) to
         evaluate it on after this and every later task (None: not evaluated). A task stopped
-        in the middle continues when given the same data again. Returns the results so far.
+        in the middle continues when given the same data again; `cancelled()`, asked between
+        steps, stops it there with its state saved (`sparcl_tf.errors.TaskCancelled`). Returns
+        the results so far.
         Bad arguments raise one ValueError and change nothing."""
         x, y = self._checked(x, y, "fit_task")
         test = self._checked(*test_data, "test_data") if test_data is not None else None
@@ -123,7 +128,7 @@ class DeviceLearner:
                                   self.tasks.class_order, self.tasks.mean, self.tasks.std,
                                   self.record.next_id)
         self.session.extend(image_stream(self.method, self.tasks), self._identity())
-        return self.session.run()
+        return self.session.run(cancelled=cancelled)
 
     def predict(self, x):
         """Logits of images `x` (argmax: the predicted class)."""

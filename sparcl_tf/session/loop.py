@@ -40,7 +40,7 @@ from sparcl_tf.checkpoint import CheckpointManager
 from sparcl_tf.config import differing_fields
 from sparcl_tf.data.augment import make_augment
 from sparcl_tf.data.pipeline import segment_batches
-from sparcl_tf.errors import CheckpointError, ConfigError, DivergedError
+from sparcl_tf.errors import CheckpointError, ConfigError, DivergedError, TaskCancelled
 from sparcl_tf.evaluation import accuracies
 from sparcl_tf.example_stats import ExampleStats, margin
 from sparcl_tf.replay import ReservoirBuffer
@@ -171,6 +171,7 @@ class SessionLoop:
         self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) \
             if workdir is not None and config.log.tensorboard and not read_only else None
         self.callbacks = None  # Keras callbacks of the current `run`
+        self._cancelled = lambda: False  # the current `run`'s cancellation hook
         self._clock_start = time.perf_counter()
 
     def extend(self, stream, identity):
@@ -350,6 +351,11 @@ class SessionLoop:
         for batch_rows, cursor in zip(rows, cursors):
             loss, accuracy = self._step(x, y, ids, batch_rows, task_index)
             self._after_step(int(cursor), loss, accuracy)
+            if self._cancelled():
+                self.save()
+                raise TaskCancelled(f"task {task_index + 1} was cancelled after step "
+                                    f"{progress.global_step - 1}; its state is saved and the "
+                                    f"next run goes on from there")
 
     def _train_epoch(self, task_index, arrays):
         plan, progress = self.plan, self.progress
@@ -450,11 +456,14 @@ class SessionLoop:
         progress.task = task_index + 1
         progress.epoch, progress.epoch_order, progress.cursor, progress.events_done = 0, None, 0, 0
 
-    def run(self, stop_after_task=None, label="", callbacks=None):
+    def run(self, stop_after_task=None, label="", callbacks=None, cancelled=None):
         """Trains the remaining tasks (or up to `stop_after_task`), then writes results.json and
         plots; returns the results (None when stopped early). `callbacks`: a Keras
-        `CallbackList`, told of the run's start and end, every epoch and every batch."""
+        `CallbackList`, told of the run's start and end, every epoch and every batch.
+        `cancelled()`, asked after every step: when true, the state is saved and
+        `TaskCancelled` raised (running again goes on from that step)."""
         plan, progress = self.plan, self.progress
+        self._cancelled = cancelled or (lambda: False)
         self._label, self._prefix = f"  ({label})" if label else "", f"[{label}] " if label else ""
         self.callbacks = callbacks
         if callbacks is not None:

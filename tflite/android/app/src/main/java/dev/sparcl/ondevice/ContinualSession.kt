@@ -17,8 +17,7 @@ class ContinualSession(
     private val model: SparclModel, private val plan: SessionPlan, private val stream: TaskStream,
     stateDir: File, private val checkpointEverySteps: Int = 0, private val records: (JSONObject) -> Unit = {},
 ) {
-    private val numTasks = stream.numTasks
-    private val numExampleIds: Int
+    private val numTasks: Int get() = stream.numTasks  // grows as an app's tasks arrive
     private val buffer: ReservoirBuffer?
     private val stats: ExampleStats
     private val augment = Augment(plan)
@@ -43,27 +42,36 @@ class ContinualSession(
     private val removedByTask = mutableListOf<IntArray>()
     private val activeAfterUpdates = mutableListOf<IntArray>()  // [task, update, active per layer...]
 
+    private var cancelled: () -> Boolean = { false }
+    private var taskExamples = mutableListOf<Int>()  // training examples of every task begun
     private var events = emptyList<PlanEvent>()  // this task's, from the plan's policy and the task's size
     private var classMask = FloatArray(0)
     private var replayOn = false
 
     init {
-        val ids = (0 until numTasks).flatMap { stream.training(it).ids.toList() }
-        if (ids.any { it < 0 }) throw SessionError("example ids must be >= 0")
-        numExampleIds = (ids.maxOrNull() ?: -1) + 1
         buffer = if (plan.replayDraws > 0) ReservoirBuffer(plan.bufferSize, plan.imageSize, plan.numClasses, plan.seed) else null
-        stats = ExampleStats(maxOf(numExampleIds, 1))
+        stats = ExampleStats(1)  // grown to each task's ids as it begins
         files.latest()?.let { restore(files.load(it)) }
     }
 
     val finished: Boolean get() = task >= numTasks
 
-    /** Trains the remaining tasks (or stops after [stopAfterTask]); returns the results so far. */
-    fun run(stopAfterTask: Int = numTasks - 1): JSONObject {
+    /** The 0-based task the session trains next (or goes on with). */
+    val nextTask: Int get() = task
+
+    /**
+     * Trains the remaining tasks (or stops after [stopAfterTask]); returns the results so far.
+     * [cancelled] is asked between steps: when it says yes the session saves its state and throws
+     * [TaskCancelled]; running again goes on from that step.
+     */
+    fun run(stopAfterTask: Int = Int.MAX_VALUE, cancelled: () -> Boolean = { false }): JSONObject {
+        this.cancelled = cancelled
         while (task < numTasks && task <= stopAfterTask) {
             val data = stream.training(task)
             if (data.ids.size < plan.batchSize)
                 throw SessionError("task $task has ${data.ids.size} training examples, fewer than batch_size=${plan.batchSize}")
+            if (data.ids.any { it < 0 }) throw SessionError("task $task has example ids below 0")
+            stats.ensure((data.ids.maxOrNull() ?: -1) + 1)
             beginTask(data.ids.size)
             while (epoch < plan.epochsPerTask) {
                 trainEpoch(data)
@@ -85,6 +93,8 @@ class ContinualSession(
             stats.reset()
             removed.clear()
         }
+        while (taskExamples.size > task) taskExamples.removeAt(taskExamples.size - 1)
+        taskExamples.add(examples)
         events = plan.taskEvents(task, examples)
         val classes = stream.classes(task).toSet()
         classMask = FloatArray(plan.numClasses) { if (it in classes) 1f else 0f }
@@ -127,6 +137,10 @@ class ContinualSession(
             step(data, rows)
             cursor = positions[b * batch + batch - 1] + 1
             if (checkpointEverySteps > 0 && globalStep % checkpointEverySteps == 0L) save()
+            if (cancelled()) {
+                save()
+                throw TaskCancelled("task ${task + 1} was cancelled after step ${globalStep - 1}; its state is saved and the next run goes on from there")
+            }
         }
     }
 
@@ -191,20 +205,12 @@ class ContinualSession(
     }
 
     private fun endTask() {
-        val classRow = DoubleArray(numTasks) { Double.NaN }
-        val taskRow = DoubleArray(numTasks) { Double.NaN }
-        val allClasses = IntArray(plan.numClasses) { it }
+        val classRow = DoubleArray(task + 1) { Double.NaN }
+        val taskRow = DoubleArray(task + 1) { Double.NaN }
         for (t in 0..task) {
             val test = stream.test(t)
-            val logits = model.infer(test.images.prepare(IntArray(test.images.count) { it }, plan), test.images.count)
-            val classes = stream.classes(t)
-            var classHits = 0
-            var taskHits = 0
-            for (row in 0 until test.images.count) {
-                val label = test.labels[row]
-                if (argmax(logits, row, allClasses) == label) classHits++
-                if (argmax(logits, row, classes) == label) taskHits++
-            }
+            if (test.images.count == 0) continue  // no test set: not evaluated
+            val (classHits, taskHits) = hits(test, stream.classes(t))
             classRow[t] = 100.0 * (classHits.toDouble() / test.images.count)
             taskRow[t] = 100.0 * (taskHits.toDouble() / test.images.count)
         }
@@ -215,6 +221,31 @@ class ContinualSession(
         epoch = 0; epochOrder = null; cursor = 0; eventsDone = 0
     }
 
+    /** Logits of [images], prepared and run a few batches at a time (bounded memory). */
+    fun logits(images: ImageSet): FloatArray {
+        val logits = FloatArray(images.count * plan.numClasses)
+        val chunk = plan.batchSize * EVALUATION_BATCHES
+        for (start in 0 until images.count step chunk) {
+            val rows = IntArray(minOf(chunk, images.count - start)) { start + it }
+            System.arraycopy(model.infer(images.prepare(rows, plan), rows.size), 0, logits, start * plan.numClasses, rows.size * plan.numClasses)
+        }
+        return logits
+    }
+
+    /** (class-IL hits, task-IL hits) on [examples]: argmax over every class, and over [classes]. */
+    fun hits(examples: TaskExamples, classes: IntArray): Pair<Int, Int> {
+        val logits = logits(examples.images)
+        val allClasses = IntArray(plan.numClasses) { it }
+        var classHits = 0
+        var taskHits = 0
+        for (row in 0 until examples.images.count) {
+            val label = examples.labels[row]
+            if (argmax(logits, row, allClasses) == label) classHits++
+            if (argmax(logits, row, classes) == label) taskHits++
+        }
+        return classHits to taskHits
+    }
+
     /** The first of [candidates] with the largest logit in [row] (numpy's argmax rule). */
     private fun argmax(logits: FloatArray, row: Int, candidates: IntArray): Int {
         var best = candidates[0]
@@ -222,7 +253,11 @@ class ContinualSession(
         return best
     }
 
-    private fun row(values: DoubleArray) = JSONArray().also { array -> values.forEach { array.put(if (it.isNaN()) JSONObject.NULL else it) } }
+    /** A matrix row as JSON, padded with nulls to the tasks known now (a learner's rows grow). */
+    private fun row(values: DoubleArray) = JSONArray().also { array ->
+        values.forEach { array.put(if (it.isNaN()) JSONObject.NULL else it) }
+        repeat(maxOf(numTasks, task) - values.size) { array.put(JSONObject.NULL) }
+    }
 
     /** The trainer's result keys where they mean the same (class_il, task_il: the last row's mean),
      *  plus what only a device run reports: removed ids per task, active counts after every mask
@@ -239,7 +274,7 @@ class ContinualSession(
             .put("steps", globalStep)
             .put("examples_presented", examplesPresented)
             .put("examples_removed", removedByTask.sumOf { it.size })
-            .put("training_examples", (0 until numTasks).sumOf { stream.training(it).ids.size })
+            .put("training_examples", taskExamples.sum())
             .put("train_time_s", trainNanos / 1e9)
             .put("train_step_ms", if (globalStep > 0) trainNanos / 1e6 / globalStep else 0.0)
             .put("removed_example_ids", JSONArray().also { a -> removedByTask.forEach { a.put(JSONArray(it.toList())) } })
@@ -258,6 +293,8 @@ class ContinualSession(
         r.floats["losses"] = losses.toFloatArray()
         r.doubles["class_il"] = classIl.flatMap { it.toList() }.toDoubleArray()
         r.doubles["task_il"] = taskIl.flatMap { it.toList() }.toDoubleArray()
+        r.ints["matrix_row_sizes"] = classIl.map { it.size }.toIntArray()
+        r.ints["task_examples"] = taskExamples.toIntArray()
         r.ints["removed_by_task/sizes"] = removedByTask.map { it.size }.toIntArray()
         r.ints["removed_by_task"] = removedByTask.flatMap { it.toList() }.toIntArray()
         r.ints["active_after_mask_updates"] = activeAfterUpdates.flatMap { it.toList() }.toIntArray()
@@ -289,10 +326,14 @@ class ContinualSession(
         val classValues = r.double("class_il")
         val taskValues = r.double("task_il")
         classIl.clear(); taskIl.clear()
-        for (i in 0 until classValues.size / numTasks) {
-            classIl.add(classValues.copyOfRange(i * numTasks, (i + 1) * numTasks))
-            taskIl.add(taskValues.copyOfRange(i * numTasks, (i + 1) * numTasks))
+        var at = 0
+        for (size in r.int("matrix_row_sizes")) {
+            if (size < 0 || at + size > classValues.size || classValues.size != taskValues.size) throw SessionError("state file accuracy rows are malformed")
+            classIl.add(classValues.copyOfRange(at, at + size))
+            taskIl.add(taskValues.copyOfRange(at, at + size))
+            at += size
         }
+        taskExamples = r.int("task_examples").toMutableList()
         removedByTask.clear()
         var offset = 0
         val flat = r.int("removed_by_task")
@@ -301,6 +342,7 @@ class ContinualSession(
         val active = r.int("active_after_mask_updates")
         val width = 2 + plan.sparseLayers.size
         for (i in 0 until active.size / width) activeAfterUpdates.add(active.copyOfRange(i * width, (i + 1) * width))
+        stats.ensure(r.int("stats/presentations").size)
         for ((name, table) in listOf("presentations" to stats.presentations, "correct" to stats.correct,
                 "last_correct" to stats.lastCorrect, "forgetting_events" to stats.forgettingEvents))
             sized(r.int("stats/$name"), stats.size, "stats/$name").copyInto(table)
@@ -313,7 +355,11 @@ class ContinualSession(
             sized(r.int("buffer/example_ids"), b.exampleIds.size, "buffer/example_ids").copyInto(b.exampleIds)
             b.seen = r.long("buffer/seen")[0]
         }
-        if (task > numTasks || epoch > plan.epochsPerTask) throw SessionError("state file progress (task $task, epoch $epoch) is outside the plan")
+        if (task < 0 || epoch !in 0..plan.epochsPerTask) throw SessionError("state file progress (task $task, epoch $epoch) is outside the plan")
         model.setState(r.bytes.filterKeys { it.startsWith("model/") }.mapKeys { it.key.removePrefix("model/") })
+    }
+
+    private companion object {
+        const val EVALUATION_BATCHES = 8  // batches prepared at once when evaluating
     }
 }

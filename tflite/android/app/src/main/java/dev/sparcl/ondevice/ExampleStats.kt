@@ -5,12 +5,20 @@ package dev.sparcl.ondevice
  * `sparcl_tf/example_stats.py` and `sparcl_tf/sparsity/ddr.py`: fewest forgetting events first
  * (never correct counts as the most), then the larger last margin, then the stage's permutation.
  */
-class ExampleStats(val size: Int) {
-    val presentations = IntArray(size)
-    val correct = IntArray(size)
-    val lastCorrect = IntArray(size)
-    val forgettingEvents = IntArray(size)
-    val lastMargin = FloatArray(size)
+class ExampleStats(size: Int) {
+    var presentations = IntArray(size); private set
+    var correct = IntArray(size); private set
+    var lastCorrect = IntArray(size); private set
+    var forgettingEvents = IntArray(size); private set
+    var lastMargin = FloatArray(size); private set
+    val size: Int get() = presentations.size
+
+    /** Grows the tables to hold ids below [ids] (tasks arrive with new ids; nothing is lost). */
+    fun ensure(ids: Int) {
+        if (ids <= size) return
+        presentations = presentations.copyOf(ids); correct = correct.copyOf(ids); lastCorrect = lastCorrect.copyOf(ids)
+        forgettingEvents = forgettingEvents.copyOf(ids); lastMargin = lastMargin.copyOf(ids)
+    }
 
     fun observe(ids: IntArray, isCorrect: BooleanArray, margins: FloatArray) {
         for ((i, id) in ids.withIndex()) {

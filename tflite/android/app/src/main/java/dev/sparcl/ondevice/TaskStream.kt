@@ -1,5 +1,9 @@
 package dev.sparcl.ondevice
 
+import java.io.DataInputStream
+import java.io.DataOutputStream
+import java.security.MessageDigest
+
 /**
  * Stored images, uint8 pixels (0..255) or floats in [0, 1], laid out [count, height, width,
  * channels]; [prepare] turns chosen rows into model inputs with the plan's normalisation.
@@ -8,10 +12,34 @@ class ImageSet private constructor(val count: Int, private val bytes: ByteArray?
     companion object {
         fun ofBytes(pixels: ByteArray, size: Int) = ImageSet(checkedCount(pixels.size, size), pixels, null, size)
         fun ofFloats(pixels: FloatArray, size: Int) = ImageSet(checkedCount(pixels.size, size), null, pixels, size)
+
+        /** Images written by [write]; a [SessionError] when they are not images of [size] values. */
+        fun read(input: DataInputStream, size: Int): ImageSet {
+            val count = input.readInt()
+            if (input.readInt() != size || count < 0) throw SessionError("stored images are not of $size values")
+            return if (input.readBoolean()) ofBytes(ByteArray(count * size).also { input.readFully(it) }, size)
+                else ofFloats(FloatArray(count * size) { input.readFloat() }, size)
+        }
         private fun checkedCount(total: Int, size: Int): Int {
             if (size <= 0 || total % size != 0) throw SessionError("$total pixels are not whole images of $size values")
             return total / size
         }
+    }
+
+    /** A [SessionError] naming [what] when a float image holds NaN or Inf. */
+    fun checkFinite(what: String) {
+        if (floats != null && floats.any { !it.isFinite() }) throw SessionError("$what: images hold NaN or Inf")
+    }
+
+    /** Adds the stored pixels to [digest] (what a learner compares to know a task again). */
+    fun update(digest: MessageDigest) {
+        if (bytes != null) digest.update(bytes) else floats!!.forEach { digest.update(java.nio.ByteBuffer.allocate(4).putFloat(it).array()) }
+    }
+
+    /** The stored pixels as written by [read]. */
+    fun write(out: DataOutputStream) {
+        out.writeInt(count); out.writeInt(size); out.writeBoolean(bytes != null)
+        if (bytes != null) out.write(bytes) else floats!!.forEach { out.writeFloat(it) }
     }
 
     /** (pixel / scale - mean) / std per channel, float32 as the trainer computes it. */

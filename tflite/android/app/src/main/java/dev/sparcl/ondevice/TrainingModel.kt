@@ -4,7 +4,11 @@ import java.nio.ByteBuffer
 import java.nio.ByteOrder
 
 /** One clear line for everything a session refuses: a bad plan, model, data set or state file. */
-class SessionError(message: String) : Exception(message)
+open class SessionError(message: String) : Exception(message)
+
+/** A task stopped by its cancellation hook between two steps, its state saved: the next
+ *  `fitTask` (or `run`) with the same task goes on from there. */
+class TaskCancelled(message: String) : SessionError(message)
 
 /** Element types LiteRT's Java API can exchange (its DataType), with their byte widths. */
 enum class ElementType(val bytes: Int) { FLOAT32(4), INT32(4), INT64(8), UINT8(1), INT8(1), INT16(2), BOOL(1) }

@@ -1,0 +1,120 @@
+"""The app-shaped examples (examples/device_learner_app.py and tflite/android's AppExample.kt): a
+device learner fed tasks one at a time, the same steps in Python and Kotlin, a task cancelled in
+the middle and called again ending as an uninterrupted run, one learner per state folder."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import JARS, ROOT, assert_same_steps, export_initial, litert_library, tiny_config
+from sparcl_tf.session.trace import read_trace
+from test_policy import write_unseen_tasks
+
+
+@pytest.fixture(scope="module")
+def app(idx_folder, tmp_path_factory, session_build):
+    directory = tmp_path_factory.mktemp("app_example")
+    config = tiny_config(idx_folder, "sparcl_derpp_90", data__num_tasks=2,
+                         sparsity__updates_per_task=4, ddr__stages=2, log__tensorboard=False,
+                         checkpoint__every_steps=10)
+    model = export_initial(config, directory / "model")
+    data = write_unseen_tasks(directory / "arriving.npz")
+    return model, data, directory
+
+
+def python_app(model, data, state_dir, *flags):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "device_learner_app.py"),
+         f"--model={model}", f"--data={data}", f"--state_dir={state_dir}",
+         f"--trace={state_dir}.jsonl", *flags], capture_output=True, text=True, timeout=600)
+
+
+def kotlin_app(model, data, state_dir, *flags, wait=True):
+    command = ["java", "-cp", ":".join(JARS), "dev.sparcl.ondevice.jvm.AppExampleKt",
+               f"--model={model}", f"--data={data}", f"--state_dir={state_dir}",
+               f"--litert={litert_library()}", f"--trace={state_dir}.jsonl", *flags]
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def results(state_dir):
+    with open(os.path.join(state_dir, "results.json")) as handle:
+        return json.load(handle)
+
+
+@pytest.fixture(scope="module")
+def straight(app):
+    model, data, directory = app
+    python = python_app(model, data, directory / "python")
+    kotlin = kotlin_app(model, data, directory / "kotlin")
+    assert python.returncode == 0 and kotlin.returncode == 0, python.stderr + kotlin.stderr
+    return python, kotlin
+
+
+def test_the_python_and_kotlin_apps_take_the_same_steps(app, straight):
+    _, _, directory = app
+    python, kotlin = straight
+    assert python.stdout.splitlines()[:6] == kotlin.stdout.splitlines()[:6]
+    assert_same_steps(read_trace(f"{directory}/python.jsonl"),
+                      read_trace(f"{directory}/kotlin.jsonl"))
+    mine, theirs = results(directory / "kotlin"), results(directory / "python")
+    for key in ("class_il_matrix", "task_il_matrix", "steps", "examples_removed",
+                "examples_presented", "training_examples"):
+        assert mine[key] == theirs[key], key
+    assert theirs["training_examples"] == 237 + 300 + 411
+
+
+@pytest.mark.parametrize("host", ["kotlin", "python"])
+def test_a_task_cancelled_and_called_again_ends_as_an_uninterrupted_run(app, straight, host):
+    model, data, directory = app
+    run = kotlin_app if host == "kotlin" else python_app
+    state = directory / f"{host}_cancelled"
+    first = run(model, data, state, "--cancel_after_step=25")
+    assert first.returncode == 3 and "cancelled: task 2 was cancelled after step 25; its state is saved" in \
+        first.stdout, first.stdout + first.stderr
+    again = run(model, data, state)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[0].startswith("task 2 arrives")
+    assert read_trace(f"{state}.jsonl") == read_trace(f"{directory}/{host}.jsonl")
+    mine, straight_results = results(state), results(directory / host)
+    for key in ("class_il_matrix", "steps", "examples_removed", "losses"):
+        if key in straight_results:
+            assert mine[key] == straight_results[key], key
+
+
+def test_a_second_kotlin_learner_on_the_same_folder_is_refused(app):
+    model, data, directory = app
+    state = directory / "held"
+    holder = kotlin_app(model, data, state, wait=False)
+    try:
+        deadline = time.time() + 120
+        while not os.path.exists(f"{state}.jsonl") and time.time() < deadline:
+            time.sleep(0.2)
+        second = kotlin_app(model, data, state)
+        assert second.returncode == 2
+        assert second.stderr.splitlines() == [
+            f"error: {state} is held by another learner; one learner at a time may use a state "
+            f"folder"]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_bad_task_data_from_the_app_is_refused_with_the_folder_untouched(app, tmp_path):
+    model, data, _ = app
+    with np.load(data) as archive:
+        arrays = dict(archive)
+    arrays["train_labels_1"] = arrays["train_labels_1"] + 20
+    np.savez(tmp_path / "bad.npz", **arrays)
+    ran = kotlin_app(model, tmp_path / "bad.npz", tmp_path / "state")
+    assert ran.returncode == 2 and ran.stderr.splitlines() == [
+        "error: fitTask: labels lie in [22, 23]; the model has classes 0..9"], ran.stderr
+    with open(tmp_path / "state" / "tasks.json") as handle:  # task 1 learned, task 2 not begun
+        assert [task["examples"] for task in json.load(handle)["tasks"]] == [237]

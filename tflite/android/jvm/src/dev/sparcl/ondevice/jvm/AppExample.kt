@@ -1,0 +1,66 @@
+package dev.sparcl.ondevice.jvm
+
+import dev.sparcl.ondevice.DeviceLearner
+import dev.sparcl.ondevice.SessionError
+import dev.sparcl.ondevice.SessionPlan
+import dev.sparcl.ondevice.TaskCancelled
+import java.io.File
+import kotlin.system.exitProcess
+
+private const val USAGE = """usage: app_example.sh --model=W/model.tflite --data=TASKS.npz --state_dir=DIR
+    [--litert=.../libLiteRt.so] [--checkpoint_every=STEPS] [--trace=FILE] [--cancel_after_step=N] [--halt_after_step=N]
+
+Plays an app that learns on the phone: the tasks of TASKS.npz arrive one at a time (as a user's
+photos would, weeks apart); before each new task the app shows what the model predicts for its
+first images, then the learner learns it. --cancel_after_step=N cancels the running task after
+global step N as a stopped WorkManager worker would (its state is saved, exit 3); --halt_after_step=N
+kills the process there. Running again goes on where it stopped. Writes DIR/results.json."""
+
+/** The app: [DeviceLearner] over the model, fed one task at a time. */
+fun main(args: Array<String>) {
+    if (args.contains("--help")) { println(USAGE); return }
+    try {
+        val given = args.associate { arg ->
+            val match = Regex("--([a-z_]+)=(.*)").matchEntire(arg) ?: throw SessionError("unknown argument '$arg'")
+            match.groupValues[1] to match.groupValues[2]
+        }
+        fun need(name: String) = given[name] ?: throw SessionError("--$name is required\n$USAGE")
+        fun step(name: String) = given[name]?.let { it.toLongOrNull() ?: throw SessionError("--$name must be an integer") }
+        val modelFile = File(need("model"))
+        val plan = SessionPlan.fromSignaturesJson(File(modelFile.absoluteFile.parentFile, "signatures.json").readText())
+        val library = File(given["litert"] ?: System.getenv("LITERT_LIBRARY") ?: throw SessionError("--litert is required"))
+        val arriving = NpzTaskStream(File(need("data")), plan.imageSize)  // stands in for the app's own store
+        val stateDir = File(need("state_dir"))
+        val cancelAfter = step("cancel_after_step")
+        val haltAfter = step("halt_after_step")
+        val trace = given["trace"]?.let { java.io.FileWriter(File(it).also { file -> file.absoluteFile.parentFile.mkdirs() }, true).buffered() }
+        var lastStep = -1L
+        LiteRtModel(library, modelFile, NativeLog(File(stateDir.absoluteFile.parentFile, "litert-${stateDir.name}.log"))).use { runtime ->
+            DeviceLearner(runtime, plan, stateDir, given["checkpoint_every"]?.toIntOrNull() ?: 0) { record ->
+                trace?.apply { write(record.toString()); newLine(); flush() }
+                if (record.getString("kind") == "step") lastStep = record.getLong("step")
+                if (haltAfter != null && lastStep >= haltAfter) Runtime.getRuntime().halt(137)
+            }.use { learner ->
+                for (task in learner.nextTask until arriving.numTasks) {
+                    val data = arriving.training(task)
+                    val peek = learner.predict(arriving.test(task).images)
+                    val guess = if (peek.isEmpty()) "-" else (0 until learner.numClasses).maxByOrNull { peek[it] }.toString()
+                    println("task ${task + 1} arrives (${data.labels.size} examples); the model now says class $guess for its first test image")
+                    val results = learner.fitTask(data.images, data.labels, arriving.classes(task), arriving.test(task).takeIf { it.labels.isNotEmpty() },
+                        cancelled = { cancelAfter != null && lastStep >= cancelAfter })
+                    println("task ${task + 1} learned: class-IL ${results.get("class_il")}")
+                }
+                val target = File(stateDir, "results.json")
+                File(stateDir, "results.json.tmp").apply { writeText(learner.results().toString(2)) }.renameTo(target)
+                println("results: $target")
+            }
+        }
+        trace?.close()
+    } catch (cancelled: TaskCancelled) {
+        println("cancelled: ${cancelled.message}")
+        exitProcess(3)
+    } catch (error: SessionError) {
+        System.err.println("error: ${error.message?.lineSequence()?.first()}")
+        exitProcess(2)
+    }
+}
