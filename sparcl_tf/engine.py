@@ -13,6 +13,7 @@ import numpy as np
 from sparcl_tf.continual_model import ContinualModel
 from sparcl_tf.data.pipeline import Normalizer, eval_batches
 from sparcl_tf.distribute import ReducedGradientsSGD, Replication
+from sparcl_tf.export.module import state_name
 from sparcl_tf.flops import FlopsLedger, flops_table
 from sparcl_tf.layers import channel_masks, sparsifiable_layers
 from sparcl_tf.models import build_model, structured_producers
@@ -35,7 +36,9 @@ def model_description(network, full_network=None, full_filters=None):
     """The session plan's `model`: what a host that has only the .tflite reports the run by.
     `unit_masks`: per sparse layer, the state variable whose nonzeros are its active units;
     `parameters`: trainable parameters; `flops`: the `flops_table`; `full_filters`: filters of
-    each full layer of a compacted model (None for weight masks)."""
+    each full layer of a compacted model (None for weight masks); `variables`: the device-state
+    names of the network's variables in order (Keras numbers a user's layers per process, so a
+    host maps a device's state onto its own model by position)."""
     if full_filters is not None:
         unit_masks = [f"{group.name}__mask" for group in channel_masks(network)]
     else:
@@ -43,7 +46,8 @@ def model_description(network, full_network=None, full_filters=None):
     return {"unit_masks": unit_masks,
             "parameters": int(sum(np.prod(v.shape) for v in network.trainable_variables)),
             "flops": flops_table(network, full_network),
-            "full_filters": dict(full_filters) if full_filters is not None else None}
+            "full_filters": dict(full_filters) if full_filters is not None else None,
+            "variables": [state_name(v) for v in network.variables]}
 
 
 def full_filter_counts(config, network):

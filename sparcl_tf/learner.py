@@ -266,6 +266,25 @@ class ContinualLearner:
                     self.model.sparse, self.model.last_gradients)})
         return path, audit
 
+    def load_device_state(self, state_dir):
+        """Takes over a device learner's folder (`sparcl_tf.ondevice.DeviceLearner`, between
+        tasks): weights, masks, buffer, example statistics, tasks seen with their test sets and
+        the accuracy so far, to evaluate, inspect, `strip` or train on here. The learner must be
+        made with the model and settings the device's .tflite was exported from and have
+        trained nothing itself. Returns the results so far."""
+        from sparcl_tf.export.device_state import read_device_state
+        if self.progress.global_step or self.tasks.tasks:
+            raise RuntimeError("load_device_state needs a learner that has trained nothing")
+        record = read_device_state(state_dir, self.session, self.network, {
+            layer.name: gradient for layer, gradient in zip(self.model.sparse,
+                                                            self.model.last_gradients)})
+        self.tasks = dataclasses.replace(self.tasks, tasks=[
+            record.task(t, self.tasks.image_shape) for t in range(len(record.entries))],
+            num_example_ids=record.next_id)
+        self.session.extend(self._stream(), run_results.identity(
+            self.config, self.engine.method, self.tasks))
+        return self.results()
+
     def strip(self):
         """The trained network as a plain Keras model, the zeros baked in."""
         from sparcl_tf.keras import strip

@@ -120,7 +120,7 @@ def assert_litert_step_equals_keras(model_bytes, network, method, batch, learnin
     from ai_edge_litert.interpreter import Interpreter
 
     from sparcl_tf.continual_model import ContinualModel
-    from sparcl_tf.export.module import _state_name
+    from sparcl_tf.export.module import state_name
     from sparcl_tf.layers import masked_layers
     rng = np.random.default_rng(seed)
     shape, num_classes = tuple(network.input_shape[1:]), int(network.output_shape[-1])
@@ -150,13 +150,13 @@ def assert_litert_step_equals_keras(model_bytes, network, method, batch, learnin
     largest_update = max(float(np.abs(v.numpy() - before[v.path]).max())
                          for v in network.trainable_variables)
     for variable in network.variables:
-        value, reference = after[_state_name(variable)], variable.numpy()
+        value, reference = after[state_name(variable)], variable.numpy()
         scale = max(float(np.abs(reference).max()), largest_update)
         assert np.abs(value - reference).max() <= 1e-5 * scale, variable.path
         if variable.trainable and must_change(variable):
             assert not np.array_equal(reference, before[variable.path]), variable.path
     for layer in masked_layers(network):
-        assert not np.any(after[_state_name(layer.kernel)][~after[_state_name(layer.mask)]])
+        assert not np.any(after[state_name(layer.kernel)][~after[state_name(layer.mask)]])
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -196,3 +196,14 @@ def assert_same_steps(python, kotlin_records):
             assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
         else:
             assert mine == theirs
+
+
+def small_own_model():
+    """A user's plain Keras model (two strided convs, a dense layer, logits), seeded."""
+    import keras
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(x))
+    return keras.Model(inputs, keras.layers.Dense(10)(x))

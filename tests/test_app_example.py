@@ -77,8 +77,8 @@ def test_a_task_cancelled_and_called_again_ends_as_an_uninterrupted_run(app, str
     run = kotlin_app if host == "kotlin" else python_app
     state = directory / f"{host}_cancelled"
     first = run(model, data, state, "--cancel_after_step=25")
-    assert first.returncode == 3 and "cancelled: task 2 was cancelled after step 25; its state is saved" in \
-        first.stdout, first.stdout + first.stderr
+    assert first.returncode == 3, first.stdout + first.stderr
+    assert "cancelled: task 2 was cancelled after step 25; its state is saved" in first.stdout
     again = run(model, data, state)
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines()[0].startswith("task 2 arrives")
@@ -118,3 +118,37 @@ def test_bad_task_data_from_the_app_is_refused_with_the_folder_untouched(app, tm
         "error: fitTask: labels lie in [22, 23]; the model has classes 0..9"], ran.stderr
     with open(tmp_path / "state" / "tasks.json") as handle:  # task 1 learned, task 2 not begun
         assert [task["examples"] for task in json.load(handle)["tasks"]] == [237]
+
+
+def test_a_host_run_goes_on_alike_in_the_python_and_kotlin_device_learners(tmp_path,
+                                                                          session_build):
+    import shutil
+
+    from sparcl_tf.keras import DERPP, ContinualLearner, SparCL
+    from conftest import small_own_model
+    data = write_unseen_tasks(tmp_path / "arriving.npz", sizes=(237, 300, 411, 237))
+    with np.load(data) as arrays:
+        host_tasks = [(arrays[f"train_images_{t}"], arrays[f"train_labels_{t}"],
+                       arrays[f"test_images_{t}"], arrays[f"test_labels_{t}"]) for t in range(2)]
+    host = ContinualLearner(small_own_model(), method=DERPP(), buffer_size=60, batch_size=16,
+                            sparcl=SparCL(weight_sparsity=0.9, gradient_sparsity=0.92,
+                                          updates_per_task=4, removal_stages=2),
+                            learning_rate=0.05, normalization=(0.2, 0.3), verbose=0)
+    for x, y, x_test, y_test in host_tasks:
+        handed = host.fit_task(x, y, test_data=(x_test, y_test))
+    model, _ = host.export(str(tmp_path / "export"), with_state=True)
+    for name in ("python", "kotlin"):
+        shutil.copytree(tmp_path / "export" / "state", tmp_path / name)
+    python = python_app(model, data, tmp_path / "python")
+    kotlin = kotlin_app(model, data, tmp_path / "kotlin")
+    assert python.returncode == 0 and kotlin.returncode == 0, python.stderr + kotlin.stderr
+    assert kotlin.stdout.splitlines()[0].startswith("task 3 arrives")
+    assert_same_steps(read_trace(f"{tmp_path}/python.jsonl"),
+                      read_trace(f"{tmp_path}/kotlin.jsonl"))
+    mine, theirs = results(tmp_path / "kotlin"), results(tmp_path / "python")
+    for key in ("class_il_matrix", "task_il_matrix", "steps", "examples_removed",
+                "examples_presented", "training_examples"):
+        assert mine[key] == theirs[key], key
+    assert mine["class_il_matrix"][:2] == [row + [None] * 2 for row in
+                                           handed["class_il_matrix"]]
+    assert mine["examples_removed"] > handed["examples_removed"] > 0

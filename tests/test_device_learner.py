@@ -5,11 +5,11 @@ state folder untouched, one learner per folder, resume, and a host run continued
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 
-from conftest import Interrupt, class_pattern_images, export_initial, tiny_config
+from conftest import (Interrupt, class_pattern_images, export_initial, small_own_model,
+                      tiny_config)
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.ondevice import DeviceLearner, OnDeviceSession
 from sparcl_tf.session.loop import SessionLoop
@@ -132,18 +132,9 @@ def test_a_learner_stopped_in_a_task_and_made_again_ends_as_an_uninterrupted_one
         assert results[key] == expected[key], key
 
 
-def _own_model():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((28, 28, 1))
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inputs)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
-    x = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(x))
-    return keras.Model(inputs, keras.layers.Dense(10)(x))
-
-
 def _learner(seed=0):
     from sparcl_tf.keras import DERPP, ContinualLearner, SparCL
-    return ContinualLearner(_own_model(), method=DERPP(), buffer_size=60, batch_size=16,
+    return ContinualLearner(small_own_model(), method=DERPP(), buffer_size=60, batch_size=16,
                             sparcl=SparCL(weight_sparsity=0.9, gradient_sparsity=0.92,
                                           updates_per_task=4, removal_stages=2),
                             learning_rate=0.05, normalization=(0.2, 0.3), seed=seed, verbose=0)
@@ -172,3 +163,32 @@ def test_a_host_run_continues_on_the_device_with_its_buffer_and_statistics(tmp_p
         first.export(str(tmp_path / "export"), with_state=True)
     with open(tmp_path / "export" / "state" / "tasks.json") as handle:
         assert [t["examples"] for t in json.load(handle)["tasks"]] == [237, 300, 411, 237, 300]
+
+
+def test_a_device_folder_loads_into_a_keras_learner_to_inspect_and_go_on(tmp_path):
+    tasks = unseen_tasks(sizes=(237, 300, 411))
+    model, _ = _learner().export(str(tmp_path / "export"))
+    with DeviceLearner(model, str(tmp_path / "phone")) as device:
+        for x, y, x_test, y_test in tasks[:2]:
+            on_device = device.fit_task(x, y, test_data=(x_test, y_test))
+        state = device.device.get_state()
+        unit_masks = device.plan.model["unit_masks"]
+    host = _learner()  # another build of the model: Keras names its layers anew
+    loaded = host.load_device_state(str(tmp_path / "phone"))
+    assert loaded["class_il_matrix"] == on_device["class_il_matrix"]
+    assert loaded["steps"] == on_device["steps"]
+    for layer, mask in zip(host.model.sparse, unit_masks):  # the device's masks, exactly
+        np.testing.assert_array_equal(layer.mask.numpy() > 0, state[mask])
+        assert np.count_nonzero(layer.kernel.numpy()[layer.mask.numpy() == 0]) == 0
+    x_test, y_test = tasks[1][2:]
+    inputs = ((x_test.astype(np.float32) / 255 - 0.2) / 0.3)
+    np.testing.assert_allclose(host.strip()(inputs).numpy(), host.network(inputs).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    assert host.evaluate(x_test, y_test)["class_il"] == pytest.approx(
+        on_device["class_il_matrix"][1][1], abs=100 / len(y_test) + 1e-9)
+    assert host.fit_task(*tasks[2][:2], test_data=tasks[2][2:])["training_examples"] == 948
+    with pytest.raises(RuntimeError, match="trained nothing"):
+        host.load_device_state(str(tmp_path / "phone"))
+    other = _learner(seed=3)
+    with pytest.raises(Exception, match="another config"):
+        other.load_device_state(str(tmp_path / "phone"))

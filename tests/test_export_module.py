@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from sparcl_tf.export import convert, training_module
-from sparcl_tf.export.module import _state_name
+from sparcl_tf.export.module import state_name
 from sparcl_tf.sparsity import growth
 from sparcl_tf.sparsity.masks import active_count
 
@@ -106,7 +106,7 @@ def test_one_litert_train_step_matches_the_keras_trainer_step(exported):
     np.testing.assert_allclose(lite["gradient_density"], keras_out["gradient_density"].numpy(),
                                rtol=1e-6)
     for variable in run.network.variables:
-        name = _state_name(variable)
+        name = state_name(variable)
         assert _relative_error(after[name], variable.numpy()) < 1e-5, name
         if variable.trainable:
             assert not np.array_equal(variable.numpy(), before[variable.path]), name

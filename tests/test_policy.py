@@ -7,12 +7,11 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 
 from conftest import (JARS, ROOT, assert_same_steps, class_pattern_images, export_initial,
-                      run_kotlin, tiny_config)
+                      run_kotlin, small_own_model, tiny_config)
 from sparcl_tf.errors import DataError
 from sparcl_tf.ondevice import OnDeviceSession
 from sparcl_tf.session.plan import SessionPlan, removal_targets
@@ -114,19 +113,10 @@ def test_a_model_exported_before_any_task_learns_unseen_tasks_of_any_size_alike_
     assert results["task_il_matrix"][2][2] > 60  # the last task was learned
 
 
-def _own_model():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((28, 28, 1))
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inputs)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
-    x = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(x))
-    return keras.Model(inputs, keras.layers.Dense(10)(x))
-
-
 def test_an_own_model_exported_before_any_task_learns_a_file_through_both_binaries(
         tmp_path, session_build):
     from sparcl_tf.keras import DERPP, ContinualLearner, SparCL
-    learner = ContinualLearner(_own_model(), method=DERPP(), buffer_size=60, batch_size=16,
+    learner = ContinualLearner(small_own_model(), method=DERPP(), buffer_size=60, batch_size=16,
                                sparcl=SparCL(weight_sparsity=0.9, gradient_sparsity=0.92,
                                              updates_per_task=4, removal_stages=2),
                                learning_rate=0.05, normalization=(0.2, 0.3), verbose=0)

@@ -41,7 +41,8 @@ from sparcl_tf.sparsity import dgm
 from sparcl_tf.sparsity.masks import active_count
 
 
-def _state_name(variable):
+def state_name(variable):
+    """The name a network variable has in the device state (`get_state` / `set_state`)."""
     return variable.path.replace("/", "__")
 
 
@@ -90,9 +91,9 @@ class TrainingModule(tf.Module):
             return tf.Variable(value, trainable=False, name=name)
 
         # Keras 3 variables held only through the model convert uninitialised: track them here.
-        state = {_state_name(v): v.value for v in network.variables}
+        state = {state_name(v): v.value for v in network.variables}
         trainable = network.trainable_variables
-        self._velocities = [variable(tf.zeros(v.shape), f"momentum__{_state_name(v)}")
+        self._velocities = [variable(tf.zeros(v.shape), f"momentum__{state_name(v)}")
                             for v in trainable] if self._momentum else []
         self._last_gradients = [
             variable(tf.zeros(layer.kernel.shape), f"last_gradient__{layer.name}")

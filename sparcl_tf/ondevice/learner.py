@@ -33,7 +33,7 @@ from sparcl_tf.flops import FlopsLedger
 from sparcl_tf.methods import build_method
 from sparcl_tf.ondevice.device_model import DEFAULT_THREADS, DeviceModel
 from sparcl_tf.ondevice.session import LiteRTEngine, read_plan
-from sparcl_tf.ondevice.task_record import TaskRecord, digest
+from sparcl_tf.ondevice.task_record import TaskRecord, digest, keep_plan
 from sparcl_tf.session.loop import SessionLoop
 
 class DeviceLearner:
@@ -64,6 +64,7 @@ class DeviceLearner:
                               f"may use a state folder") from None
         try:
             self.device = DeviceModel(model_path, threads)
+            keep_plan(state_dir, plan)
             self.record = TaskRecord(state_dir)
             self.tasks = TaskSequence(
                 [self.record.task(t, plan.image_shape) for t in range(len(self.record.entries))],

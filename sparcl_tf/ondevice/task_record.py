@@ -1,4 +1,5 @@
-"""The tasks a device learner has seen, kept in its state folder beside the session's checkpoints:
+"""What a device learner's state folder holds beside the session's checkpoints: the plan it was
+learned under (plan.json) and the tasks it has seen:
 tasks.json (per task: classes, size, first example id, a digest of its data, whether it has a test
 set; written atomically, after the test set) and test_<t>.npz. The learner numbers a task's
 examples on from one past the largest id before (a host run handed over keeps its own ids)."""
@@ -11,6 +12,7 @@ import numpy as np
 
 from sparcl_tf.data.tasks import Task
 from sparcl_tf.errors import DataError
+from sparcl_tf.session.plan import SessionPlan
 
 TASKS_FILE = "tasks.json"
 
@@ -87,3 +89,39 @@ class TaskRecord:
         first = entry["first_id"]
         return Task(index, np.asarray(entry["classes"], np.int64), x, y,
                     np.arange(first, first + len(y), dtype=np.int64), x_test, y_test)
+
+
+PLAN_FILE = "plan.json"
+
+
+def keep_plan(state_dir, plan):
+    """Writes `plan` (the model's session plan) into a state folder that has none, so the folder
+    says what it was learned under; DataError when it holds another model's plan."""
+    path = os.path.join(state_dir, PLAN_FILE)
+    current = plan.to_json()
+    if os.path.exists(path):
+        try:
+            with open(path) as handle:
+                kept = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise DataError(f"{path} is unreadable ({error}); restore it or use a new state "
+                            f"folder") from None
+        if {k: v for k, v in kept.items() if k != "run_config"} != {
+                k: v for k, v in current.items() if k != "run_config"}:
+            raise DataError(f"{state_dir} was learned with another model (its {PLAN_FILE} differs "
+                            f"from the model's session plan); use a new state folder")
+        return
+    os.makedirs(state_dir, exist_ok=True)
+    with open(path + ".tmp", "w") as handle:
+        json.dump(current, handle)
+    os.replace(path + ".tmp", path)
+
+
+def read_kept_plan(state_dir):
+    """The session plan a state folder was learned under (`keep_plan`)."""
+    try:
+        with open(os.path.join(state_dir, PLAN_FILE)) as handle:
+            return SessionPlan.from_json(json.load(handle))
+    except (OSError, ValueError) as error:
+        raise DataError(f"{state_dir} has no readable {PLAN_FILE} ({error}): not a device "
+                        f"learner's state folder") from None

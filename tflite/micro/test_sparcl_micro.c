@@ -9,17 +9,7 @@
 #include <string.h>
 
 #include "sparcl_micro.h"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                        \
-      fprintf(stderr, "\n");                               \
-      ++failures;                                          \
-    }                                                      \
-  } while (0)
+#include "test_check.h"
 
 static void *read_exact(FILE *f, size_t bytes) {
   void *p = malloc(bytes ? bytes : 1);

@@ -8,20 +8,10 @@
 #include <string.h>
 
 #include "sparcl_policy.h"
+#include "test_check.h"
 
 #define MAX_LAYERS 8
 #define MAX_EVENTS 64
-
-static int failures = 0;
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                        \
-      fprintf(stderr, "\n");                               \
-      ++failures;                                          \
-    }                                                      \
-  } while (0)
 
 static void test_stream_vectors(void) { /* tflite/README.md, "Random stream" */
   CHECK(sparcl_mix(0x9E3779B97F4A7C15ull) == 0xE220A8397B1DCDAFull, "mix");

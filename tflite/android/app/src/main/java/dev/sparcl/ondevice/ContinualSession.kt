@@ -21,7 +21,7 @@ class ContinualSession(
     private val buffer: ReservoirBuffer?
     private val stats: ExampleStats
     private val augment = Augment(plan)
-    private val files = StateFiles(stateDir, plan.fingerprint, StateFiles.fingerprint(model.stateSpec))
+    private val files = StateFiles.of(stateDir, plan, model)
     private val momenta = model.stateSpec.keys.filter { it.startsWith("momentum__") }
 
     // Progress: where the session stands (all of it goes into every state file).
@@ -36,6 +36,7 @@ class ContinualSession(
     private var globalStep = 0L
     private var examplesPresented = 0L
     private var trainNanos = 0L
+    private var removedBefore = 0L  // examples a host removed before handing the run over (HostState)
     private val losses = mutableListOf<Float>()
     private val classIl = mutableListOf<DoubleArray>()
     private val taskIl = mutableListOf<DoubleArray>()
@@ -273,7 +274,7 @@ class ContinualSession(
             .put("task_il_matrix", JSONArray().also { a -> taskIl.forEach { a.put(row(it)) } })
             .put("steps", globalStep)
             .put("examples_presented", examplesPresented)
-            .put("examples_removed", removedByTask.sumOf { it.size })
+            .put("examples_removed", removedBefore + removedByTask.sumOf { it.size })
             .put("training_examples", taskExamples.sum())
             .put("train_time_s", trainNanos / 1e9)
             .put("train_step_ms", if (globalStep > 0) trainNanos / 1e6 / globalStep else 0.0)
@@ -287,7 +288,7 @@ class ContinualSession(
     private fun save() {
         val r = StateFiles.Records()
         r.ints["progress"] = intArrayOf(task, epoch, cursor, eventsDone, if (refreshPending) 1 else 0, stepsSinceRefresh)
-        r.longs["counters"] = longArrayOf(globalStep, examplesPresented, trainNanos)
+        r.longs["counters"] = longArrayOf(globalStep, examplesPresented, trainNanos, removedBefore)
         epochOrder?.let { r.ints["epoch_order"] = it }
         r.ints["removed"] = removed.toIntArray()
         r.floats["losses"] = losses.toFloatArray()
@@ -319,7 +320,8 @@ class ContinualSession(
         fun sized(values: FloatArray, size: Int, what: String) =
             values.also { if (it.size != size) throw SessionError("state file $what has ${it.size} entries, this session needs $size") }
         task = p[0]; epoch = p[1]; cursor = p[2]; eventsDone = p[3]; refreshPending = p[4] == 1; stepsSinceRefresh = p[5]
-        globalStep = counters[0]; examplesPresented = counters[1]; trainNanos = counters[2]
+        if (counters.size != 4) throw SessionError("state file counters are malformed")
+        globalStep = counters[0]; examplesPresented = counters[1]; trainNanos = counters[2]; removedBefore = counters[3]
         epochOrder = r.ints["epoch_order"]
         removed.clear(); removed.addAll(r.int("removed").toList())
         losses.clear(); losses.addAll(r.float("losses").toList())

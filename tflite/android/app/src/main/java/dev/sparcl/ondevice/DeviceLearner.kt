@@ -27,7 +27,9 @@ import org.json.JSONObject
  * statistics, progress) and the tasks seen with their test sets (`TaskRecord`), and takes an
  * exclusive lock on the folder: a second learner on it is a [SessionError]. A learner made again
  * on the folder goes on where the last one stopped; a task cancelled (or killed) in the middle
- * goes on when [fitTask] is given the same data again. Everything refused is a [SessionError]
+ * goes on when [fitTask] is given the same data again. A folder a host run was handed over in
+ * (`ContinualLearner.export(W, with_state=True)`: W/state) is taken over the first time
+ * (`HostState`). Everything refused is a [SessionError]
  * with one line, and a refused call changes nothing.
  */
 class DeviceLearner(
@@ -51,7 +53,9 @@ class DeviceLearner(
         }
         try {
             record = TaskRecord(stateDir, plan.imageSize)
-            session = ContinualSession(SparclModel(runtime, plan), plan, Tasks(), stateDir, checkpointEverySteps, records)
+            val model = SparclModel(runtime, plan)
+            HostState.importIfAny(stateDir, StateFiles.of(stateDir, plan, model), model, plan)
+            session = ContinualSession(model, plan, Tasks(), stateDir, checkpointEverySteps, records)
         } catch (error: Throwable) {
             close()
             throw error

@@ -119,6 +119,9 @@ class StateFiles(private val folder: File, private val planFingerprint: Long, pr
     }
 
     companion object {
+        /** The state files of a session of [plan] over [model] in [folder]. */
+        fun of(folder: File, plan: SessionPlan, model: SparclModel) = StateFiles(folder, plan.fingerprint, fingerprint(model.stateSpec))
+
         private val MAGIC = "SPARCLST".toByteArray()
         private const val FORMAT = 1
         private val NAME = Regex("state-(\\d+)\\.bin")
