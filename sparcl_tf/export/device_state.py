@@ -71,8 +71,9 @@ def read_device_state(state_dir, session, network, last_gradients):
     """Loads the device learner's folder `state_dir` (between tasks) into a Keras `session` over
     `network` (the architecture the device's model was exported from; its variables matched by
     position to the plan's): weights, masks and BN statistics, `last_gradients` (sparse layer
-    name -> variable, in the plan's order), buffer, statistics, ledger and progress. Returns the task record. CheckpointError, with nothing changed, for a folder of
-    another model or config, or one in the middle of a task."""
+    name -> variable, in the plan's order), buffer, statistics, ledger and progress. Returns the
+    task record. CheckpointError, with nothing changed, for a folder of another model or config,
+    or one in the middle of a task."""
     manager = CheckpointManager(os.path.join(state_dir, "checkpoints"), {})
     folder = manager.latest()
     if folder is None:
