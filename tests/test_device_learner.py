@@ -141,7 +141,7 @@ def _learner(seed=0):
 
 
 def test_a_host_run_continues_on_the_device_with_its_buffer_and_statistics(tmp_path):
-    tasks = unseen_tasks(sizes=(237, 300, 411, 237, 300))
+    tasks = unseen_tasks(sizes=(96, 112, 128, 96, 112))
     host = _learner()
     for x, y, x_test, y_test in tasks:
         all_on_host = host.fit_task(x, y, test_data=(x_test, y_test))
@@ -162,7 +162,7 @@ def test_a_host_run_continues_on_the_device_with_its_buffer_and_statistics(tmp_p
     with pytest.raises(Exception, match="not empty"):
         first.export(str(tmp_path / "export"), with_state=True)
     with open(tmp_path / "export" / "state" / "tasks.json") as handle:
-        assert [t["examples"] for t in json.load(handle)["tasks"]] == [237, 300, 411, 237, 300]
+        assert [t["examples"] for t in json.load(handle)["tasks"]] == [96, 112, 128, 96, 112]
 
 
 def test_a_device_folder_loads_into_a_keras_learner_to_inspect_and_go_on(tmp_path):

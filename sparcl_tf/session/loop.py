@@ -18,6 +18,10 @@ FLOPs, checkpoints, resume, results.json and plots. An engine only runs what it 
 Engines: Keras (`engine.KerasEngine`), LiteRT (`ondevice.session.LiteRTEngine`), TFLM head
 (`micro.session.MicroHeadEngine`); the Kotlin session implements the same plan on a phone.
 
+Its parts live apart: the run state saved in checkpoints (`session.progress`), what a step is fed
+(`session.step_inputs`), who hears how it goes (`session.listeners`: lines, progress bar,
+TensorBoard, Keras callbacks), and each task's events (`session.plan`, from the task's size).
+
 Everything a run needs to continue is in its checkpoints (every `checkpoint.every_steps` steps and
 at every epoch and task end): running again on the same workdir resumes at the step where it
 stopped. An epoch trains the full batches that fit before each event and leaves a partial
@@ -25,15 +29,12 @@ batch's examples to the segment after it.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
 import time
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from sparcl_tf import results as run_results
 from sparcl_tf.checkpoint import CheckpointManager
@@ -44,60 +45,11 @@ from sparcl_tf.errors import CheckpointError, ConfigError, DivergedError, TaskCa
 from sparcl_tf.evaluation import accuracies
 from sparcl_tf.example_stats import ExampleStats, margin
 from sparcl_tf.replay import ReservoirBuffer
-from sparcl_tf.session import learning_rate
 from sparcl_tf.session import random as session_random
+from sparcl_tf.session.listeners import Listeners
+from sparcl_tf.session.progress import RESUME_FREE_FIELDS, Progress, config_hash
+from sparcl_tf.session.step_inputs import StepInputs
 from sparcl_tf.sparsity import ddr
-
-# Fields that may differ when a run is resumed: they change how it reports, or where it runs
-# (one device or a strategy's replicas compute the same run, to float rounding).
-_RESUME_FREE_FIELDS = ("log", "checkpoint", "distribute")
-
-
-@dataclasses.dataclass
-class Progress(run_results.RunCounters):
-    """Host-side session state saved beside the variables in every checkpoint."""
-    epoch: int = 0
-    epoch_order: list = None          # rows of the task's arrays this epoch walks
-    cursor: int = 0                   # position in epoch_order trained up to
-    events_done: int = 0              # events of this epoch already applied
-    removed: list = dataclasses.field(default_factory=list)  # example ids removed this task
-    task_steps: int = 0
-    task_dense_flops_start: float = 0.0
-    refresh_pending: bool = True
-    steps_since_refresh: int = 0
-    active: list = None               # active units per sparse layer
-    gradient_density_sum: list = None
-    gradient_density_steps: int = 0
-    task_examples: list = dataclasses.field(default_factory=list)  # training examples per task
-    config_hash: str = ""             # the run's config (`config_hash`): a resume must match it
-
-    @classmethod
-    def from_checkpoint(cls, state, where):
-        """The progress in a checkpoint's state.json, checked field by field."""
-        fields = {field.name: field for field in dataclasses.fields(cls)}
-        unknown = sorted(set(state) - set(fields))
-        if unknown:
-            raise CheckpointError(f"{where} has unknown progress fields {unknown[:5]} (written "
-                                  f"by another version of sparcl-tf?)")
-        for name, value in state.items():
-            kind = fields[name].type
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not (value is None and fields[name].default is None
-                    or kind is float and number and np.isfinite(value)
-                    or kind is int and number and isinstance(value, int)
-                    or kind is bool and isinstance(value, bool)
-                    or kind in (list, str) and isinstance(value, kind)):
-                raise CheckpointError(f"{where}: progress field {name}={value!r:.60} is not a "
-                                      f"{kind.__name__}")
-        return cls(**state)
-
-
-def config_hash(config):
-    """SHA-256 of the config fields that decide what a run computes."""
-    fields = {key: value for key, value in json.loads(config.to_json()).items()
-              if key not in _RESUME_FREE_FIELDS}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-
 
 class TaskStream:
     """What the loop trains and evaluates on: `tasks` (`data.build_tasks`), each task's training
@@ -137,10 +89,10 @@ class SessionLoop:
             replay["buffer_size"], example_shape or tuple(plan.image_shape), plan.num_classes,
             plan.seed, example_dtype) if replay["draws"] else None
         self.stats = ExampleStats(tasks.num_example_ids)
-        self.augment = make_augment(plan.augmentation["kind"], plan.augmentation["crop_padding"],
-                                    -np.asarray(plan.normalization["mean"], np.float32)
-                                    / np.asarray(plan.normalization["std"], np.float32),
-                                    plan.seed)
+        self.step_inputs = StepInputs(plan, self.buffer, make_augment(
+            plan.augmentation["kind"], plan.augmentation["crop_padding"],
+            -np.asarray(plan.normalization["mean"], np.float32)
+            / np.asarray(plan.normalization["std"], np.float32), plan.seed))
         self.units = np.asarray(plan.layer_units, np.float64)
         self.checkpoints = None
         restored = None
@@ -168,9 +120,7 @@ class SessionLoop:
             self.progress = Progress(active=list(engine.active_units()),
                                      gradient_density_sum=[0.0] * len(engine.layer_names),
                                      config_hash=run_hash)
-        self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) \
-            if workdir is not None and config.log.tensorboard and not read_only else None
-        self.callbacks = None  # Keras callbacks of the current `run`
+        self.listeners = Listeners(config, workdir, verbose, read_only)
         self._cancelled = lambda: False  # the current `run`'s cancellation hook
         self._clock_start = time.perf_counter()
 
@@ -193,7 +143,7 @@ class SessionLoop:
             if not isinstance(saved, dict):
                 raise ConfigError(f"{path} is not a config; restore it or use a new --workdir")
             differing = differing_fields(current, saved,
-                                         [f"{field}." for field in _RESUME_FREE_FIELDS])
+                                         [f"{field}." for field in RESUME_FREE_FIELDS])
             if differing:
                 raise ConfigError(f"workdir {self.workdir} holds a run with a different config "
                                   f"(fields {differing}); use a new --workdir")
@@ -231,35 +181,11 @@ class SessionLoop:
 
     # --- one step ---------------------------------------------------------------------------
 
-    def _inputs(self, images, labels, step):
-        """The step's inputs: the augmented current batch and the replay draws (fixed shapes;
-        zeros with replay_weight 0 while replay is off or the buffer empty) and the learning
-        rate of the step."""
-        plan, replay, progress = self.plan, self.plan.replay, self.progress
-        rate = learning_rate.value(plan.learning_rate, learning_rate.task_progress(
-            progress.epoch, progress.cursor, len(progress.epoch_order), plan.epochs_per_task))
-        inputs = dict(images=self.augment(images, step, 0), labels=labels,
-                      class_mask=self._class_mask, learning_rate=np.float32(rate))
-        if not replay["draws"]:
-            return inputs, 0
-        shape = (replay["draws"], replay["batch_size"])
-        draws = [np.zeros(shape + images.shape[1:], images.dtype), np.zeros(shape, np.int32),
-                 np.zeros(shape + (plan.num_classes,), np.float32)]
-        on = self._replay_on and self.buffer.size() > 0
-        if on:
-            for draw in range(replay["draws"]):
-                stored, stored_labels, stored_logits = self.buffer.sample(
-                    replay["batch_size"], step, draw)
-                draws[0][draw] = self.augment(stored, step, draw + 1)
-                draws[1][draw], draws[2][draw] = stored_labels, stored_logits
-        inputs.update(replay_images=draws[0], replay_labels=draws[1], replay_logits=draws[2],
-                      replay_weight=np.float32(on))
-        return inputs, int(on) * shape[0] * shape[1]
-
     def _step(self, x, y, ids, rows, task_index):
         progress, every = self.progress, self.plan.dgm_refresh_every
         images, labels = self.stream.prepare(x[rows]), y[rows].astype(np.int32)
-        inputs, replayed = self._inputs(images, labels, progress.global_step)
+        inputs, replayed = self.step_inputs(images, labels, self._class_mask, self._replay_on,
+                                            progress)
         refresh = every > 0 and (progress.refresh_pending or progress.steps_since_refresh >= every)
         progress.steps_since_refresh = 1 if refresh else progress.steps_since_refresh + 1
         progress.refresh_pending = False
@@ -325,22 +251,11 @@ class SessionLoop:
     # --- the loop ---------------------------------------------------------------------------
 
     def _after_step(self, cursor, loss, accuracy):
-        """Bookkeeping after every step: cursor, progress bar, scalars, periodic checkpoint."""
-        progress, config = self.progress, self.config
+        """Bookkeeping after every step: cursor, listeners, periodic checkpoint."""
+        progress, every = self.progress, self.config.checkpoint.every_steps
         progress.cursor = cursor
-        step = progress.global_step
-        self._losses.append((loss, accuracy))
-        if self.callbacks is not None:
-            self.callbacks.on_train_batch_end(len(self._losses) - 1,
-                                              {"loss": loss, "accuracy": accuracy})
-        if self._bar is not None:
-            self._bar.update(min(self._bar.target, len(self._losses) + self._bar_offset),
-                             [("loss", loss), ("accuracy", accuracy)])
-        if self.writer is not None and step % config.log.scalars_every_steps == 0:
-            with self.writer.as_default(step=step):
-                tf.summary.scalar("train/loss", loss)
-                tf.summary.scalar("train/accuracy", accuracy)
-        if config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0:
+        self.listeners.step(progress.global_step, loss, accuracy)
+        if every and progress.global_step % every == 0:
             self.save()
 
     def _train_segment(self, arrays, task_index, boundary):
@@ -367,28 +282,17 @@ class SessionLoop:
             progress.epoch_order = [int(r) for r in rows[order]]
             progress.cursor, progress.events_done = 0, 0
             progress.refresh_pending = True  # fresh gradient masks at each epoch's start
-        if self.verbose:
-            print(f"task {task_index + 1}/{self._num_tasks}  epoch {progress.epoch + 1}/"
-                  f"{plan.epochs_per_task}{self._label}", flush=True)
         length = len(progress.epoch_order)
-        self._losses, self._bar_offset = [], progress.cursor // plan.batch_size
-        self._bar = keras.utils.Progbar(length // plan.batch_size,
-                                        stateful_metrics=["loss", "accuracy"]) \
-            if self.verbose and self.config.log.progress else None
-        if self.callbacks is not None:
-            self.callbacks.on_epoch_begin(progress.epoch)
+        self.listeners.epoch_begin(task_index, self._num_tasks, progress.epoch,
+                                   plan.epochs_per_task, length // plan.batch_size,
+                                   progress.cursor // plan.batch_size)
         events = [e for e in self._events if e.epoch == progress.epoch]
         for event in events[progress.events_done:]:
             self._train_segment(arrays, task_index, event.position(length))
             self._apply_event(event, task_index, ids)
             progress.events_done += 1
         self._train_segment(arrays, task_index, length)
-        if self._bar is not None and self._bar.target and len(self._losses) < self._bar.target:
-            self._bar.update(len(self._losses) + self._bar_offset, finalize=True)
-        if self.callbacks is not None:
-            means = np.mean(self._losses, axis=0) if self._losses else (np.nan, np.nan)
-            self.callbacks.on_epoch_end(progress.epoch, {"loss": float(means[0]),
-                                                         "accuracy": float(means[1])})
+        self.listeners.epoch_end(progress.epoch)
         progress.epoch += 1
         progress.epoch_order, progress.cursor, progress.events_done = None, 0, 0
 
@@ -433,24 +337,9 @@ class SessionLoop:
         progress.task_il_matrix.append(task_row)
         self.trace({"kind": "task_end", "task": task_index, "class_il": class_row,
                     "task_il": task_row})
-        seen_class = [v for v in class_row[:task_index + 1] if v is not None] or [np.nan]
-        seen_task = [v for v in task_row[:task_index + 1] if v is not None] or [np.nan]
-        if self.writer is not None:
-            with self.writer.as_default(step=progress.global_step):
-                tf.summary.scalar("eval/class_il_average", np.mean(seen_class))
-                tf.summary.scalar("eval/task_il_average", np.mean(seen_task))
-                for index, value in enumerate(class_row[:task_index + 1]):
-                    if value is not None:
-                        tf.summary.scalar(f"eval/class_il_task{index}", value)
-                if self.ledger is not None:
-                    tf.summary.scalar("cost/training_flops", self.ledger.training_flops.numpy())
-            self.writer.flush()
-        if self.verbose:
-            per_task = " ".join("-" if value is None else f"{value:.1f}"
-                                for value in class_row[:task_index + 1])
-            print(f"{self._prefix}after task {task_index + 1}/{self._num_tasks}: class-IL "
-                  f"{np.mean(seen_class):.2f}  task-IL {np.mean(seen_task):.2f}  per task "
-                  f"{per_task}", flush=True)
+        self.listeners.task_end(task_index, self._num_tasks, progress.global_step, class_row,
+                                task_row, float(self.ledger.training_flops.numpy())
+                                if self.ledger is not None else None)
         if self.workdir is not None and not self.read_only:
             self.engine.end_task(task_index)
         progress.task = task_index + 1
@@ -464,10 +353,7 @@ class SessionLoop:
         `TaskCancelled` raised (running again goes on from that step)."""
         plan, progress = self.plan, self.progress
         self._cancelled = cancelled or (lambda: False)
-        self._label, self._prefix = f"  ({label})" if label else "", f"[{label}] " if label else ""
-        self.callbacks = callbacks
-        if callbacks is not None:
-            callbacks.on_train_begin()
+        self.listeners.run_begin(callbacks, label)
         if len(progress.task_examples) < progress.task <= self._num_tasks:  # an older checkpoint
             progress.task_examples = [len(self.stream.training(t)[2])
                                       for t in range(progress.task)]
@@ -491,8 +377,7 @@ class SessionLoop:
         results = self.results()
         if self.workdir is not None and not self.read_only:
             run_results.write(self.workdir, results)
-        if callbacks is not None:
-            callbacks.on_train_end(results)
+        self.listeners.run_end(results)
         return results
 
     def results(self):
