@@ -10,11 +10,15 @@ import pytest
 import tensorflow as tf
 
 from sparcl_tf.micro.head import TRAIN_OUTPUTS, Head
+from sparcl_tf.session.random import growth_seed
+from sparcl_tf.sparsity.tdm import prune_and_grow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MICRO = os.path.join(ROOT, "tflite", "micro")
 F, H, C, B, R = 32, 48, 10, 16, 16
 TERMS = [("mse", 0.1), ("ce", 0.5)]
+GROWTH_SEED = 102700  # a growth seed of the session policy: growth_seed(42, 3, 9)
+UPDATE_BYTES = 4 * 4 + F * H * (4 + 1 + 4 + 1)  # the mask-update block after the step
 
 
 def _golden(path, refresh):
@@ -61,6 +65,17 @@ def _golden(path, refresh):
         handle.write(out["logits"].astype(np.float32).tobytes())
         handle.write(out["correct"].astype(np.uint8).tobytes())
         handle.write(out["gradient_w1"].astype(np.float32).tobytes())
+        # a TDM mask update with the plan's growth hash, as the Python head makes it
+        w1 = rng.normal(size=(F, H)).astype(np.float32) * mask
+        gradient = rng.normal(size=(F, H)).astype(np.float32)
+        active = int(mask.sum())
+        prune_to, grow_to, seed = active - active // 10, active, GROWTH_SEED
+        _, grown = prune_and_grow(w1, mask, gradient, prune_to, grow_to, seed, 0,
+                                  importance_lambda=0.5)
+        handle.write(np.array([seed, prune_to, grow_to], np.int32).tobytes())
+        handle.write(np.float32(0.5).tobytes())
+        for array in (w1, mask.astype(np.uint8), gradient, grown.astype(np.uint8)):
+            handle.write(np.ascontiguousarray(array).tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +102,22 @@ def test_c_tests_fail_on_a_wrong_golden_step(binary, tmp_path):
     golden = tmp_path / "golden.bin"
     _golden(golden, 1)
     data = bytearray(golden.read_bytes())
-    data[-4 * F * H - B - 4 * B * C - 4:-4 * F * H - B - 4 * B * C] = np.float32(123.0).tobytes()
+    end = len(data) - UPDATE_BYTES - 4 * F * H - B - 4 * B * C
+    data[end - 4:end] = np.float32(123.0).tobytes()
     golden.write_bytes(bytes(data))  # the expected loss is now wrong
     result = subprocess.run([binary, str(golden)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "loss" in result.stderr
+
+
+def test_c_mask_update_grows_what_the_python_head_grows(binary, tmp_path):
+    assert GROWTH_SEED == growth_seed(42, 3, 9)
+    golden = tmp_path / "golden.bin"
+    _golden(golden, 1)
+    data = bytearray(golden.read_bytes())
+    expected = np.frombuffer(bytes(data[-F * H:]), np.uint8)
+    grown = int(np.flatnonzero(expected)[-1])
+    data[len(data) - F * H + grown] = 0  # Python's mask now lacks a position it grew
+    data[len(data) - F * H + int(np.flatnonzero(expected == 0)[0])] = 1
+    golden.write_bytes(bytes(data))
+    result = subprocess.run([binary, str(golden)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "2 mask entries differ from Python's" in result.stderr

@@ -220,12 +220,20 @@ static void sort_by_score(int32_t *idx, int n, const float *score) {
       int32_t t = idx[root]; idx[root] = idx[child]; idx[child] = t;
     }
   }
-  /* the heap is a min-heap of `before`: reverse for best first */
-  for (int i = 0; i < n / 2; ++i) { int32_t t = idx[i]; idx[i] = idx[n - 1 - i]; idx[n - 1 - i] = t; }
+  /* the root is the last in `before` order, moved to the end each round: best first already */
+}
+
+/* The plan's growth hash (sparcl_tf/sparsity/growth.py `scores`): Park-Miller x -> 48271 x mod
+ * (2^31 - 1), three rounds from a seeded offset; a bijection, so no two positions tie. */
+static int64_t growth_score(int64_t position, int32_t seed, int layer) {
+  const int64_t m = 2147483647, a = 48271;
+  int64_t x = (position + ((int64_t)seed * 7919 + (int64_t)layer * 104729) % (m - 1)) % (m - 1) + 1;
+  for (int round = 0; round < 3; ++round) x = (a * x) % m;
+  return x;
 }
 
 int sparcl_update_mask(sparcl_head *head, int prune_to, int grow_to, float importance_lambda,
-                       uint32_t *rng, int32_t *order) {
+                       int32_t seed, int32_t *order) {
   int n = head->config.features * head->config.hidden, active = 0;
   /* importance goes into last_gradient's place: it is recomputed by the next step anyway */
   float *score = head->last_gradient;
@@ -241,15 +249,17 @@ int sparcl_update_mask(sparcl_head *head, int prune_to, int grow_to, float impor
     }
     active = prune_to;
   }
-  int inactive = 0;
-  for (int i = 0; i < n; ++i)
-    if (!head->mask[i]) order[inactive++] = i;
-  int grow = grow_to - active;
-  for (int i = 0; i < grow && i < inactive; ++i) {
-    int j = i + (int)(xorshift32(rng) % (uint32_t)(inactive - i));
-    int32_t t = order[i]; order[i] = order[j]; order[j] = t;
-    head->mask[order[i]] = 1;
-    head->w1[order[i]] = 0.0f;
+  while (active < grow_to) { /* the inactive position of largest growth score, one at a time */
+    int best = -1;
+    int64_t best_score = -1;
+    for (int i = 0; i < n; ++i) {
+      if (head->mask[i]) continue;
+      int64_t score_i = growth_score(i, seed, 0);
+      if (score_i > best_score) best_score = score_i, best = i;
+    }
+    if (best < 0) break;
+    head->mask[best] = 1;
+    head->w1[best] = 0.0f;
     ++active;
   }
   return active;

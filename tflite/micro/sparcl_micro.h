@@ -66,12 +66,14 @@ float sparcl_head_train_step(sparcl_head *head, const int8_t *features, const in
 void sparcl_head_infer(const sparcl_head *head, const int8_t *features, int rows, float *logits,
                        float *scratch);
 
-/* TDM prune-and-grow of w1: keep the `prune_to` active weights of largest
- * |w| + lambda |last_gradient| (ties: lower index), then activate random inactive positions
- * (xorshift32 from *rng) up to `grow_to` active weights. Dropped weights become 0, grown ones
- * start at 0. order: scratch of F*H int32. Returns the active count. */
+/* TDM prune-and-grow of w1, as the Python head (sparcl_tf/sparsity/tdm.py `prune_and_grow`):
+ * keep the `prune_to` active weights of largest |w| + lambda |last_gradient| (ties: lower
+ * index), then activate the inactive positions of largest growth score (the plan's seeded hash,
+ * sparcl_tf/sparsity/growth.py; `seed` is the mask update's growth seed from the session policy,
+ * sparcl_policy.h) up to `grow_to` active weights. Dropped weights become 0, grown ones start at
+ * 0. order: scratch of F*H int32. Returns the active count. */
 int sparcl_update_mask(sparcl_head *head, int prune_to, int grow_to, float importance_lambda,
-                       uint32_t *rng, int32_t *order);
+                       int32_t seed, int32_t *order);
 
 /* Reservoir buffer of int8 features (Algorithm R), with labels and stored logits. */
 typedef struct {

@@ -76,7 +76,25 @@ static void test_golden_step(const char *path) {
   float *want_logits = read_exact(f, sizeof(float) * B * C);
   uint8_t *want_correct = read_exact(f, (size_t)B);
   float *want_gradient = read_exact(f, sizeof(float) * F * H);
+  /* a TDM mask update the Python head made (prune_and_grow with the plan's growth hash) */
+  int32_t *update = read_exact(f, 3 * sizeof(int32_t));
+  float *update_lambda = read_exact(f, sizeof(float));
+  float *update_w1 = read_exact(f, sizeof(float) * F * H);  /* read in file order */
+  uint8_t *update_mask = read_exact(f, (size_t)F * H);
+  float *update_gradient = read_exact(f, sizeof(float) * F * H);
+  uint8_t *want_mask = read_exact(f, (size_t)F * H);
+  sparcl_head updated = {config, update_w1, head.b1, head.w2, head.b2, update_mask,
+                         head.gradient_mask, update_gradient};
   fclose(f);
+  int32_t *order = malloc(sizeof(int32_t) * F * H);
+  CHECK(sparcl_update_mask(&updated, update[1], update[2], *update_lambda, update[0], order) ==
+        update[2], "golden update count");
+  int mask_differs = 0;
+  for (int i = 0; i < F * H; ++i) {
+    mask_differs += updated.mask[i] != want_mask[i];
+    CHECK(updated.mask[i] || updated.w1[i] == 0.0f, "golden update: masked w1[%d] not zero", i);
+  }
+  CHECK(mask_differs == 0, "golden update: %d mask entries differ from Python's", mask_differs);
 
   sparcl_replay_draw draws[4];
   for (int d = 0; d < D; ++d) {
@@ -114,8 +132,8 @@ static void test_golden_step(const char *path) {
   test_mask_update_and_state(&head);
 }
 
-/* TDM update on a head: exact counts, zeros where masked, grown weights at 0; then the state
- * blob round trip and its corruption checks. */
+/* TDM update on a head: exact counts, the least important weights dropped, zeros where masked,
+ * grown weights at 0; then the state blob round trip and its corruption checks. */
 static void test_mask_update_and_state(sparcl_head *trained) {
   sparcl_head head = *trained;
   sparcl_head_config config = head.config;
@@ -123,11 +141,21 @@ static void test_mask_update_and_state(sparcl_head *trained) {
   int32_t *order = malloc(sizeof(int32_t) * F * H);
   uint8_t *before = malloc((size_t)F * H);
   memcpy(before, head.mask, (size_t)F * H);
-  uint32_t rng = 7;
+  float *importance = malloc(sizeof(float) * F * H);
   int active = 0;
-  for (int i = 0; i < F * H; ++i) active += head.mask[i];
+  for (int i = 0; i < F * H; ++i) {
+    active += head.mask[i];
+    importance[i] = fabsf(head.w1[i]) + 0.5f * (head.mask[i] ? fabsf(head.last_gradient[i]) : 0.0f);
+  }
   int prune_to = active - active / 10, grow_to = active;
-  CHECK(sparcl_update_mask(&head, prune_to, grow_to, 0.5f, &rng, order) == grow_to, "grow count");
+  CHECK(sparcl_update_mask(&head, prune_to, grow_to, 0.5f, 7, order) == grow_to, "grow count");
+  float least_kept = INFINITY, most_dropped = -INFINITY;
+  for (int i = 0; i < F * H; ++i) {
+    if (!before[i]) continue;
+    if (head.mask[i]) least_kept = fminf(least_kept, importance[i]);
+    else most_dropped = fmaxf(most_dropped, importance[i]);
+  }
+  CHECK(most_dropped <= least_kept, "dropped importance %g above kept %g", most_dropped, least_kept);
   int now = 0, survivors = 0;
   for (int i = 0; i < F * H; ++i) {
     now += head.mask[i];
