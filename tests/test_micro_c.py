@@ -78,6 +78,42 @@ def _golden(path, refresh):
             handle.write(np.ascontiguousarray(array).tobytes())
 
 
+def _golden_buffer(path, capacity=10, seed=12345):
+    """What the Python host's buffer does with 100 offers in batches of 7, and its draws."""
+    from sparcl_tf.replay import ReservoirBuffer
+    buffer = ReservoirBuffer(capacity, (1,), 3, seed, np.int8)
+    offered = np.arange(100, dtype=np.int32) % 120
+    for start in range(0, 100, 7):
+        labels = offered[start:start + 7]
+        buffer.add(labels.astype(np.int8)[:, None], labels,
+                   np.stack([labels, 0 * labels, 0 * labels], 1).astype(np.float32),
+                   np.zeros(len(labels)), labels)
+    draws = [(5, 0, 6), (5, 1, 6), (17, 0, 10), (3, 1, 13)]
+    with open(path, "wb") as handle:
+        handle.write(np.array([seed, capacity, 3, len(offered)], np.int32).tobytes())
+        handle.write(offered.tobytes())
+        handle.write(buffer.labels.astype(np.int32).tobytes())
+        handle.write(np.int32(len(draws)).tobytes())
+        for step, draw, rows in draws:
+            handle.write(np.array([step, draw, rows], np.int32).tobytes())
+            handle.write(buffer.sample(rows, step, draw)[1].astype(np.int32).tobytes())
+
+
+def test_c_buffer_keeps_and_draws_what_the_python_buffer_does(binary, tmp_path):
+    _golden(tmp_path / "golden.bin", 1)
+    _golden_buffer(tmp_path / "buffer.bin")
+    result = subprocess.run([binary, str(tmp_path / "golden.bin"), str(tmp_path / "buffer.bin")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "golden buffer: 10 slots, 4 draws equal" in result.stdout
+    data = bytearray((tmp_path / "buffer.bin").read_bytes())
+    data[-4:] = np.int32(-1).tobytes()  # Python's last draw ends in another label
+    (tmp_path / "buffer.bin").write_bytes(bytes(data))
+    result = subprocess.run([binary, str(tmp_path / "golden.bin"), str(tmp_path / "buffer.bin")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "draw (3, 1) row 12" in result.stderr
+
+
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory):
     if shutil.which(os.environ.get("CC", "cc")) is None:

@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "sparcl_policy.h"
+
 #define NEG_LOGIT 1e9f
 #define BISECTION_STEPS 16
 
@@ -191,14 +193,6 @@ void sparcl_head_infer(const sparcl_head *head, const int8_t *features, int rows
 
 /* ---- TDM mask update ----------------------------------------------------------------------- */
 
-static uint32_t xorshift32(uint32_t *state) {
-  uint32_t x = *state ? *state : 0x9E3779B9u;
-  x ^= x << 13;
-  x ^= x >> 17;
-  x ^= x << 5;
-  return *state = x;
-}
-
 /* a ranks before b: larger score, then lower index. */
 static int before(const float *score, int32_t a, int32_t b) {
   return score[a] > score[b] || (score[a] == score[b] && a < b);
@@ -276,30 +270,30 @@ size_t sparcl_buffer_bytes_per_example(int features, int classes) {
 }
 
 void sparcl_buffer_add(sparcl_buffer *b, const int8_t *x, int32_t label, const float *logits) {
-  uint32_t slot = b->seen < (uint32_t)b->capacity ? b->seen : xorshift32(&b->rng) % (b->seen + 1);
+  uint64_t slot = b->seen;
+  if (b->seen >= (uint32_t)b->capacity)
+    slot = (uint64_t)sparcl_stream_below(
+        sparcl_stream_key(b->seed, SPARCL_PURPOSE_RESERVOIR, NULL, 0), b->seen,
+        (int64_t)b->seen + 1);
   b->seen++;
-  if (slot >= (uint32_t)b->capacity) return;
+  if (slot >= (uint64_t)b->capacity) return;
   memcpy(b->x + slot * b->features, x, (size_t)b->features);
   b->y[slot] = label;
   memcpy(b->logits + slot * b->classes, logits, sizeof(float) * b->classes);
 }
 
-void sparcl_buffer_sample(sparcl_buffer *b, int rows, int8_t *x, int32_t *labels, float *logits) {
-  int size = sparcl_buffer_size(b);
-  int32_t picked[256];
-  for (int i = 0; i < rows; ++i) {
-    int slot;
-    if (size >= rows && rows <= 256) {
-      int fresh;
-      do {  /* distinct draws, as the host's buffer */
-        slot = (int)(xorshift32(&b->rng) % (uint32_t)size);
-        fresh = 1;
-        for (int j = 0; j < i; ++j) fresh &= picked[j] != slot;
-      } while (!fresh);
-      picked[i] = slot;
-    } else {
-      slot = i % size;
-    }
+void sparcl_buffer_sample(sparcl_buffer *b, int rows, int64_t step, int draw, int8_t *x,
+                          int32_t *labels, float *logits) {
+  int size = sparcl_buffer_size(b), count = rows < size ? rows : size;
+  int64_t fields[2] = {step, draw};
+  uint64_t key = sparcl_stream_key(b->seed, SPARCL_PURPOSE_REPLAY, fields, 2);
+  for (int i = 0; i < size; ++i) b->order[i] = i;
+  for (int i = 0; i < count; ++i) { /* partial Fisher-Yates: distinct(size, count) */
+    int j = i + (int)sparcl_stream_below(key, (uint64_t)i, size - i);
+    int32_t t = b->order[i]; b->order[i] = b->order[j]; b->order[j] = t;
+  }
+  for (int i = 0; i < rows && count > 0; ++i) {
+    int slot = b->order[i % count];
     memcpy(x + i * b->features, b->x + slot * b->features, (size_t)b->features);
     labels[i] = b->y[slot];
     memcpy(logits + i * b->classes, b->logits + slot * b->classes, sizeof(float) * b->classes);

@@ -75,22 +75,28 @@ void sparcl_head_infer(const sparcl_head *head, const int8_t *features, int rows
 int sparcl_update_mask(sparcl_head *head, int prune_to, int grow_to, float importance_lambda,
                        int32_t seed, int32_t *order);
 
-/* Reservoir buffer of int8 features (Algorithm R), with labels and stored logits. */
+/* Reservoir buffer of int8 features (Algorithm R), with labels and stored logits, drawn from the
+ * session plan's SplitMix64 stream as the Python host's buffer (sparcl_tf/replay/buffer.py):
+ * the p-th example offered goes to slot p while there is room, then to slot below(p + 1) of the
+ * reservoir stream (seed, 2) at output p, kept when that is below the capacity. */
 typedef struct {
   int capacity, features, classes;
-  uint32_t seen, rng;
+  uint64_t seed;  /* the plan's seed */
+  uint32_t seen;
   int8_t *x;      /* [capacity*F] */
   int32_t *y;     /* [capacity] */
   float *logits;  /* [capacity*C] */
+  int32_t *order; /* [capacity] scratch of the draws */
 } sparcl_buffer;
 
 int sparcl_buffer_size(const sparcl_buffer *buffer);
 size_t sparcl_buffer_bytes_per_example(int features, int classes); /* F + 1 + 4C as stored */
 void sparcl_buffer_add(sparcl_buffer *buffer, const int8_t *x, int32_t label,
                        const float *logits);
-/* `rows` entries (distinct while the buffer holds that many, then repeated) into a draw. */
-void sparcl_buffer_sample(sparcl_buffer *buffer, int rows, int8_t *x, int32_t *labels,
-                          float *logits);
+/* Draw `draw` of global step `step`: `rows` entries, distinct(size, rows) of the replay stream
+ * (seed, 3, step, draw) while the buffer holds that many, cycled when it holds fewer. */
+void sparcl_buffer_sample(sparcl_buffer *buffer, int rows, int64_t step, int draw, int8_t *x,
+                          int32_t *labels, float *logits);
 
 /* The head's state (shapes, parameters, masks) as a blob for flash, with a CRC-32. */
 size_t sparcl_state_bytes(const sparcl_head_config *config);

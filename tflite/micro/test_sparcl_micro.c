@@ -148,14 +148,22 @@ static void test_mask_update_and_state(sparcl_head *trained) {
     importance[i] = fabsf(head.w1[i]) + 0.5f * (head.mask[i] ? fabsf(head.last_gradient[i]) : 0.0f);
   }
   int prune_to = active - active / 10, grow_to = active;
-  CHECK(sparcl_update_mask(&head, prune_to, grow_to, 0.5f, 7, order) == grow_to, "grow count");
+  sparcl_head pruned = head; /* pruning alone, on copies: growth may take a dropped one back */
+  pruned.w1 = malloc(sizeof(float) * F * H);
+  pruned.mask = malloc((size_t)F * H);
+  pruned.last_gradient = malloc(sizeof(float) * F * H);
+  memcpy(pruned.w1, head.w1, sizeof(float) * F * H);
+  memcpy(pruned.mask, head.mask, (size_t)F * H);
+  memcpy(pruned.last_gradient, head.last_gradient, sizeof(float) * F * H);
+  CHECK(sparcl_update_mask(&pruned, prune_to, prune_to, 0.5f, 7, order) == prune_to, "prune count");
   float least_kept = INFINITY, most_dropped = -INFINITY;
   for (int i = 0; i < F * H; ++i) {
     if (!before[i]) continue;
-    if (head.mask[i]) least_kept = fminf(least_kept, importance[i]);
+    if (pruned.mask[i]) least_kept = fminf(least_kept, importance[i]);
     else most_dropped = fmaxf(most_dropped, importance[i]);
   }
   CHECK(most_dropped <= least_kept, "dropped importance %g above kept %g", most_dropped, least_kept);
+  CHECK(sparcl_update_mask(&head, prune_to, grow_to, 0.5f, 7, order) == grow_to, "grow count");
   int now = 0, survivors = 0;
   for (int i = 0; i < F * H; ++i) {
     now += head.mask[i];
@@ -230,9 +238,9 @@ static void test_synthetic_head(void) {
 static void test_reservoir(void) {
   enum { CAP = 10, F = 4, C = 3 };
   int8_t x[CAP * F], rx[6 * F];
-  int32_t y[CAP], ry[6];
+  int32_t y[CAP], ry[6], order[CAP];
   float logits[CAP * C], rl[6 * C];
-  sparcl_buffer buffer = {CAP, F, C, 0, 12345u, x, y, logits};
+  sparcl_buffer buffer = {CAP, F, C, 12345u, 0, x, y, logits, order};
   int counts[CAP + 90] = {0};
   for (int i = 0; i < 100; ++i) {
     int8_t features[F] = {(int8_t)i, 0, 0, 0};
@@ -246,7 +254,7 @@ static void test_reservoir(void) {
     ++counts[y[s]];
   }
   for (int i = 0; i < 100; ++i) CHECK(counts[i] <= 1, "example %d stored twice", i);
-  sparcl_buffer_sample(&buffer, 6, rx, ry, rl);
+  sparcl_buffer_sample(&buffer, 6, 3, 1, rx, ry, rl);
   for (int i = 0; i < 6; ++i) {
     for (int j = 0; j < i; ++j) CHECK(ry[i] != ry[j], "sample not distinct");
     CHECK(rx[i * F] == (int8_t)ry[i] && rl[i * C] == (float)ry[i], "sample rows mixed up");
@@ -254,9 +262,45 @@ static void test_reservoir(void) {
   CHECK(sparcl_buffer_bytes_per_example(32, 10) == 73, "bytes per example");
 }
 
+/* The buffer against the Python host's (sparcl_tf/replay/buffer.py) on the same offers: where
+ * each example goes and what each draw takes. File: int32 seed, capacity, classes, offers, the
+ * offered labels, the labels per slot after them, draws, and per draw step, draw, rows and the
+ * labels drawn. Features and logits carry the label, so rows cannot mix up. */
+static void test_golden_buffer(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) { fprintf(stderr, "cannot open %s\n", path); exit(2); }
+  int32_t *h = read_exact(f, 4 * sizeof(int32_t));
+  int capacity = h[1], classes = h[2], offers = h[3];
+  int32_t *offered = read_exact(f, sizeof(int32_t) * offers);
+  int32_t *want_slots = read_exact(f, sizeof(int32_t) * capacity);
+  int8_t *x = calloc((size_t)capacity, 1), rx[64];
+  int32_t *y = calloc((size_t)capacity, sizeof(int32_t)), *order = calloc((size_t)capacity, sizeof(int32_t)), ry[64];
+  float *logits = calloc((size_t)capacity * classes, sizeof(float)), rl[64 * 8];
+  sparcl_buffer buffer = {capacity, 1, classes, (uint64_t)h[0], 0, x, y, logits, order};
+  for (int i = 0; i < offers; ++i) {
+    int8_t features = (int8_t)offered[i];
+    float row[8] = {(float)offered[i]};
+    sparcl_buffer_add(&buffer, &features, offered[i], row);
+  }
+  for (int s = 0; s < capacity; ++s)
+    CHECK(y[s] == want_slots[s] && x[s] == (int8_t)y[s], "slot %d holds %d, Python's %d", s, y[s], want_slots[s]);
+  int32_t *count = read_exact(f, sizeof(int32_t));
+  for (int d = 0; d < *count; ++d) {
+    int32_t *draw = read_exact(f, 3 * sizeof(int32_t));
+    int32_t *want = read_exact(f, sizeof(int32_t) * draw[2]);
+    sparcl_buffer_sample(&buffer, draw[2], draw[0], draw[1], rx, ry, rl);
+    for (int i = 0; i < draw[2]; ++i)
+      CHECK(ry[i] == want[i] && rx[i] == (int8_t)ry[i], "draw (%d, %d) row %d: %d, Python's %d",
+            draw[0], draw[1], i, ry[i], want[i]);
+  }
+  fclose(f);
+  printf("golden buffer: %d slots, %d draws equal\n", capacity, *count);
+}
+
 int main(int argc, char **argv) {
-  if (argc > 2) { fprintf(stderr, "usage: %s [GOLDEN_FILE]\n", argv[0]); return 2; }
-  if (argc == 2) test_golden_step(argv[1]);
+  if (argc > 3) { fprintf(stderr, "usage: %s [GOLDEN_STEP [GOLDEN_BUFFER]]\n", argv[0]); return 2; }
+  if (argc >= 2) test_golden_step(argv[1]);
+  if (argc == 3) test_golden_buffer(argv[2]);
   test_synthetic_head();
   test_reservoir();
   if (failures) { fprintf(stderr, "%d check(s) failed\n", failures); return 1; }
