@@ -152,3 +152,35 @@ def test_a_host_run_goes_on_alike_in_the_python_and_kotlin_device_learners(tmp_p
     assert mine["class_il_matrix"][:2] == [row + [None] * 2 for row in
                                            handed["class_il_matrix"]]
     assert mine["examples_removed"] > handed["examples_removed"] > 0
+
+
+def test_a_kotlin_learners_folder_loads_into_a_keras_learner(tmp_path, session_build):
+    from sparcl_tf.keras import DERPP, ContinualLearner, SparCL
+    from conftest import small_own_model
+
+    def learner():
+        return ContinualLearner(small_own_model(), method=DERPP(), buffer_size=60,
+                                batch_size=16, sparcl=SparCL(weight_sparsity=0.9,
+                                                             gradient_sparsity=0.92,
+                                                             updates_per_task=4,
+                                                             removal_stages=2),
+                                learning_rate=0.05, normalization=(0.2, 0.3), verbose=0)
+
+    data = write_unseen_tasks(tmp_path / "arriving.npz", sizes=(237, 300))
+    model, _ = learner().export(str(tmp_path / "export"))
+    ran = kotlin_app(model, data, tmp_path / "phone")
+    assert ran.returncode == 0, ran.stderr
+    phone = results(tmp_path / "phone")
+    host = learner()
+    loaded = host.load_device_state(str(tmp_path / "phone"))
+    assert loaded["class_il_matrix"] == phone["class_il_matrix"]
+    for key in ("steps", "examples_presented", "examples_removed", "training_examples"):
+        assert loaded[key] == phone[key], key
+    with np.load(data) as arrays:
+        x_test, y_test = arrays["test_images_1"], arrays["test_labels_1"]
+        x_new, y_new = arrays["train_images_0"], arrays["train_labels_0"] + 4  # a third task
+    assert host.evaluate(x_test, y_test)["class_il"] == pytest.approx(
+        phone["class_il_matrix"][1][1], abs=100 / len(y_test) + 1e-9)
+    assert all(np.count_nonzero(layer.kernel.numpy()[layer.mask.numpy() == 0]) == 0
+               for layer in host.model.sparse)
+    assert host.fit_task(x_new, y_new)["steps"] > phone["steps"]

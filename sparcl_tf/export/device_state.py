@@ -1,7 +1,7 @@
 """A run handed between host and device: the state folder a `DeviceLearner` opens, written from a
 Keras session at a task boundary, so a phone continues where the host stopped without forgetting;
-and back, a device's folder read into a Keras learner to evaluate it, inspect its masks or strip
-it (and go on training on the host).
+and back, a device's folder (a Python device learner's, or a Kotlin one's state files) read into a
+Keras learner to evaluate it, inspect its masks or strip it (and go on training on the host).
 
 The folder is the device learner's own (`ondevice.learner`): a session checkpoint whose variables
 are the exported model's state (`device/<name>`: what `get_state` returns, with the last kernel
@@ -11,6 +11,7 @@ sizes, test sets) for the accuracy matrix of later tasks.
 """
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -18,7 +19,9 @@ import numpy as np
 from sparcl_tf.checkpoint import CheckpointManager
 from sparcl_tf.errors import CheckpointError, ExportError
 from sparcl_tf.ondevice.device_model import DeviceModel
+from sparcl_tf.ondevice import kotlin_state
 from sparcl_tf.ondevice.task_record import TaskRecord, keep_plan, read_kept_plan
+from sparcl_tf.session.progress import RESUME_FREE_FIELDS
 
 
 def _host_arrays(session):
@@ -67,6 +70,53 @@ def write_device_state(state_dir, model_path, session, last_gradients):
     return state_dir
 
 
+def _by_value(tree):
+    """A JSON tree with every number as a float and lists as tuples (values, not spellings)."""
+    if isinstance(tree, dict):
+        return {key: _by_value(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return tuple(_by_value(value) for value in tree)
+    if isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        return float(tree)
+    return tree
+
+
+def _deciding(config):
+    """The fields of a config (as JSON) that decide what a run computes."""
+    return {key: value for key, value in config.items() if key not in RESUME_FREE_FIELDS}
+
+
+def _folder_contents(state_dir, session, plan, network):
+    """(arrays, host state, where) of a device folder: a Python device learner's newest
+    checkpoint, or a Kotlin learner's newest state file in the same names."""
+    kotlin_file = kotlin_state.latest_state_file(state_dir)
+    if kotlin_file is None:
+        folder = CheckpointManager(os.path.join(state_dir, "checkpoints"), {}).latest()
+        if folder is None:
+            raise CheckpointError(f"{state_dir} holds no device state (no checkpoints/, no "
+                                  f"state-<n>.bin)")
+        arrays, host_state = CheckpointManager._read(folder)
+        return arrays, host_state, folder
+    if plan.unit != "weights":
+        raise CheckpointError(f"{state_dir}: a Kotlin state of filter slots cannot be read on "
+                              f"the host yet")
+    arrays, host_state = kotlin_state.as_device_folder(
+        kotlin_state.read_records(kotlin_file, plan.version), plan,
+        [tuple(v.shape) for v in network.variables])
+    # What the phone does not keep: FLOPs (counted from here on) and gradient densities.
+    arrays.update({f"ledger/{name}": np.zeros((), np.float64)
+                   for name in (session.ledger.state() if session.ledger else {})})
+    # org.json writes 1.0 as 1: the run config the phone kept is compared by value, not by hash.
+    same = _by_value(_deciding(plan.run_config)) == _by_value(_deciding(json.loads(
+        session.config.to_json())))
+    host_state.update(
+        config_hash=session.progress.config_hash if same else "another",
+        active=[int(np.count_nonzero(arrays[f"device/{mask}"]))
+                for mask in plan.model["unit_masks"]],
+        gradient_density_sum=[0.0] * len(plan.sparse_layers))
+    return arrays, host_state, kotlin_file
+
+
 def read_device_state(state_dir, session, network, last_gradients):
     """Loads the device learner's folder `state_dir` (between tasks) into a Keras `session` over
     `network` (the architecture the device's model was exported from; its variables matched by
@@ -74,11 +124,8 @@ def read_device_state(state_dir, session, network, last_gradients):
     name -> variable, in the plan's order), buffer, statistics, ledger and progress. Returns the
     task record. CheckpointError, with nothing changed, for a folder of another model or config,
     or one in the middle of a task."""
-    manager = CheckpointManager(os.path.join(state_dir, "checkpoints"), {})
-    folder = manager.latest()
-    if folder is None:
-        raise CheckpointError(f"{state_dir} holds no device state (no checkpoints/)")
-    arrays, host_state = CheckpointManager._read(folder)
+    plan = read_kept_plan(state_dir)
+    arrays, host_state, folder = _folder_contents(state_dir, session, plan, network)
     progress = type(session.progress).from_checkpoint(host_state, folder)
     if progress.config_hash != session.progress.config_hash:
         raise CheckpointError(f"{state_dir} was learned under another config (method, sparsity, "
@@ -87,7 +134,6 @@ def read_device_state(state_dir, session, network, last_gradients):
     if progress.epoch or progress.epoch_order is not None:
         raise CheckpointError(f"{state_dir} is in the middle of task {progress.task + 1}; finish "
                               f"it on the device first")
-    plan = read_kept_plan(state_dir)
     names = plan.model["variables"]
     if len(names) != len(network.variables) or len(plan.sparse_layers) != len(last_gradients):
         raise CheckpointError(f"{state_dir} was learned with another model ({len(names)} "

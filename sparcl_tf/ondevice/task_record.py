@@ -24,7 +24,7 @@ def digest(x, y):
 
 class TaskRecord:
     """The tasks a device learner has seen, in `state_dir`: tasks.json (written atomically, after
-    the task's test set) and test_<t>.npz."""
+    the task's test set) and test_<t>.npz (a Kotlin learner's: test_<t>.bin)."""
 
     def __init__(self, state_dir):
         self.state_dir = state_dir
@@ -79,8 +79,12 @@ class TaskRecord:
         x_test, y_test = empty, np.zeros(0, np.int64)
         if entry["test"]:
             try:
-                with np.load(self._test_path(index), allow_pickle=False) as archive:
-                    x_test, y_test = archive["images"], archive["labels"]
+                if os.path.exists(self._test_path(index)):
+                    with np.load(self._test_path(index), allow_pickle=False) as archive:
+                        x_test, y_test = archive["images"], archive["labels"]
+                else:
+                    x_test, y_test = _kotlin_test_set(
+                        os.path.join(self.state_dir, f"test_{index}.bin"), image_shape)
             except (OSError, ValueError, KeyError) as error:
                 raise DataError(f"cannot read the test set of task {index} in "
                                 f"{self.state_dir}: {error}") from None
@@ -89,6 +93,21 @@ class TaskRecord:
         first = entry["first_id"]
         return Task(index, np.asarray(entry["classes"], np.int64), x, y,
                     np.arange(first, first + len(y), dtype=np.int64), x_test, y_test)
+
+
+def _kotlin_test_set(path, image_shape):
+    """A Kotlin learner's test_<t>.bin (TaskRecord.kt: ImageSet.write, then the labels;
+    big-endian): (images, labels)."""
+    with open(path, "rb") as handle:
+        content = handle.read()
+    count, size, as_bytes = *np.frombuffer(content, ">i4", 2), content[8]
+    if size != int(np.prod(image_shape)):
+        raise ValueError(f"{path} holds images of {size} values")
+    dtype = np.dtype("u1") if as_bytes else np.dtype(">f4")
+    end = 9 + count * size * dtype.itemsize
+    images = np.frombuffer(content, dtype, count * size, 9).reshape((count, *image_shape))
+    labels = np.frombuffer(content, ">i4", int(np.frombuffer(content, ">i4", 1, end)[0]), end + 4)
+    return images.astype(np.uint8 if as_bytes else np.float32), labels.astype(np.int64)
 
 
 PLAN_FILE = "plan.json"

@@ -52,6 +52,7 @@ class DeviceLearner(
             throw SessionError("$stateDir is held by another learner; one learner at a time may use a state folder")
         }
         try {
+            keepPlan()
             record = TaskRecord(stateDir, plan.imageSize)
             val model = SparclModel(runtime, plan)
             HostState.importIfAny(stateDir, StateFiles.of(stateDir, plan, model), model, plan)
@@ -59,6 +60,20 @@ class DeviceLearner(
         } catch (error: Throwable) {
             close()
             throw error
+        }
+    }
+
+    /** plan.json: the plan the folder is learned under, for a host that takes the run over
+     *  (`ContinualLearner.load_device_state`); written once, atomically. */
+    private fun keepPlan() {
+        val target = File(stateDir, "plan.json")
+        if (target.exists()) return
+        val temporary = File(stateDir, "plan.json.tmp")
+        try {
+            temporary.writeText(plan.source)
+            if (!temporary.renameTo(target)) throw IOException("cannot rename $temporary")
+        } catch (error: IOException) {
+            throw SessionError("cannot write $target: ${error.message}")
         }
     }
 

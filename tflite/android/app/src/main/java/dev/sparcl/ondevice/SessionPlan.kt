@@ -65,6 +65,10 @@ class SessionPlan(
     val mean: FloatArray, val std: FloatArray, val augmentation: String, val cropPadding: Int,
     val schedule: TaskSchedule,
 ) {
+    /** The plan as the signatures.json gave it (a learner keeps it in its state folder). */
+    var source: String = ""
+        private set
+
     val imageSize: Int get() = imageShape.fold(1) { product, dimension -> product * dimension }
     val channels: Int get() = imageShape.last()
     val hasMaskUpdates: Boolean get() = schedule.maskRule != "none"
@@ -211,6 +215,7 @@ class SessionPlan(
                 floats(normalization.getJSONArray("mean")), floats(normalization.getJSONArray("std")),
                 augmentation.getString("kind"), augmentation.getInt("crop_padding"), schedule(plan.getJSONObject("schedule")))
             result.validate()
+            result.source = plan.toString()
             return result
         }
     }
