@@ -49,6 +49,18 @@ def results(state_dir):
         return json.load(handle)
 
 
+def assert_apps_agree(directory):
+    """The python/ and kotlin/ apps in `directory` took the same steps to the same results;
+    returns the results."""
+    assert_same_steps(read_trace(f"{directory}/python.jsonl"),
+                      read_trace(f"{directory}/kotlin.jsonl"))
+    mine, theirs = results(directory / "kotlin"), results(directory / "python")
+    for key in ("class_il_matrix", "task_il_matrix", "steps", "examples_removed",
+                "examples_presented", "training_examples"):
+        assert mine[key] == theirs[key], key
+    return theirs
+
+
 @pytest.fixture(scope="module")
 def straight(app):
     model, data, directory = app
@@ -62,13 +74,7 @@ def test_the_python_and_kotlin_apps_take_the_same_steps(app, straight):
     _, _, directory = app
     python, kotlin = straight
     assert python.stdout.splitlines()[:6] == kotlin.stdout.splitlines()[:6]
-    assert_same_steps(read_trace(f"{directory}/python.jsonl"),
-                      read_trace(f"{directory}/kotlin.jsonl"))
-    mine, theirs = results(directory / "kotlin"), results(directory / "python")
-    for key in ("class_il_matrix", "task_il_matrix", "steps", "examples_removed",
-                "examples_presented", "training_examples"):
-        assert mine[key] == theirs[key], key
-    assert theirs["training_examples"] == 237 + 300 + 411
+    assert assert_apps_agree(directory)["training_examples"] == 237 + 300 + 411
 
 
 @pytest.mark.parametrize("host", ["kotlin", "python"])
@@ -143,12 +149,7 @@ def test_a_host_run_goes_on_alike_in_the_python_and_kotlin_device_learners(tmp_p
     kotlin = kotlin_app(model, data, tmp_path / "kotlin")
     assert python.returncode == 0 and kotlin.returncode == 0, python.stderr + kotlin.stderr
     assert kotlin.stdout.splitlines()[0].startswith("task 3 arrives")
-    assert_same_steps(read_trace(f"{tmp_path}/python.jsonl"),
-                      read_trace(f"{tmp_path}/kotlin.jsonl"))
-    mine, theirs = results(tmp_path / "kotlin"), results(tmp_path / "python")
-    for key in ("class_il_matrix", "task_il_matrix", "steps", "examples_removed",
-                "examples_presented", "training_examples"):
-        assert mine[key] == theirs[key], key
+    mine = assert_apps_agree(tmp_path)
     assert mine["class_il_matrix"][:2] == [row + [None] * 2 for row in
                                            handed["class_il_matrix"]]
     assert mine["examples_removed"] > handed["examples_removed"] > 0
