@@ -4,13 +4,14 @@ state folder untouched, one learner per folder, resume, and a host run continued
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
 from conftest import (Interrupt, class_pattern_images, export_initial, small_own_model,
                       tiny_config)
-from sparcl_tf.errors import ConfigError
+from sparcl_tf.errors import CheckpointError, ConfigError, DataError, ExportError
 from sparcl_tf.ondevice import DeviceLearner, OnDeviceSession
 from sparcl_tf.session.loop import SessionLoop
 
@@ -159,7 +160,7 @@ def test_a_host_run_continues_on_the_device_with_its_buffer_and_statistics(tmp_p
     for key in ("steps", "examples_presented", "examples_removed", "training_examples"):
         assert continued[key] == all_on_host[key], key
     assert continued["class_il_matrix"][:2] == all_on_host["class_il_matrix"][:2]
-    with pytest.raises(Exception, match="not empty"):
+    with pytest.raises(ExportError, match="not empty"):
         first.export(str(tmp_path / "export"), with_state=True)
     with open(tmp_path / "export" / "state" / "tasks.json") as handle:
         assert [t["examples"] for t in json.load(handle)["tasks"]] == [96, 112, 128, 96, 112]
@@ -190,5 +191,12 @@ def test_a_device_folder_loads_into_a_keras_learner_to_inspect_and_go_on(tmp_pat
     with pytest.raises(RuntimeError, match="trained nothing"):
         host.load_device_state(str(tmp_path / "phone"))
     other = _learner(seed=3)
-    with pytest.raises(Exception, match="another config"):
+    with pytest.raises(CheckpointError, match="another config"):
         other.load_device_state(str(tmp_path / "phone"))
+    with pytest.raises(DataError, match="no readable plan.json"):
+        _learner().load_device_state(str(tmp_path / "export"))  # a model folder, not a device's
+    (tmp_path / "lonely").mkdir()
+    shutil.copy(model, tmp_path / "lonely" / "model.tflite")  # no signatures.json beside it
+    with pytest.raises(DataError, match="no session plan beside"):
+        DeviceLearner(str(tmp_path / "lonely" / "model.tflite"), str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()

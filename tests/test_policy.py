@@ -141,6 +141,22 @@ def test_an_own_model_exported_before_any_task_learns_a_file_through_both_binari
     assert without_data.stderr.splitlines() == [
         f"error: {model} was exported by a ContinualLearner, whose data the model does not "
         f"name: give the tasks with --data=FILE.npz"]
+    with np.load(data) as arrays:
+        bad = dict(arrays, train_labels_2=arrays["train_labels_2"] + 9)
+    np.savez(tmp_path / "bad.npz", **bad)
+    for flags, line in (
+            ([f"--data={data}", "--config=configs/split_fmnist.py:sparcl_derpp_90"],
+             "error: --data trains the file's tasks under the model's own session plan and run "
+             "config: drop --config"),
+            ([f"--data={tmp_path / 'bad.npz'}"],
+             f"error: {tmp_path / 'bad.npz'} task 2: train_labels_2 lie in [13, 14]; the model "
+             f"has classes 0..9")):
+        refused = subprocess.run(
+            [sys.executable, "-m", "tools.ondevice", f"--model={model}",
+             f"--workdir={tmp_path / 'refused'}", *flags], cwd=ROOT, capture_output=True,
+            text=True, timeout=300)
+        assert refused.returncode == 2 and refused.stderr.splitlines() == [line]
+        assert not (tmp_path / "refused" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("change, message", [
