@@ -71,7 +71,8 @@ def _rows(flat, sizes):
 
 def as_device_folder(records, plan, shapes):
     """(arrays, progress) in a Python device folder's names from a Kotlin state's `records`;
-    `shapes`: per variable of `plan.model["variables"]`, its shape on the host."""
+    `shapes`: per variable of `plan.model["variables"]`, its shape on the host. Weight units
+    only (the caller refuses filter slots)."""
     progress, counters = records["progress"], records["counters"]
     task, epoch = int(progress[0]), int(progress[1])
     arrays = {}
@@ -86,7 +87,7 @@ def as_device_folder(records, plan, shapes):
         key = f"model/last_gradient__{layer}"
         if key in records:
             arrays[f"device/last_gradient__{layer}"] = records[key].view("<f4").reshape(
-                arrays[f"device/{name}"].shape if plan.unit == "weights" else (-1,))
+                arrays[f"device/{name}"].shape)  # weight units: the kernel's, as its mask
     for name in ("presentations", "correct", "last_correct", "forgetting_events"):
         arrays[f"stats/stats_{name}"] = records[f"stats/{name}"].astype(np.int32)
     arrays["stats/stats_last_margin"] = records["stats/last_margin"].astype(np.float32)
