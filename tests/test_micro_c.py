@@ -1,6 +1,7 @@
 """The board's C code (tflite/micro/) compiled with the system compiler and checked against the
 Python head: one train step on the same inputs and state, plus its own unit tests."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -157,3 +158,73 @@ def test_c_mask_update_grows_what_the_python_head_grows(binary, tmp_path):
     golden.write_bytes(bytes(data))
     result = subprocess.run([binary, str(golden)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "2 mask entries differ from Python's" in result.stderr
+
+
+# --- the board's task loop against the Python micro engine ------------------------------------
+
+def _feature_stream(config, seed=5):
+    """The config's task stream with int8 "backbone features" made up per class (no backbone:
+    the loop is under test), as `micro.session.Features` holds them."""
+    from types import SimpleNamespace
+
+    from sparcl_tf.data import build_tasks, load_source
+    tasks = build_tasks(load_source(config.data), config.data, config.seed)
+    rng = np.random.default_rng(seed)
+    prototypes = rng.normal(0, 40, (tasks.num_classes, 24))
+
+    def features(labels):
+        x = prototypes[labels] + rng.normal(0, 45, (len(labels), 24))
+        return np.clip(np.rint(x), -128, 127).astype(np.int8)
+
+    return tasks, SimpleNamespace(
+        size=24, scale=0.05, zero_point=-3, arena_bytes=0,
+        train=[features(t.y_train) for t in tasks.tasks],
+        test=[features(t.y_test) for t in tasks.tasks])
+
+
+@pytest.fixture(scope="module")
+def board_session(tmp_path_factory):
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        pytest.skip("no C compiler on this machine")
+    build = tmp_path_factory.mktemp("board_build")
+    result = subprocess.run(["make", "-C", MICRO, f"BUILD={build}", f"{build}/board_session"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return str(build / "board_session")
+
+
+@pytest.mark.parametrize("preset,overrides", [
+    ("micro", {"optimizer__schedule": "cosine"}),
+    ("micro", {"sparsity__schedule": "rigl", "sparsity__grow": "gradient",
+               "optimizer__schedule": "step", "optimizer__milestones": (0.5,)}),
+])
+def test_board_loop_gives_the_python_micro_trace(idx_folder, tmp_path, board_session, preset,
+                                                 overrides):
+    """Three tasks of 90 examples (not a multiple of the batch), 3 epochs, 4 mask updates and 3
+    removal stages a task, DER++ from the feature buffer, DGM refreshes: the board's C loop and
+    the Python micro engine (TFLM) write the same trace; cancelled every 7 steps with a power
+    cycle each time, the C loop writes it again."""
+    from sparcl_tf.micro.board import write_board_session
+    from sparcl_tf.micro.session import MicroSession
+    from tests.conftest import assert_same_steps, tiny_config
+    config = tiny_config(idx_folder, preset, data__num_tasks=3, data__train_per_task=90,
+                         epochs_per_task=3, sparsity__updates_per_task=4, ddr__stages=3,
+                         micro__hidden_units=16, micro__compare_steps=0, dgm__refresh_every=3,
+                         **overrides)
+    tasks, features = _feature_stream(config)
+    records = []
+    session = MicroSession(config, tasks, features, verbose=0, trace=records.append)
+    write_board_session(tmp_path / "session.txt", session)
+    session.run()
+    kinds = {r["kind"] for r in records}
+    assert kinds == {"step", "mask_update", "removal", "task_end"}
+    assert sum(len(r["removed"]) for r in records if r["kind"] == "removal") > 0
+    for cancel_every, trace in ((0, "trace.jsonl"), (7, "cancelled.jsonl")):
+        result = subprocess.run([board_session, str(tmp_path / "session.txt"),
+                                 str(tmp_path / trace), str(cancel_every)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_same_steps(records, [json.loads(line) for line in
+                                    (tmp_path / trace).read_text().splitlines()])
+    assert (tmp_path / "trace.jsonl").read_text() == (tmp_path / "cancelled.jsonl").read_text()
+    assert f"{len(tasks)} tasks" in result.stdout and "power cycles" in result.stdout

@@ -19,6 +19,7 @@ import numpy as np
 
 from configs.split_fmnist import get_config
 from sparcl_tf.data.tasks import TaskSequence
+from sparcl_tf.micro.board import policy_lines
 from sparcl_tf.session.plan import build_plan
 
 TASK_SIZES = (31, 237, 300, 411, 12000)
@@ -77,32 +78,18 @@ def golden_vectors():
             "cases": cases}
 
 
-RULES = {"none": 0, "tdm": 1, "rigl": 2}  # sparcl_policy.h's SPARCL_RULE_*
-
-
 def golden_text(vectors):
     """The weight-unit cases of `vectors` as lines of numbers (doubles in shortest round-trip
-    form, which strtod reads back exactly): per case `case NAME`, `policy seed epochs updates
-    rule stages fraction open swap drop end horizon layers`, `units ...`, `targets ...`; per
-    task `task index examples events`; per event `event epoch numerator denominator update
-    mask seed stage target prune... grow...`."""
+    form, which strtod reads back exactly): per case `case NAME` and the plan's `policy`,
+    `units` and `targets` lines (`micro.board.policy_lines`); per task `task index examples
+    events`; per event `event epoch numerator denominator update mask seed stage target
+    prune... grow...`."""
     lines = []
     for case in vectors["cases"]:
         plan = case["plan"]
         if plan["unit"] != "weights":
             continue
-        entry = plan["schedule"]
-        tdm, rigl = entry.get("tdm", {}), entry.get("rigl", {})
-        lines += [f"case {case['name']}", " ".join(str(v) for v in (
-            "policy", plan["seed"], plan["epochs_per_task"], entry["updates_per_task"],
-            RULES[entry["mask_rule"]], entry["removal"]["stages"],
-            repr(float(entry["removal"]["fraction"])), repr(float(tdm.get("open_fraction", 0))),
-            repr(float(tdm.get("swap_fraction", 0))), repr(float(rigl.get("drop_fraction", 0))),
-            repr(float(rigl.get("end_fraction", 0))), rigl.get("horizon_tasks", 1),
-            len(plan["layer_units"]))),
-            " ".join(["units"] + [str(u) for u in plan["layer_units"]]),
-            " ".join(["targets"] + [repr(float(t)) for t in entry.get(
-                "layer_targets", [0.0] * len(plan["layer_units"]))])]
+        lines += [f"case {case['name']}"] + policy_lines(plan)
         for task in case["tasks"]:
             lines.append(f"task {task['task']} {task['examples']} {len(task['events'])}")
             for e in task["events"]:

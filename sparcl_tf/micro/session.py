@@ -170,9 +170,10 @@ class MicroHeadEngine:
 
 
 class MicroSession:
-    """One head learning the stream of `features` with `config`'s method and sparsity."""
+    """One head learning the stream of `features` with `config`'s method and sparsity; `trace`
+    receives the session's records (`session.trace`)."""
 
-    def __init__(self, config, tasks, features, method_name=None, verbose=1):
+    def __init__(self, config, tasks, features, method_name=None, verbose=1, trace=None):
         self.config, self.tasks, self.features, self.verbose = config, tasks, features, verbose
         method_config = config.method.copy_and_resolve_references()
         if method_name:
@@ -181,6 +182,9 @@ class MicroSession:
         if self.method.name not in ("finetune", "er", "der", "derpp"):
             raise ConfigError(f"the micro path supports method.name finetune, er, der or derpp, "
                               f"got {self.method.name!r}")
+        if config.data.augment != "none":
+            raise ConfigError(f"data.augment={config.data.augment!r} is invalid for the micro "
+                              f"path, whose head learns from backbone features: must be 'none'")
         num_classes = tasks.num_classes
         size = features.size * config.micro.hidden_units
         s = config.sparsity
@@ -227,7 +231,7 @@ class MicroSession:
         self.session = SessionLoop(plan, self.engine, stream, config, None,
                                    {"method": self.method.name},
                                    example_shape=(features.size,), example_dtype=np.int8,
-                                   verbose=verbose)
+                                   verbose=verbose, trace=trace)
 
     def run(self):
         started = time.perf_counter()

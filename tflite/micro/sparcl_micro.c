@@ -193,13 +193,7 @@ void sparcl_head_infer(const sparcl_head *head, const int8_t *features, int rows
 
 /* ---- TDM mask update ----------------------------------------------------------------------- */
 
-/* a ranks before b: larger score, then lower index. */
-static int before(const float *score, int32_t a, int32_t b) {
-  return score[a] > score[b] || (score[a] == score[b] && a < b);
-}
-
-/* Heap sort of idx[0..n) so that idx is in `before` order (no recursion, no allocation). */
-static void sort_by_score(int32_t *idx, int n, const float *score) {
+void sparcl_sort(int32_t *idx, int n, sparcl_before_fn before, const void *context) {
   for (int start = n / 2 - 1, end = n; end > 1;) {
     int root;
     if (start >= 0) {
@@ -209,12 +203,12 @@ static void sort_by_score(int32_t *idx, int n, const float *score) {
       root = 0;
     }
     for (int child; (child = 2 * root + 1) < end; root = child) {
-      if (child + 1 < end && before(score, idx[child], idx[child + 1])) ++child;
-      if (!before(score, idx[root], idx[child])) break;
+      if (child + 1 < end && before(context, idx[child], idx[child + 1])) ++child;
+      if (!before(context, idx[root], idx[child])) break;
       int32_t t = idx[root]; idx[root] = idx[child]; idx[child] = t;
     }
   }
-  /* the root is the last in `before` order, moved to the end each round: best first already */
+  /* the root ranks last in `before` order and moves to the end each round: idx ends best first */
 }
 
 /* The plan's growth hash (sparcl_tf/sparsity/growth.py `scores`): Park-Miller x -> 48271 x mod
@@ -226,35 +220,56 @@ static int64_t growth_score(int64_t position, int32_t seed, int layer) {
   return x;
 }
 
-int sparcl_update_mask(sparcl_head *head, int prune_to, int grow_to, float importance_lambda,
-                       int32_t seed, int32_t *order) {
-  int n = head->config.features * head->config.hidden, active = 0;
-  /* importance goes into last_gradient's place: it is recomputed by the next step anyway */
-  float *score = head->last_gradient;
+typedef struct {
+  const sparcl_head *head;
+  float importance_lambda;
+} importance_order;
+
+/* The prune order: larger |w| + lambda |last gradient| (float32, as numpy), then lower index. */
+static int more_important(const void *context, int32_t a, int32_t b) {
+  const importance_order *o = context;
+  const sparcl_head *h = o->head;
+  float sa = fabsf(h->w1[a]) + o->importance_lambda * fabsf(h->last_gradient[a]) * h->mask[a];
+  float sb = fabsf(h->w1[b]) + o->importance_lambda * fabsf(h->last_gradient[b]) * h->mask[b];
+  return sa > sb || (sa == sb && a < b);
+}
+
+/* The inactive position that grows next: largest growth score (the seeded hash, or |last
+ * gradient|), ties to the lower index; -1 when every position is active. */
+static int next_growth(const sparcl_head *head, int n, int grow, int32_t seed) {
+  int best = -1;
+  int64_t best_hash = -1;
+  float best_gradient = -1.0f;
   for (int i = 0; i < n; ++i) {
-    score[i] = fabsf(head->w1[i]) + importance_lambda * (head->mask[i] ? fabsf(score[i]) : 0.0f);
-    if (head->mask[i]) order[active++] = i;
+    if (head->mask[i]) continue;
+    if (grow == SPARCL_GROW_GRADIENT) {
+      float g = fabsf(head->last_gradient[i]);
+      if (g > best_gradient) best_gradient = g, best = i;
+    } else {
+      int64_t hash = growth_score(i, seed, 0);
+      if (hash > best_hash) best_hash = hash, best = i;
+    }
   }
+  return best;
+}
+
+int sparcl_update_mask(sparcl_head *head, int prune_to, int grow_to, float importance_lambda,
+                       int grow, int32_t seed, int32_t *order) {
+  int n = head->config.features * head->config.hidden, active = 0;
+  for (int i = 0; i < n; ++i)
+    if (head->mask[i]) order[active++] = i;
   if (active > prune_to) {
-    sort_by_score(order, active, score);
+    importance_order o = {head, importance_lambda};
+    sparcl_sort(order, active, more_important, &o);
     for (int i = prune_to; i < active; ++i) {
       head->mask[order[i]] = 0;
       head->w1[order[i]] = 0.0f;
     }
     active = prune_to;
   }
-  while (active < grow_to) { /* the inactive position of largest growth score, one at a time */
-    int best = -1;
-    int64_t best_score = -1;
-    for (int i = 0; i < n; ++i) {
-      if (head->mask[i]) continue;
-      int64_t score_i = growth_score(i, seed, 0);
-      if (score_i > best_score) best_score = score_i, best = i;
-    }
-    if (best < 0) break;
+  for (int best; active < grow_to && (best = next_growth(head, n, grow, seed)) >= 0; ++active) {
     head->mask[best] = 1;
     head->w1[best] = 0.0f;
-    ++active;
   }
   return active;
 }

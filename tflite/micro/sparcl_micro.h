@@ -67,13 +67,21 @@ void sparcl_head_infer(const sparcl_head *head, const int8_t *features, int rows
                        float *scratch);
 
 /* TDM prune-and-grow of w1, as the Python head (sparcl_tf/sparsity/tdm.py `prune_and_grow`):
- * keep the `prune_to` active weights of largest |w| + lambda |last_gradient| (ties: lower
- * index), then activate the inactive positions of largest growth score (the plan's seeded hash,
- * sparcl_tf/sparsity/growth.py; `seed` is the mask update's growth seed from the session policy,
- * sparcl_policy.h) up to `grow_to` active weights. Dropped weights become 0, grown ones start at
- * 0. order: scratch of F*H int32. Returns the active count. */
+ * keep the `prune_to` active weights of largest |w| + lambda |last_gradient| (float32; ties:
+ * lower index), then activate inactive positions up to `grow_to` active weights, by the largest
+ * growth score: SPARCL_GROW_RANDOM the plan's seeded hash (sparcl_tf/sparsity/growth.py; `seed`
+ * is the mask update's growth seed from the session policy, sparcl_policy.h), SPARCL_GROW_GRADIENT
+ * |last_gradient| (ties: lower index). RigL is lambda 0 with gradient growth. Dropped weights
+ * become 0, grown ones start at 0; last_gradient is left as it was. order: scratch of F*H int32.
+ * Returns the active count. */
+enum { SPARCL_GROW_RANDOM = 0, SPARCL_GROW_GRADIENT = 1 };
 int sparcl_update_mask(sparcl_head *head, int prune_to, int grow_to, float importance_lambda,
-                       int32_t seed, int32_t *order);
+                       int grow, int32_t seed, int32_t *order);
+
+/* Heap sort of idx[0..n) into `before` order (no recursion, no allocation). before(context, a,
+ * b) is nonzero when a ranks strictly before b; it must be a strict total order. */
+typedef int (*sparcl_before_fn)(const void *context, int32_t a, int32_t b);
+void sparcl_sort(int32_t *idx, int n, sparcl_before_fn before, const void *context);
 
 /* Reservoir buffer of int8 features (Algorithm R), with labels and stored logits, drawn from the
  * session plan's SplitMix64 stream as the Python host's buffer (sparcl_tf/replay/buffer.py):

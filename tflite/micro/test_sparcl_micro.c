@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "sparcl_micro.h"
+#include "sparcl_session.h"
 #include "test_check.h"
 
 static void *read_exact(FILE *f, size_t bytes) {
@@ -87,7 +88,8 @@ static void test_golden_step(const char *path) {
                          head.gradient_mask, update_gradient};
   fclose(f);
   int32_t *order = malloc(sizeof(int32_t) * F * H);
-  CHECK(sparcl_update_mask(&updated, update[1], update[2], *update_lambda, update[0], order) ==
+  CHECK(sparcl_update_mask(&updated, update[1], update[2], *update_lambda,
+                           SPARCL_GROW_RANDOM, update[0], order) ==
         update[2], "golden update count");
   int mask_differs = 0;
   for (int i = 0; i < F * H; ++i) {
@@ -155,7 +157,7 @@ static void test_mask_update_and_state(sparcl_head *trained) {
   memcpy(pruned.w1, head.w1, sizeof(float) * F * H);
   memcpy(pruned.mask, head.mask, (size_t)F * H);
   memcpy(pruned.last_gradient, head.last_gradient, sizeof(float) * F * H);
-  CHECK(sparcl_update_mask(&pruned, prune_to, prune_to, 0.5f, 7, order) == prune_to, "prune count");
+  CHECK(sparcl_update_mask(&pruned, prune_to, prune_to, 0.5f, SPARCL_GROW_RANDOM, 7, order) == prune_to, "prune count");
   float least_kept = INFINITY, most_dropped = -INFINITY;
   for (int i = 0; i < F * H; ++i) {
     if (!before[i]) continue;
@@ -163,7 +165,7 @@ static void test_mask_update_and_state(sparcl_head *trained) {
     else most_dropped = fmaxf(most_dropped, importance[i]);
   }
   CHECK(most_dropped <= least_kept, "dropped importance %g above kept %g", most_dropped, least_kept);
-  CHECK(sparcl_update_mask(&head, prune_to, grow_to, 0.5f, 7, order) == grow_to, "grow count");
+  CHECK(sparcl_update_mask(&head, prune_to, grow_to, 0.5f, SPARCL_GROW_RANDOM, 7, order) == grow_to, "grow count");
   int now = 0, survivors = 0;
   for (int i = 0; i < F * H; ++i) {
     now += head.mask[i];
@@ -297,12 +299,105 @@ static void test_golden_buffer(const char *path) {
   printf("golden buffer: %d slots, %d draws equal\n", capacity, *count);
 }
 
+/* Counts records by kind (removals by the examples they removed). */
+static void count_records(void *context, const sparcl_record *r) {
+  int *counts = context;
+  counts[r->kind] += r->kind == SPARCL_RECORD_REMOVAL ? r->count : 1;
+}
+
+/* The task loop on made-up data: bad tasks refused with nothing changed, then two tasks with
+ * exact step, removal and active counts, and evaluation above chance. */
+static void test_synthetic_session(void) {
+  enum { F = 8, H = 8, C = 4, B = 5, R = 5, N = 43, CAP = 20 };
+  static float w1[F * H], b1[H], w2[H * C], b2[C], last[F * H];
+  static uint8_t mask[F * H], gmask[F * H];
+  static int8_t x[N * F], bx[CAP * F];
+  static int32_t labels[N], ids[N], by[CAP], border[CAP];
+  static float blogits[CAP * C];
+  uint32_t rng = 7;
+  for (int i = 0; i < F * H; ++i) {
+    w1[i] = (float)((int)(xorshift(&rng) % 2001) - 1000) / 3000.0f;
+    mask[i] = gmask[i] = 1;
+  }
+  for (int i = 0; i < H * C; ++i) w2[i] = (float)((int)(xorshift(&rng) % 2001) - 1000) / 3000.0f;
+  for (int r = 0; r < N; ++r) {
+    labels[r] = r % 2;
+    ids[r] = 100 + r;
+    for (int f = 0; f < F; ++f)
+      x[r * F + f] = (int8_t)((f % 2 == labels[r] ? 60 : -60) + (int)(xorshift(&rng) % 41) - 20);
+  }
+  sparcl_head head = {{F, H, C, 0.02f, 0, 0.0f, F * H / 2}, w1, b1, w2, b2, mask, gmask, last};
+  int32_t units[1] = {F * H};
+  double targets[1] = {0.5};
+  sparcl_session_config config;
+  memset(&config, 0, sizeof(config));
+  config.policy = (sparcl_policy){.seed = 3, .epochs_per_task = 2, .updates_per_task = 2,
+                                  .mask_rule = SPARCL_RULE_TDM, .removal_fraction = 0.5,
+                                  .removal_stages = 2, .layers = 1, .layer_units = units,
+                                  .layer_targets = targets, .open_fraction = 0.05,
+                                  .swap_fraction = 0.05, .rigl_horizon_tasks = 1};
+  config.learning_rate.base = 0.1;
+  config.batch_size = B;
+  config.replay_rows = R;
+  config.replay_draws = 1;
+  config.terms[0] = (sparcl_replay_term){SPARCL_TERM_CE, 1.0f};
+  config.dgm_refresh_every = 2;
+  config.importance_lambda = 0.5f;
+  config.max_examples = N;
+  sparcl_buffer buffer = {CAP, F, C, 3, 0, bx, by, blogits, border};
+  static uint8_t arena[65536];
+  sparcl_session s;
+  size_t need = sparcl_session_arena_bytes(&config, &head.config);
+  CHECK(need <= sizeof(arena), "arena %zu", need);
+  CHECK(sparcl_session_init(&s, &config, &head, &buffer, arena, need - 8 - 1) == SPARCL_ERROR_SIZE,
+        "small arena accepted");
+  CHECK(sparcl_session_init(&s, &config, &head, &buffer, arena, sizeof(arena)) == SPARCL_OK, "init");
+  int counts[3] = {0, 0, 0};
+  s.record = count_records, s.context = counts;
+  int32_t classes[2] = {0, 1}, bad_classes[1] = {C};
+  sparcl_task_data task = {N, x, labels, ids, classes, 2};
+  sparcl_task_data bad[4] = {task, task, task, task};
+  bad[0].examples = B - 1;
+  bad[1].classes = bad_classes, bad[1].num_classes = 1;
+  static int32_t bad_labels[N], bad_ids[N];
+  memcpy(bad_labels, labels, sizeof(labels));
+  bad_labels[N - 1] = C;
+  bad[2].labels = bad_labels;
+  memcpy(bad_ids, ids, sizeof(ids));
+  bad_ids[N - 1] = ids[3];
+  bad[3].ids = bad_ids;
+  for (int i = 0; i < 4; ++i)
+    CHECK(sparcl_session_train_task(&s, &bad[i]) == SPARCL_ERROR_DATA && s.progress.task == 0 &&
+          s.progress.global_step == 0 && !s.progress.in_task && buffer.seen == 0,
+          "bad task %d not refused cleanly", i);
+  for (int t = 0; t < 2; ++t)
+    CHECK(sparcl_session_train_task(&s, &task) == SPARCL_OK, "task %d", t);
+  /* 2 epochs a task, full batches of what is kept; of the 22 (half of 43) planned for 2
+     stages only stage 1 comes (at the second of 2 updates, epoch 1's start): 11 removed, so
+     epoch 1 trains floor(32 / 5) batches */
+  int removed = (2 * 22 * 1 + 2) / 4;
+  int per_task = N / B + (N - removed) / B;
+  CHECK(s.progress.task == 2 && s.progress.global_step == 2 * per_task, "steps %lld, want %d",
+        (long long)s.progress.global_step, 2 * per_task);
+  CHECK(counts[SPARCL_RECORD_STEP] == 2 * per_task, "step records");
+  CHECK(counts[SPARCL_RECORD_MASK_UPDATE] == 4, "mask updates %d", counts[1]);
+  CHECK(counts[SPARCL_RECORD_REMOVAL] == 2 * removed, "removed %d", counts[2]);
+  int active = 0;
+  for (int i = 0; i < F * H; ++i) active += mask[i];
+  CHECK(active == sparcl_active_count(F * H, 0.5), "active %d", active);
+  CHECK(buffer.seen == (uint32_t)(2 * per_task * B), "buffer saw %u", buffer.seen);
+  int class_hits, task_hits;
+  sparcl_session_evaluate(&s, x, labels, N, classes, 2, &class_hits, &task_hits);
+  CHECK(task_hits >= N * 3 / 4 && class_hits <= task_hits, "hits %d / %d", task_hits, class_hits);
+}
+
 int main(int argc, char **argv) {
   if (argc > 3) { fprintf(stderr, "usage: %s [GOLDEN_STEP [GOLDEN_BUFFER]]\n", argv[0]); return 2; }
   if (argc >= 2) test_golden_step(argv[1]);
   if (argc == 3) test_golden_buffer(argv[2]);
   test_synthetic_head();
   test_reservoir();
+  test_synthetic_session();
   if (failures) { fprintf(stderr, "%d check(s) failed\n", failures); return 1; }
   printf("all checks passed\n");
   return 0;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy_text.h"
 #include "sparcl_policy.h"
 #include "test_check.h"
 
@@ -28,14 +29,6 @@ static void test_stream_vectors(void) { /* tflite/README.md, "Random stream" */
           seeds[i], "growth seed %d", i);
 }
 
-static void expect(FILE *f, const char *word) {
-  char got[64];
-  if (fscanf(f, "%63s", got) != 1 || strcmp(got, word) != 0) {
-    fprintf(stderr, "golden file: expected '%s'\n", word);
-    exit(2);
-  }
-}
-
 static int test_golden(const char *path) {
   FILE *f = fopen(path, "r");
   if (!f) { fprintf(stderr, "cannot open %s\n", path); exit(2); }
@@ -45,19 +38,10 @@ static int test_golden(const char *path) {
     sparcl_policy p;
     int32_t units[MAX_LAYERS];
     double targets[MAX_LAYERS];
-    unsigned long long seed;
-    expect(f, "policy");
-    if (fscanf(f, "%llu %d %d %d %d %lf %lf %lf %lf %lf %d %d", &seed, &p.epochs_per_task,
-               &p.updates_per_task, &p.mask_rule, &p.removal_stages, &p.removal_fraction,
-               &p.open_fraction, &p.swap_fraction, &p.rigl_drop_fraction, &p.rigl_end_fraction,
-               &p.rigl_horizon_tasks, &p.layers) != 12 || p.layers > MAX_LAYERS) exit(2);
-    p.seed = seed;
-    expect(f, "units");
-    for (int l = 0; l < p.layers; ++l) if (fscanf(f, "%" SCNd32, &units[l]) != 1) exit(2);
-    expect(f, "targets");
-    for (int l = 0; l < p.layers; ++l) if (fscanf(f, "%lf", &targets[l]) != 1) exit(2);
-    p.layer_units = units;
-    p.layer_targets = targets;
+    if (!read_policy(f, &p, units, targets, MAX_LAYERS)) {
+      fprintf(stderr, "golden file: case %s has no readable policy\n", name);
+      exit(2);
+    }
     int task, examples, count;
     while (fscanf(f, " task %d %d %d", &task, &examples, &count) == 3) {
       sparcl_event events[MAX_EVENTS];
@@ -66,7 +50,7 @@ static int test_golden(const char *path) {
       CHECK(got == count, "%s task %d n %d: %d events, golden %d", name, task, examples, got, count);
       for (int i = 0; i < count; ++i) {
         int v[8];
-        expect(f, "event");
+        if (!read_word(f, "event")) { fprintf(stderr, "golden file: expected 'event'\n"); exit(2); }
         for (int k = 0; k < 8; ++k) if (fscanf(f, "%d", &v[k]) != 1) exit(2);
         if (i >= got) continue;
         sparcl_event *e = &events[i];
