@@ -1,11 +1,13 @@
 r"""An app that learns on the device, in Python: the twin of tflite/android's app example
 (jvm/src/dev/sparcl/ondevice/jvm/AppExample.kt), with the same flags, lines and results.
 
-  python examples/device_learner_app.py --model=W/model.tflite --data=TASKS.npz --state_dir=S
+  python examples/device_learner_app.py --model=W/model.tflite --data=TASKS --state_dir=S
       [--trace=FILE] [--cancel_after_step=N]
 
-The tasks of TASKS.npz (a task-data file: train_images_<t>, train_labels_<t>, optional
-classes_<t>, test_images_<t>, test_labels_<t>) arrive one at a time, as a user's photos would;
+The tasks of TASKS arrive one at a time, as a user's photos would: a folder of task_1, task_2, ...
+each with train/<class>/*.png and optionally test/<class>/*.png (`python -m tools.task_images`
+makes one from a task-data file), or a task-data file itself (train_images_<t>, train_labels_<t>,
+optional classes_<t>, test_images_<t>, test_labels_<t>);
 before each new task the app shows what the model predicts for its first test image, then the
 learner learns it. --cancel_after_step=N stops the running task after global step N (its state
 is saved; exit 3), as a phone stops a background worker; running again goes on where it stopped.
@@ -22,7 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import app, flags  # noqa: E402
 
 flags.DEFINE_string("model", None, "Training .tflite (signatures.json beside it).", required=True)
-flags.DEFINE_string("data", None, "Task-data .npz: the tasks that will arrive.", required=True)
+flags.DEFINE_string("data", None, "Task-image folder or task-data .npz: the tasks that will "
+                    "arrive.", required=True)
 flags.DEFINE_string("state_dir", None, "The learner's state folder.", required=True)
 flags.DEFINE_string("trace", None, "Append the session's records (JSON lines) to this file.")
 flags.DEFINE_integer("cancel_after_step", None, "Cancel the running task after this global step.")

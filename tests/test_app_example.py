@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import JARS, ROOT, assert_same_steps, export_initial, litert_library, tiny_config
 from sparcl_tf.session.trace import read_trace
@@ -75,6 +76,31 @@ def test_the_python_and_kotlin_apps_take_the_same_steps(app, straight):
     python, kotlin = straight
     assert python.stdout.splitlines()[:6] == kotlin.stdout.splitlines()[:6]
     assert assert_apps_agree(directory)["training_examples"] == 237 + 300 + 411
+
+
+def test_tasks_arriving_as_image_files_are_learned_as_from_the_data_file(app, straight):
+    """The app's photos: the same tasks as PNG folders (tools.task_images) take the Kotlin app
+    through the same steps as the data file; a PNG of the wrong size is one line, nothing
+    learned."""
+    model, data, directory = app
+    written = subprocess.run([sys.executable, "-m", "tools.task_images", f"--data={data}",
+                              f"--out={directory / 'photos'}"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
+    assert written.returncode == 0, written.stderr
+    state = directory / "kotlin_photos"
+    ran = kotlin_app(model, directory / "photos", state)
+    assert ran.returncode == 0, ran.stderr
+    assert read_trace(f"{state}.jsonl") == read_trace(f"{directory}/kotlin.jsonl")
+    assert results(state)["class_il_matrix"] == results(directory / "kotlin")["class_il_matrix"]
+
+    import shutil
+    shutil.copytree(directory / "photos", directory / "bad_photos")
+    odd = directory / "bad_photos" / "task_1" / "train" / "1" / "zzz.png"
+    odd.write_bytes(tf.io.encode_png(np.zeros((20, 28, 1), np.uint8)).numpy())
+    ran = kotlin_app(model, directory / "bad_photos", directory / "bad_state")
+    assert ran.returncode == 2 and ran.stderr.splitlines() == [
+        f"error: {odd} is 28x20 pixels with 1 channels; the model takes 28x28 with 1"]
+    assert not os.path.exists(directory / "bad_state" / "tasks.json")
 
 
 @pytest.mark.parametrize("host", ["kotlin", "python"])

@@ -186,3 +186,42 @@ def test_bad_task_data_is_one_clear_error(idx_folder, tmp_path, change, message)
 def _plan(idx_folder):
     from sparcl_tf.experiment import Experiment
     return Experiment(tiny_config(idx_folder, "sparcl_derpp_90"), None, verbose=0).plan
+
+
+def _write_png(path, pixels):
+    import tensorflow as tf
+    path.write_bytes(tf.io.encode_png(pixels).numpy())
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: _write_png(f / "task_2" / "train" / "3" / "odd.png",
+                          np.zeros((28, 27, 1), np.uint8)),
+     "odd.png is 27x28 pixels with 1 channels; the model takes 28x28 with 1"),
+    (lambda f: _write_png(f / "task_1" / "train" / "1" / "rgb.png",
+                          np.zeros((28, 28, 3), np.uint8)), "rgb.png is 28x28 pixels with 3"),
+    (lambda f: (f / "task_1" / "train" / "1" / "broken.png").write_bytes(b"\x89PNG no"),
+     "broken.png is not a readable PNG"),
+    (lambda f: (f / "task_1" / "train" / "cats").mkdir(), "class folder 'cats' is not a class"),
+    (lambda f: (f / "task_5").mkdir(), "task_5 does not follow task_1 .. task_3 without a gap"),
+    (lambda f: (f / "task_3" / "train").rename(f / "task_3" / "training"), "has no train folder"),
+])
+def test_tasks_as_image_files_read_as_the_data_file_and_bad_ones_are_one_line(
+        idx_folder, tmp_path, change, message):
+    """A task-image folder (tools.task_images) reads as the data file it came from: pixels,
+    labels, order, ids, classes (an empty class folder counts); a bad one is one DataError."""
+    from sparcl_tf.ondevice.task_data import read_task_data, write_task_images
+    plan = SessionPlan.from_json(json.loads(json.dumps(_plan(idx_folder).to_json())))
+    data = write_unseen_tasks(tmp_path / "tasks.npz")
+    folder = tmp_path / "photos"
+    write_task_images(data, str(folder))
+    (folder / "task_1" / "train" / "7").mkdir()
+    expected, read = read_task_data(data, plan), read_task_data(str(folder), plan)
+    for mine, theirs in zip(read.tasks, expected.tasks):
+        for name in ("x_train", "y_train", "ids_train", "x_test", "y_test"):
+            np.testing.assert_array_equal(getattr(mine, name), getattr(theirs, name))
+    assert [list(t.classes) for t in read.tasks] == [[0, 1, 7], [2, 3], [4, 5]]
+    with pytest.raises(DataError, match="not an empty folder"):
+        write_task_images(data, str(folder))
+    change(folder)
+    with pytest.raises(DataError, match=message):
+        read_task_data(str(folder), plan)

@@ -9,7 +9,8 @@ The session follows the session plan in signatures.json beside the model (writte
 tools.convert or ContinualLearner.export), as an app does: each task's events are computed when
 the task begins, from its size. --data trains the tasks of a task-data file the model has never
 seen, of any size of at least one batch (train_images_<t>, train_labels_<t>, optional
-train_ids_<t>, classes_<t>, test_images_<t>, test_labels_<t>; sparcl_tf/ondevice/task_data.py).
+train_ids_<t>, classes_<t>, test_images_<t>, test_labels_<t>; sparcl_tf/ondevice/task_data.py),
+or of a folder of PNGs (task_1/train/<class>/*.png ...; `python -m tools.task_images`).
 Without --data, --config (or the run config recorded in the plan) supplies the reference
 experiment's task stream; a --config whose plan differs from the model's (another schedule,
 seed, batch or method) is refused. Every weight update runs in the interpreter; the host keeps
@@ -31,8 +32,9 @@ _MODEL = flags.DEFINE_string("model", None, "Training .tflite from tools.convert
 _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Session folder (results, state).",
                                required=True)
-_DATA = flags.DEFINE_string("data", None, "Task-data .npz whose tasks to learn (instead of the "
-                            "data set of --config or of the model's run config).")
+_DATA = flags.DEFINE_string("data", None, "Task-data .npz or task-image folder whose tasks to "
+                            "learn (instead of the data set of --config or of the model's run "
+                            "config).")
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar or per-task lines.")
 _THREADS = flags.DEFINE_integer("threads", None, "LiteRT interpreter threads (1 to 64; default "
                                 "sparcl_tf.ondevice.device_model.DEFAULT_THREADS).")

@@ -17,7 +17,6 @@ import os
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from sparcl_tf import results as run_results
 from sparcl_tf.checkpoint import HostArray

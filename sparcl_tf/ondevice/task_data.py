@@ -1,5 +1,5 @@
-"""The task stream as one .npz: tasks a model has never seen, for any host (the LiteRT session's
-`--data`, the Kotlin session on a JVM).
+"""The task stream as one .npz, or as a folder of image files: tasks a model has never seen, for
+any host (the LiteRT session's `--data`, the Kotlin session on a JVM, the app examples).
 
 Per task t = 0, 1, ...: train_images_<t> (stored pixels, as the data set has them: uint8 or [0, 1]
 floats, the model's image shape), train_labels_<t> (integers), and optionally train_ids_<t>
@@ -8,11 +8,19 @@ classes_<t> (the task's classes; default: those among its training labels), test
 test_labels_<t> (default: the task is not evaluated, its accuracy is null). Normalisation comes
 from the session plan. `write_task_data` writes a run's stream atomically; `read_task_data`
 checks a file against a plan and says what is wrong in one line.
+
+A folder of images (how an app's photos arrive) holds the same: task_<t + 1>/train/<class>/*.png
+and optionally task_<t + 1>/test/<class>/*.png, PNGs of the model's image shape (grey or RGB as
+its channels), class folders named by the class index; a task's classes are its train/ class
+folders (an empty one counts), its examples come in the order of their file names (then class),
+and the learner numbers them. `write_task_images` turns a task-data file into such a folder.
 """
 
 import os
+import shutil
 
 import numpy as np
+import tensorflow as tf
 
 from sparcl_tf.data.tasks import Task, TaskSequence
 from sparcl_tf.errors import DataError
@@ -58,14 +66,129 @@ def _labels(archive, name, count, num_classes, where):
     return labels.astype(np.int64)
 
 
-def read_task_data(path, plan):
-    """The tasks of the file at `path` for a model following `plan` (a `SessionPlan`), as a
-    `TaskSequence`; DataError naming the array and what is wrong."""
+def _npz_arrays(path):
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+            return {name: archive[name] for name in archive.files}
     except (OSError, ValueError, EOFError) as error:
         raise DataError(f"cannot read task data {path}: {error}") from None
+
+
+def _task_folder(folder):
+    """task_<t + 1> folders of `folder`, in task order; DataError when there are none or gaps."""
+    names = {name for name in os.listdir(folder) if os.path.isdir(os.path.join(folder, name))}
+    count = 0
+    while f"task_{count + 1}" in names:
+        count += 1
+    if not count:
+        raise DataError(f"{folder} holds no task_1 folder: not a task-image folder")
+    extra = sorted(name for name in names if name.startswith("task_")
+                   and name not in {f"task_{t + 1}" for t in range(count)})
+    if extra:
+        raise DataError(f"{folder}: {extra[0]} does not follow task_1 .. task_{count} without "
+                        f"a gap")
+    return [os.path.join(folder, f"task_{t + 1}") for t in range(count)]
+
+
+def _read_png(path, shape):
+    """The uint8 pixels of an 8-bit PNG of `shape` (grey or RGB as its channels, as stored)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        image = tf.io.decode_png(data, channels=0).numpy()
+    except (OSError, tf.errors.OpError) as error:
+        raise DataError(f"{path} is not a readable PNG: {getattr(error, 'message', error)}") \
+            from None
+    if data[24:25] != b"\x08":  # the IHDR's bit depth
+        raise DataError(f"{path} is not an 8-bit PNG")
+    if image.shape != shape:
+        raise DataError(f"{path} is {image.shape[1]}x{image.shape[0]} pixels with "
+                        f"{image.shape[2]} channels; the model takes {shape[1]}x{shape[0]} with "
+                        f"{shape[2]}")
+    return image
+
+
+def _split_images(directory, shape, num_classes, where):
+    """(images, labels, classes) of a train/ or test/ folder: class folders of PNGs of `shape`."""
+    classes, files = [], []
+    for name in sorted(os.listdir(directory)):
+        if not os.path.isdir(os.path.join(directory, name)):
+            continue
+        if not name.isdigit() or int(name) >= num_classes:
+            raise DataError(f"{where}: class folder {name!r} is not a class index 0.."
+                            f"{num_classes - 1}")
+        classes.append(int(name))
+        files += [(file, int(name)) for file in os.listdir(os.path.join(directory, name))
+                  if file.lower().endswith(".png")]
+    files.sort()
+    images = [_read_png(os.path.join(directory, str(label), file), shape)
+              for file, label in files]
+    return (np.stack(images) if images else np.zeros((0,), np.uint8),
+            np.array([label for _, label in files], np.int32), np.array(sorted(classes), np.int32))
+
+
+def _folder_arrays(folder, plan):
+    """The arrays of a task-data file, read from a task-image folder."""
+    arrays, shape = {}, tuple(int(d) for d in plan.image_shape)
+    for t, task in enumerate(_task_folder(folder)):
+        for split in ("train", "test"):
+            directory = os.path.join(task, split)
+            if split == "test" and not os.path.isdir(directory):
+                continue
+            if not os.path.isdir(directory):
+                raise DataError(f"{task} has no train folder")
+            x, y, classes = _split_images(directory, shape, plan.num_classes, directory)
+            if not len(y) and split == "train":
+                raise DataError(f"{directory} holds no PNG images")
+            arrays.update({f"{split}_images_{t}": x, f"{split}_labels_{t}": y})
+            if split == "train":
+                arrays[f"classes_{t}"] = classes
+    return arrays
+
+
+def write_task_images(data_path, folder):
+    """The tasks of the task-data file at `data_path` as a task-image folder (uint8 pixels;
+    files named by example position, so the folder keeps the file's order). `folder` must not
+    exist or be empty; it appears whole or not at all."""
+    arrays = _npz_arrays(data_path)
+    if os.path.isdir(folder) and os.listdir(folder) or os.path.isfile(folder):
+        raise DataError(f"{folder} exists and is not an empty folder")
+    partial = os.path.normpath(folder) + ".partial"
+    try:
+        shutil.rmtree(partial, ignore_errors=True)
+        t = 0
+        while f"train_images_{t}" in arrays:
+            for split in ("train", "test"):
+                if f"{split}_images_{t}" in arrays:
+                    _write_split(arrays, t, split, os.path.join(partial, f"task_{t + 1}", split),
+                                 data_path)
+            t += 1
+        if os.path.isdir(folder):
+            os.rmdir(folder)
+        os.replace(partial, folder)
+    except OSError as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise DataError(f"cannot write {folder}: {error.strerror or error}") from None
+    return folder
+
+
+def _write_split(arrays, t, split, directory, data_path):
+    images, labels = arrays[f"{split}_images_{t}"], arrays[f"{split}_labels_{t}"]
+    if images.dtype != np.uint8:
+        raise DataError(f"{data_path}: {split}_images_{t} are not uint8 pixels")
+    classes = arrays.get(f"classes_{t}", labels) if split == "train" else labels
+    for label in np.unique(classes):
+        os.makedirs(os.path.join(directory, str(label)), exist_ok=True)
+    for index, (image, label) in enumerate(zip(images, labels)):
+        pixels = image if image.ndim == 3 else image[..., None]
+        with open(os.path.join(directory, str(label), f"{index:06d}.png"), "wb") as handle:
+            handle.write(tf.io.encode_png(pixels).numpy())
+
+
+def read_task_data(path, plan):
+    """The tasks of the task-data file or task-image folder at `path` for a model following
+    `plan` (a `SessionPlan`), as a `TaskSequence`; DataError naming what is wrong."""
+    arrays = _folder_arrays(path, plan) if os.path.isdir(path) else _npz_arrays(path)
     count = 0
     while f"train_images_{count}" in arrays:
         count += 1

@@ -7,11 +7,13 @@ import dev.sparcl.ondevice.TaskCancelled
 import java.io.File
 import kotlin.system.exitProcess
 
-private const val USAGE = """usage: app_example.sh --model=W/model.tflite --data=TASKS.npz --state_dir=DIR
+private const val USAGE = """usage: app_example.sh --model=W/model.tflite --data=TASK_FOLDER|TASKS.npz --state_dir=DIR
     [--litert=.../libLiteRt.so] [--checkpoint_every=STEPS] [--trace=FILE] [--cancel_after_step=N] [--halt_after_step=N]
 
-Plays an app that learns on the phone: the tasks of TASKS.npz arrive one at a time (as a user's
-photos would, weeks apart); before each new task the app shows what the model predicts for its
+Plays an app that learns on the phone: the tasks arrive one at a time (as a user's photos would,
+weeks apart) from TASK_FOLDER (task_1, task_2, ... each with train/<class>/*.png and optionally
+test/<class>/*.png; `python -m tools.task_images` makes one) or a task-data file; one task's
+images are read when it arrives. Before each new task the app shows what the model predicts for its
 first images, then the learner learns it. --cancel_after_step=N cancels the running task after
 global step N as a stopped WorkManager worker would (its state is saved, exit 3); --halt_after_step=N
 kills the process there. Running again goes on where it stopped. Writes DIR/results.json."""
@@ -29,7 +31,7 @@ fun main(args: Array<String>) {
         val modelFile = File(need("model"))
         val plan = SessionPlan.fromSignaturesJson(File(modelFile.absoluteFile.parentFile, "signatures.json").readText())
         val library = File(given["litert"] ?: System.getenv("LITERT_LIBRARY") ?: throw SessionError("--litert is required"))
-        val arriving = NpzTaskStream(File(need("data")), plan.imageSize)  // stands in for the app's own store
+        val arriving = openTaskStream(File(need("data")), plan)  // stands in for the app's own store
         val stateDir = File(need("state_dir"))
         val cancelAfter = step("cancel_after_step")
         val haltAfter = step("halt_after_step")

@@ -7,12 +7,13 @@ import dev.sparcl.ondevice.SparclModel
 import java.io.File
 import kotlin.system.exitProcess
 
-private const val USAGE = """usage: sparcl-session --model=W/model.tflite --data=W/task_data.npz --state_dir=DIR
+private const val USAGE = """usage: sparcl-session --model=W/model.tflite --data=W/task_data.npz|TASK_FOLDER --state_dir=DIR
     [--litert=.../ai_edge_litert/libLiteRt.so] [--checkpoint_every=STEPS] [--trace=FILE] [--halt_after_step=N]
 
 Runs a whole continual-learning session through the training .tflite on the LiteRT runtime, as the
 Android app does (the same Kotlin session): follows the session plan in signatures.json beside the
-model, keeps state files in DIR (running again resumes), writes DIR/results.json. --trace writes
+model, keeps state files in DIR (running again resumes), writes DIR/results.json. --data is a
+task-data file or a folder of task_1, task_2, ... with train/<class>/*.png. --trace writes
 every step, mask update, removal and task end as JSON lines; --halt_after_step=N stops the process
 abruptly after global step N (a kill, for resume tests). LiteRT's own messages go to DIR/litert.log."""
 
@@ -39,7 +40,7 @@ fun main(args: Array<String>) {
         val plan = SessionPlan.fromSignaturesJson(signaturesFile.readText())
         val library = File(given["litert"] ?: System.getenv("LITERT_LIBRARY") ?: throw SessionError("--litert (path of libLiteRt.so) is required"))
         val haltAfter = given["halt_after_step"]?.let { intFlag(given, "halt_after_step", 0).toLong() }
-        val stream = NpzTaskStream(File(need("data")), plan.imageSize)
+        val stream = openTaskStream(File(need("data")), plan)
         val trace = given["trace"]?.let { File(it).also { file -> file.absoluteFile.parentFile.mkdirs() }.bufferedWriter() }
         LiteRtModel(library, modelFile, NativeLog(File(stateDir, "litert.log"))).use { runtime ->
             val session = ContinualSession(SparclModel(runtime, plan), plan, stream, stateDir,
