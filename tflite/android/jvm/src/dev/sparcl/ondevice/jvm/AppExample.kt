@@ -26,10 +26,14 @@ fun main(args: Array<String>) {
             val match = Regex("--([a-z_]+)=(.*)").matchEntire(arg) ?: throw SessionError("unknown argument '$arg'")
             match.groupValues[1] to match.groupValues[2]
         }
+        val unknown = given.keys - setOf("model", "data", "state_dir", "litert", "checkpoint_every", "trace", "cancel_after_step", "halt_after_step")
+        if (unknown.isNotEmpty()) throw SessionError("unknown flags ${unknown.sorted()}; see --help")
         fun need(name: String) = given[name] ?: throw SessionError("--$name is required\n$USAGE")
-        fun step(name: String) = given[name]?.let { it.toLongOrNull() ?: throw SessionError("--$name must be an integer") }
+        fun step(name: String) = given[name]?.let { it.toLongOrNull()?.takeIf { step -> step >= 0 } ?: throw SessionError("--$name must be an integer >= 0, got '$it'") }
         val modelFile = File(need("model"))
-        val plan = SessionPlan.fromSignaturesJson(File(modelFile.absoluteFile.parentFile, "signatures.json").readText())
+        val signatures = File(modelFile.absoluteFile.parentFile, "signatures.json")
+        if (!signatures.isFile) throw SessionError("no signatures.json beside $modelFile: export the model with tools.convert or ContinualLearner.export")
+        val plan = SessionPlan.fromSignaturesJson(signatures.readText())
         val library = File(given["litert"] ?: System.getenv("LITERT_LIBRARY") ?: throw SessionError("--litert is required"))
         val arriving = openTaskStream(File(need("data")), plan)  // stands in for the app's own store
         val stateDir = File(need("state_dir"))
@@ -38,7 +42,8 @@ fun main(args: Array<String>) {
         val trace = given["trace"]?.let { java.io.FileWriter(File(it).also { file -> file.absoluteFile.parentFile.mkdirs() }, true).buffered() }
         var lastStep = -1L
         LiteRtModel(library, modelFile, NativeLog(File(stateDir.absoluteFile.parentFile, "litert-${stateDir.name}.log"))).use { runtime ->
-            DeviceLearner(runtime, plan, stateDir, given["checkpoint_every"]?.toIntOrNull() ?: 0) { record ->
+            val checkpointEvery = step("checkpoint_every")?.coerceAtMost(Int.MAX_VALUE.toLong())?.toInt() ?: 0
+            DeviceLearner(runtime, plan, stateDir, checkpointEvery) { record ->
                 trace?.apply { write(record.toString()); newLine(); flush() }
                 if (record.getString("kind") == "step") lastStep = record.getLong("step")
                 if (haltAfter != null && lastStep >= haltAfter) Runtime.getRuntime().halt(137)
@@ -64,5 +69,8 @@ fun main(args: Array<String>) {
     } catch (error: SessionError) {
         System.err.println("error: ${error.message?.lineSequence()?.first()}")
         exitProcess(2)
+    } catch (error: Exception) {
+        System.err.println("error: ${error::class.simpleName}: ${error.message}")
+        exitProcess(1)
     }
 }

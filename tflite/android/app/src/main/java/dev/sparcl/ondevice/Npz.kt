@@ -66,5 +66,5 @@ fun readNpz(file: File): Map<String, NpyArray> = try {
         }
     }
 } catch (error: java.io.IOException) {
-    throw SessionError("cannot read data file $file: ${error.message}")
+    throw SessionError("cannot read data file $file: ${if (!file.exists()) "no such file" else error.message}")
 }
