@@ -134,7 +134,7 @@ def test_the_mobilenet_v2_example_runs(idx_folder, tmp_path, export):
     assert ("Flex ops: none" in out) == export  # the real model's training file: no Flex op
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # ~5 minutes: the example's export and the block test cover it in the default run
 def test_keras_applications_mobilenet_v2_trains_one_litert_step_equal_to_keras(tmp_path):
     """keras.applications' MobileNetV2 (alpha 0.35, 32x32x1) through the learner, exported, one
     LiteRT step against the Keras step. The real model at 0.90 (the example's export, checked
