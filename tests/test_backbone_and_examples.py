@@ -134,7 +134,7 @@ def test_the_mobilenet_v2_example_runs(idx_folder, tmp_path, export):
     assert ("Flex ops: none" in out) == export  # the real model's training file: no Flex op
 
 
-@pytest.mark.heavy  # ~5 minutes: the example's export and the block test cover it in the default run
+@pytest.mark.heavy  # ~5 minutes; the example's export and the block test cover it by default
 def test_keras_applications_mobilenet_v2_trains_one_litert_step_equal_to_keras(tmp_path):
     """keras.applications' MobileNetV2 (alpha 0.35, 32x32x1) through the learner, exported, one
     LiteRT step against the Keras step. The real model at 0.90 (the example's export, checked
@@ -143,8 +143,8 @@ def test_keras_applications_mobilenet_v2_trains_one_litert_step_equal_to_keras(t
     the derivative between the runtimes, and at 0.90 a 1x1 conv with 16 inputs has empty
     filters, whose all-zero channels BatchNorm's gradient multiplies by 1 / sqrt(epsilon). So
     here the ReLU6 layers are linear (median update difference then 2.3e-6, measured at 0.90)
-    and the sparsity 0.50: every variable agrees to 1e-5. ReLU6's builtins-only gradient is checked in test_builtin_gradients
-    and the inverted-residual block test."""
+    and the sparsity 0.50: every variable agrees to 1e-5. ReLU6's builtins-only gradient is
+    checked in test_builtin_gradients and the inverted-residual block test."""
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 1),
                                            classes=10, classifier_activation=None)
