@@ -149,6 +149,20 @@ def test_bad_plans_models_and_state_files_are_one_line_each(fmnist, tmp_path):
     _refused(kotlin(_variant(model_dir, tmp_path / "batch",
                              edit=lambda d: d["session_plan"].update(batch_size=16)), state),
              "does not match its session plan", "train images")
+    # Model files checked before LiteRT loads them: a truncated one would crash the JVM inside
+    # libLiteRt.so; damage in the weights is caught by signatures.json's model_sha256.
+    model = (model_dir / "model.tflite").read_bytes()
+    truncated = _variant(model_dir, tmp_path / "truncated", edit=lambda d: d.pop("model_sha256"))
+    (truncated / "model.tflite").write_bytes(model[:len(model) // 3])
+    _refused(kotlin(truncated, state), "truncated or corrupt")
+    damaged = _variant(model_dir, tmp_path / "damaged")
+    middle = bytearray(model)
+    middle[len(model) // 2] ^= 0xFF
+    (damaged / "model.tflite").write_bytes(bytes(middle))
+    _refused(kotlin(damaged, state), "does not match the model_sha256")
+    foreign = _variant(model_dir, tmp_path / "foreign", edit=lambda d: d.pop("model_sha256"))
+    (foreign / "model.tflite").write_bytes(b"PK" + model[2:4] + b"ZIP!" + model[8:100])
+    _refused(kotlin(foreign, state), "not a .tflite model (file identifier 'ZIP!'")
     assert not list(state.glob("state-*"))  # nothing was started
 
     # A state file of another plan, and a truncated one: refused, and left as they were.
@@ -179,7 +193,8 @@ def test_a_signature_the_java_api_cannot_call_is_refused(fmnist, tmp_path, sessi
     read = tf.function(lambda: {"value": variable.read_value()}, input_signature=[])
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [read.get_concrete_function()], tf.Module())
-    target = _variant(fmnist["model_dir"], tmp_path / "no_inputs")
+    target = _variant(fmnist["model_dir"], tmp_path / "no_inputs",
+                      edit=lambda d: d.pop("model_sha256"))  # another model, on purpose
     (target / "model.tflite").write_bytes(converter.convert())
     _refused(kotlin(target, tmp_path / "state"), "no inputs", "runSignature")
 

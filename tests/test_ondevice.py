@@ -98,6 +98,23 @@ def test_a_corrupt_model_is_a_data_error(tmp_path, idx_folder):
         DeviceModel(str(tmp_path / "missing.tflite"))
 
 
+def test_a_damaged_or_cut_model_is_refused_before_litert_loads_it(model_path, tmp_path):
+    """Damage in the weights' bytes, which no structural check sees, fails the model_sha256 of
+    the signatures.json beside the model; a cut file fails the flatbuffer checks."""
+    from sparcl_tf.export.model_file import checksum
+    with open(model_path, "rb") as handle:
+        model = bytearray(handle.read())
+    (tmp_path / "signatures.json").write_text(json.dumps({"model_sha256": checksum(model)}))
+    model[len(model) // 2] ^= 0xFF
+    (tmp_path / "model.tflite").write_bytes(bytes(model))
+    with pytest.raises(DataError, match="does not match the model_sha256 of the signatures.json"):
+        DeviceModel(str(tmp_path / "model.tflite"))
+    (tmp_path / "cut").mkdir()  # no signatures.json beside it: structure alone
+    (tmp_path / "cut" / "model.tflite").write_bytes(bytes(model[:len(model) // 3]))
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        DeviceModel(str(tmp_path / "cut" / "model.tflite"))
+
+
 def test_a_model_without_the_training_signatures_is_refused(tmp_path):
     module = tf.Module()
     module.scale = tf.Variable(2.0)

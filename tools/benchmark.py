@@ -760,7 +760,8 @@ def main(argv):
         cli.fail(f"--presets must include {REFERENCE} (the reference of every ratio)")
     overrides = [f"{k}={v}" for k, v in MODES[_MODE.value].items()] + list(_OVERRIDES.value)
     workdir = _WORKDIR.value
-    os.makedirs(workdir, exist_ok=True)
+    from sparcl_tf.paths import usable_folder
+    cli.run_or_exit(lambda: usable_folder(workdir))
     if _SESSIONS_ONLY.value:
         return _sessions_report(workdir)
     if _DISTRIBUTE_ONLY.value:

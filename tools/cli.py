@@ -41,11 +41,14 @@ _VERBOSE = flags.DEFINE_bool("verbose", False, "Keep TensorFlow's and LiteRT's l
                              "Python warnings on stderr, and show tracebacks.")
 
 
-def define_config_flag():
-    return config_flags.DEFINE_config_file(
+def define_config_flag(required=False):
+    holder = config_flags.DEFINE_config_file(
         "config", None, "Config file and preset, e.g. configs/split_fmnist.py:derpp. Any field "
         "can be overridden: --config.epochs_per_task=2. Config files are Python: trusted code.",
         lock_config=True)
+    if required:
+        flags.mark_flag_as_required("config")
+    return holder
 
 
 def _root_cause(error):
@@ -74,6 +77,9 @@ def one_line(error):
         return f"unknown config field {str(error).strip(chr(34))} in a --config override"
     if isinstance(error, FileNotFoundError):
         return f"file not found: {error.filename}"
+    missing = re.search(r"Flag --(\w+) must have a value other than None", str(error))
+    if missing:  # absl's words for a required flag left out
+        return f"--{missing.group(1)} is required (see --help)"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     # config_flags folds the config file's traceback into its message: keep the final exception.
     for line in reversed(lines):

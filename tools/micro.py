@@ -18,7 +18,7 @@ from absl import flags
 
 from tools import cli
 
-_CONFIG = cli.define_config_flag()
+_CONFIG = cli.define_config_flag(required=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)
 _QUIET = flags.DEFINE_bool("quiet", False, "No per-task lines.")
 

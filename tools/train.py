@@ -17,7 +17,7 @@ from absl import app, flags
 
 from tools import cli
 
-_CONFIG = cli.define_config_flag()
+_CONFIG = cli.define_config_flag(required=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (results, checkpoints, logs).",
                                required=True)
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar or per-task lines.")

@@ -7,6 +7,7 @@ import os
 import tempfile
 
 from sparcl_tf.errors import ExportError
+from sparcl_tf.export import model_file
 from sparcl_tf.export.audit import flex_ops_by_layer, op_audit
 
 MEANINGS = {
@@ -44,7 +45,8 @@ def describe(model, sparse_layers, plan):
     """signatures.json's content for the .tflite bytes `model`."""
     from ai_edge_litert.interpreter import Interpreter
     interpreter = Interpreter(model_content=model)
-    described = {"sparse_layers": sparse_layers, "session_plan": plan.to_json()}
+    described = {"sparse_layers": sparse_layers, "session_plan": plan.to_json(),
+                 "model_sha256": model_file.checksum(model)}
     for key in interpreter.get_signature_list():
         runner = interpreter.get_signature_runner(key)
 

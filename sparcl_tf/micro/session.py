@@ -28,6 +28,7 @@ from sparcl_tf.methods import build_method
 from sparcl_tf.micro import backbone as backbone_lib
 from sparcl_tf.micro.head import (INFER_OUTPUTS, PARAMETERS, TRAIN_OUTPUTS, Head,
                                   convert_function, replay_terms)
+from sparcl_tf.paths import usable_folder
 from sparcl_tf.micro.runtime import LiteModel, MicroModel, minimum_arena_bytes
 from sparcl_tf.session.loop import SessionLoop, TaskStream
 from sparcl_tf.session.plan import build_plan
@@ -260,7 +261,7 @@ def run_micro(config, workdir, verbose=1):
     if config.distribute.strategy != "none":
         raise ConfigError(f"distribute.strategy={config.distribute.strategy!r} is invalid for "
                           f"the microcontroller path, which trains on one device: must be 'none'")
-    os.makedirs(workdir, exist_ok=True)
+    usable_folder(workdir)
     tasks = build_tasks(load_source(config.data), config.data, config.seed)
     if config.micro.pretrain_tasks >= len(tasks):
         raise ConfigError(f"micro.pretrain_tasks={config.micro.pretrain_tasks} must be below the "

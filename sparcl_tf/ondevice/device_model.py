@@ -5,17 +5,34 @@ signatures against what the session needs, fixed-batch padding for `infer`, and 
 (`get_state` outputs as .npz, written atomically, checked name by name before `set_state`).
 """
 
+import json
 import os
 
 import numpy as np
 
 from sparcl_tf.errors import DataError
 from sparcl_tf.export.audit import op_audit
+from sparcl_tf.export import model_file
 
 REQUIRED_SIGNATURES = ("infer", "train", "get_state", "set_state")
 # Interpreter threads: the train step is mostly BATCH_MATMUL (builtin_gradients), which LiteRT
 # spreads over threads (1.5x faster at 2 than at 1 here; the interpreter's own default is 1).
 DEFAULT_THREADS = 2
+
+
+def read_signatures(model_path):
+    """The signatures.json beside `model_path` (a dict), or None without one."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "signatures.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as handle:
+            described = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read {path}: {error}") from None
+    if not isinstance(described, dict):
+        raise DataError(f"{path} is not a signatures file: convert the run again")
+    return described
 
 
 class DeviceModel:
@@ -26,7 +43,8 @@ class DeviceModel:
                 content = handle.read()
         except OSError as error:
             raise DataError(f"cannot read model {path}: {error.strerror}") from None
-        audit = op_audit(content)  # DataError for a file that is not a .tflite flatbuffer
+        model_file.verify(content, (read_signatures(path) or {}).get("model_sha256"), path)
+        audit = op_audit(content)
         missing = [key for key in REQUIRED_SIGNATURES if key not in audit]
         if missing:
             raise DataError(f"{path} lacks the signatures {missing} (has {sorted(audit)}); "

@@ -23,7 +23,7 @@ from sparcl_tf.engine import image_stream, model_description, sparse_units
 from sparcl_tf.experiment import build_networks
 from sparcl_tf.flops import FlopsLedger
 from sparcl_tf.methods import build_method
-from sparcl_tf.ondevice.device_model import DEFAULT_THREADS, DeviceModel
+from sparcl_tf.ondevice.device_model import DEFAULT_THREADS, DeviceModel, read_signatures
 from sparcl_tf.ondevice.task_data import read_task_data
 from sparcl_tf.session.loop import SessionLoop
 from sparcl_tf.session.plan import SessionPlan, build_plan
@@ -33,16 +33,12 @@ MOMENTUM_PREFIX = "momentum__"
 
 def read_plan(model_path):
     """The session plan in the signatures.json beside `model_path`, or None without one."""
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "signatures.json")
-    if not os.path.exists(path):
+    described = read_signatures(model_path)
+    if described is None:
         return None
-    try:
-        with open(path) as handle:
-            described = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise DataError(f"cannot read {path}: {error}") from None
-    if not isinstance(described, dict) or "session_plan" not in described:
-        raise DataError(f"{path} has no session_plan: convert the run again with tools.convert")
+    if "session_plan" not in described:
+        raise DataError(f"the signatures.json beside {model_path} has no session_plan: convert "
+                        f"the run again with tools.convert")
     return SessionPlan.from_json(described["session_plan"])
 
 

@@ -31,7 +31,6 @@ batch's examples to the segment after it.
 import dataclasses
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
@@ -45,6 +44,7 @@ from sparcl_tf.errors import CheckpointError, ConfigError, DivergedError, TaskCa
 from sparcl_tf.evaluation import accuracies
 from sparcl_tf.example_stats import ExampleStats, margin
 from sparcl_tf.replay import ReservoirBuffer
+from sparcl_tf.paths import usable_folder
 from sparcl_tf.session import random as session_random
 from sparcl_tf.session.listeners import Listeners
 from sparcl_tf.session.progress import RESUME_FREE_FIELDS, Progress, config_hash
@@ -58,18 +58,6 @@ class TaskStream:
     def __init__(self, tasks, training, prepare, test_inputs):
         self.tasks, self.training, self.prepare, self.test_inputs = (
             tasks, training, prepare, test_inputs)
-
-
-def _usable_workdir(workdir):
-    """Creates `workdir` if needed; ConfigError when it is a file, lies under one or cannot be
-    written."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-check-")
-        probe.close()
-    except OSError as error:
-        raise ConfigError(f"--workdir {workdir} cannot be used: {error.strerror or error}") \
-            from None
 
 
 class SessionLoop:
@@ -105,7 +93,7 @@ class SessionLoop:
             self.checkpoints = CheckpointManager(os.path.join(workdir, "checkpoints"), variables,
                                                  keep=config.checkpoint.keep)
             if not read_only:
-                _usable_workdir(workdir)
+                usable_folder(workdir)
                 self._check_or_write_config(resuming=self.checkpoints.latest() is not None)
             restored = self.checkpoints.restore()
         run_hash = config_hash(config)

@@ -41,7 +41,7 @@ fun main(args: Array<String>) {
         val haltAfter = step("halt_after_step")
         val trace = given["trace"]?.let { java.io.FileWriter(File(it).also { file -> file.absoluteFile.parentFile.mkdirs() }, true).buffered() }
         var lastStep = -1L
-        LiteRtModel(library, modelFile, NativeLog(File(stateDir.absoluteFile.parentFile, "litert-${stateDir.name}.log"))).use { runtime ->
+        LiteRtModel(library, modelFile, NativeLog(File(stateDir.absoluteFile.parentFile, "litert-${stateDir.name}.log")), plan.modelSha256).use { runtime ->
             val checkpointEvery = step("checkpoint_every")?.coerceAtMost(Int.MAX_VALUE.toLong())?.toInt() ?: 0
             DeviceLearner(runtime, plan, stateDir, checkpointEvery) { record ->
                 trace?.apply { write(record.toString()); newLine(); flush() }

@@ -8,6 +8,7 @@ import com.sun.jna.ptr.LongByReference
 import com.sun.jna.ptr.PointerByReference
 import dev.sparcl.ondevice.ElementType
 import dev.sparcl.ondevice.JavaApiRules
+import dev.sparcl.ondevice.ModelFile
 import dev.sparcl.ondevice.SessionError
 import dev.sparcl.ondevice.Signature
 import dev.sparcl.ondevice.TensorSpec
@@ -54,7 +55,7 @@ interface LiteRtC : Library {
  * signature's tensor buffers are made once and reused. It applies [JavaApiRules], so what the
  * phone's `runSignature` would refuse fails here too. Not thread-safe, like the interpreter.
  */
-class LiteRtModel(library: File, modelFile: File, private val nativeLog: NativeLog) : TrainingModel {
+class LiteRtModel(library: File, modelFile: File, private val nativeLog: NativeLog, sha256: String? = null) : TrainingModel {
     private val c: LiteRtC = try { Native.load(library.absolutePath, LiteRtC::class.java) } catch (error: UnsatisfiedLinkError) {
         throw SessionError("cannot load the LiteRT runtime $library: ${error.message}")
     }
@@ -78,6 +79,8 @@ class LiteRtModel(library: File, modelFile: File, private val nativeLog: NativeL
 
     init {
         if (!modelFile.isFile) throw SessionError("model file $modelFile does not exist")
+        val bytes = try { modelFile.readBytes() } catch (error: java.io.IOException) { throw SessionError("cannot read model $modelFile: ${error.message}") }
+        ModelFile.verify(java.nio.ByteBuffer.wrap(bytes), sha256, modelFile.toString())
         nativeLog.quiet { }  // fails early when the log cannot be redirected
         environment = nativeLog.quiet { out({ c.LiteRtCreateEnvironment(0, null, it) }, "CreateEnvironment") }
         model = nativeLog.quiet { out({ c.LiteRtCreateModelFromFile(environment, modelFile.absolutePath, it) }, "CreateModelFromFile($modelFile)") }

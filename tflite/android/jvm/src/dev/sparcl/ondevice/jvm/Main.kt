@@ -42,7 +42,7 @@ fun main(args: Array<String>) {
         val haltAfter = given["halt_after_step"]?.let { intFlag(given, "halt_after_step", 0).toLong() }
         val stream = openTaskStream(File(need("data")), plan)
         val trace = given["trace"]?.let { File(it).also { file -> file.absoluteFile.parentFile.mkdirs() }.bufferedWriter() }
-        LiteRtModel(library, modelFile, NativeLog(File(stateDir, "litert.log"))).use { runtime ->
+        LiteRtModel(library, modelFile, NativeLog(File(stateDir, "litert.log")), plan.modelSha256).use { runtime ->
             val session = ContinualSession(SparclModel(runtime, plan), plan, stream, stateDir,
                 intFlag(given, "checkpoint_every", 0)) { record ->
                 trace?.apply { write(record.toString()); newLine(); flush() }

@@ -15,7 +15,7 @@ import org.json.JSONObject
  *
  * ```
  * val plan = SessionPlan.fromSignaturesJson(signaturesJson)
- * DeviceLearner(InterpreterModel(modelBuffer), plan, File(filesDir, "sparcl")).use { learner ->
+ * DeviceLearner(InterpreterModel(modelBuffer, plan.modelSha256), plan, File(filesDir, "sparcl")).use { learner ->
  *     learner.fitTask(images, labels, cancelled = { isStopped })   // a WorkManager worker's flag
  *     val logits = learner.predict(newImages)
  * }

@@ -14,10 +14,15 @@ import org.tensorflow.lite.Interpreter
  * [SessionError].
  */
 class InterpreterModel private constructor(private val interpreter: Interpreter) : TrainingModel {
-    constructor(modelFile: File, threads: Int = 2) :
-        this(javaApi("load ${modelFile.name}") { Interpreter(modelFile, Interpreter.Options().setNumThreads(threads)) })
-    constructor(model: ByteBuffer, threads: Int = 2) :
-        this(javaApi("load the model buffer") { Interpreter(model, Interpreter.Options().setNumThreads(threads)) })
+    /** The model in [modelFile], checked first ([ModelFile.verify]; [sha256]: the plan's `modelSha256`). */
+    constructor(modelFile: File, sha256: String?, threads: Int = 2) :
+        this(modelBuffer(modelFile), sha256, threads)
+    /** The model in [model] (an asset mapped with `assets.openFd(...)`, or direct bytes), checked first. */
+    constructor(model: ByteBuffer, sha256: String?, threads: Int = 2) :
+        this(javaApi("load the model") {
+            ModelFile.verify(model, sha256, "the model")
+            Interpreter(model, Interpreter.Options().setNumThreads(threads))
+        })
 
     override val signatures: Map<String, Signature> = javaApi("read the signatures") {
         interpreter.signatureKeys.associateWith { key ->
@@ -41,6 +46,12 @@ class InterpreterModel private constructor(private val interpreter: Interpreter)
     override fun close() = interpreter.close()
 
     private companion object {
+        fun modelBuffer(file: File): ByteBuffer = try {
+            java.io.RandomAccessFile(file, "r").use { it.channel.map(java.nio.channels.FileChannel.MapMode.READ_ONLY, 0, it.length()) }
+        } catch (error: java.io.IOException) {
+            throw SessionError("cannot read model $file: ${error.message}")
+        }
+
         /** [call], with the Java API's exceptions as one-line [SessionError]s naming [what] it did. */
         fun <T> javaApi(what: String, call: () -> T): T = try { call() } catch (error: IllegalArgumentException) {
             throw SessionError("LiteRT cannot $what: ${error.message?.lineSequence()?.first()}")

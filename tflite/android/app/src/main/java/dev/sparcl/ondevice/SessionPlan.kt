@@ -69,6 +69,11 @@ class SessionPlan(
     var source: String = ""
         private set
 
+    /** The SHA-256 of the model's bytes from signatures.json (`model_sha256`; null in older
+     *  files): what [ModelFile.verify] compares before the runtime loads the model. */
+    var modelSha256: String? = null
+        private set
+
     val imageSize: Int get() = imageShape.fold(1) { product, dimension -> product * dimension }
     val channels: Int get() = imageShape.last()
     val hasMaskUpdates: Boolean get() = schedule.maskRule != "none"
@@ -165,7 +170,7 @@ class SessionPlan(
             }
             val plan = described.optJSONObject("session_plan")
                 ?: throw SessionError("signatures.json has no session_plan: convert the run again with tools.convert")
-            return parse(plan)
+            return parse(plan).also { it.modelSha256 = described.optString("model_sha256").ifEmpty { null } }
         }
 
         fun parse(plan: JSONObject): SessionPlan = try { read(plan) } catch (error: JSONException) {
