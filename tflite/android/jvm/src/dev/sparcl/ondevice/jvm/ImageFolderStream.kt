@@ -85,4 +85,4 @@ class ImageFolderStream(private val folder: File, private val plan: SessionPlan)
 
 /** The tasks at [path]: a task-image folder ([ImageFolderStream]) or a task-data file ([NpzTaskStream]). */
 fun openTaskStream(path: File, plan: SessionPlan): TaskStream =
-    if (path.isDirectory) ImageFolderStream(path, plan) else NpzTaskStream(path, plan.imageSize)
+    if (path.isDirectory) ImageFolderStream(path, plan) else NpzTaskStream(path, plan)

@@ -2,6 +2,7 @@ package dev.sparcl.ondevice.jvm
 
 import dev.sparcl.ondevice.ImageSet
 import dev.sparcl.ondevice.SessionError
+import dev.sparcl.ondevice.SessionPlan
 import dev.sparcl.ondevice.TaskExamples
 import dev.sparcl.ondevice.TaskStream
 import dev.sparcl.ondevice.readNpz
@@ -14,7 +15,8 @@ import java.io.File
  * `train_ids_<t>` a task's examples are numbered on from the largest id before; without
  * `test_images_<t>` the task is not evaluated (its accuracy is null).
  */
-class NpzTaskStream(file: File, private val imageSize: Int) : TaskStream {
+class NpzTaskStream(file: File, plan: SessionPlan) : TaskStream {
+    private val imageSize = plan.imageSize
     private val arrays = readNpz(file)
     override val numTasks: Int = generateSequence(0) { it + 1 }.takeWhile { "train_images_$it" in arrays }.count()
     private val training = mutableListOf<TaskExamples>().apply {
@@ -23,6 +25,15 @@ class NpzTaskStream(file: File, private val imageSize: Int) : TaskStream {
             examples.ids.maxOrNull()?.let { firstId = it + 1 } })
     }
     private val test = List(numTasks) { load("test", it, null) }
+
+    init {  // the whole file checked before any task trains, as the Python hosts do
+        val seen = HashSet<Int>()  // ids stay distinct over the stream: a repeated one would share another's statistics
+        for (task in 0 until numTasks) {
+            training[task].check("data file task $task training data", plan.numClasses)
+            test[task].check("data file task $task test data", plan.numClasses)
+            training[task].ids.firstOrNull { !seen.add(it) }?.let { throw SessionError("data file task $task: example id $it repeats (from an earlier task)") }
+        }
+    }
 
     private fun array(name: String) = arrays[name] ?: throw SessionError("data file lacks '$name'")
 
@@ -36,7 +47,11 @@ class NpzTaskStream(file: File, private val imageSize: Int) : TaskStream {
     }
 
     private val classes = List(numTasks) { task ->
-        (arrays["classes_$task"]?.ints() ?: training[task].labels).distinct().sorted().toIntArray() }
+        (arrays["classes_$task"]?.ints() ?: training[task].labels).distinct().sorted().toIntArray().also { classes ->
+            if (classes.isEmpty() || classes.any { it !in 0 until plan.numClasses })
+                throw SessionError("data file task $task: classes ${classes.contentToString()} must lie in 0..${plan.numClasses - 1}")
+            if (training[task].labels.any { it !in classes }) throw SessionError("data file task $task: training labels outside classes_$task")
+        } }
 
     override fun training(task: Int) = training[task]
     override fun test(task: Int) = test[task]

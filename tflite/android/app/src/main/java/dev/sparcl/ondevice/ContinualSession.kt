@@ -71,7 +71,8 @@ class ContinualSession(
             val data = stream.training(task)
             if (data.ids.size < plan.batchSize)
                 throw SessionError("task $task has ${data.ids.size} training examples, fewer than batch_size=${plan.batchSize}")
-            if (data.ids.any { it < 0 }) throw SessionError("task $task has example ids below 0")
+            data.check("task ${task + 1} training data", plan.numClasses)
+            stream.test(task).check("task ${task + 1} test data", plan.numClasses)
             stats.ensure((data.ids.maxOrNull() ?: -1) + 1)
             beginTask(data.ids.size)
             while (epoch < plan.epochsPerTask) {

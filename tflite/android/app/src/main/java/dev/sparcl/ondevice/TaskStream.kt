@@ -64,6 +64,18 @@ class TaskExamples(val images: ImageSet, val labels: IntArray, val ids: IntArray
         if (labels.size != images.count || ids.size != images.count)
             throw SessionError("${images.count} images, ${labels.size} labels and ${ids.size} ids do not match")
     }
+
+    /** A [SessionError] naming [what] unless these examples suit a model of [numClasses] classes:
+     *  finite pixels, labels among its classes, ids in [0, 2^31 - 1) and distinct (the rules of
+     *  `sparcl_tf/ondevice/task_data.py`). */
+    fun check(what: String, numClasses: Int) {
+        images.checkFinite(what)
+        labels.firstOrNull { it !in 0 until numClasses }?.let {
+            throw SessionError("$what: label $it is outside the model's classes 0..${numClasses - 1}")
+        }
+        if (ids.any { it < 0 || it == Int.MAX_VALUE }) throw SessionError("$what: example ids must lie in [0, 2^31 - 1)")
+        if (ids.toHashSet().size != ids.size) throw SessionError("$what: example ids repeat within the task")
+    }
 }
 
 /** Where a session's data comes from: the app's own store on a phone, a data file on a desktop. */
