@@ -218,11 +218,17 @@ class ContinualLearner:
         first_id = self.tasks.num_example_ids
         task = Task(index, classes, x, y, np.arange(first_id, first_id + len(y), dtype=np.int64),
                     x_test, y_test)
-        self.tasks = dataclasses.replace(self.tasks, tasks=[*self.tasks.tasks, task],
-                                         num_example_ids=first_id + len(y))
-        self.session.extend(self._stream(), run_results.identity(
-            self.config, self.engine.method, self.tasks))
-        return self.run_planned(callbacks=callbacks)
+        tasks_before, session_before = self.tasks, self.session.memento()
+        try:
+            self.tasks = dataclasses.replace(self.tasks, tasks=[*self.tasks.tasks, task],
+                                             num_example_ids=first_id + len(y))
+            self.session.extend(self._stream(), run_results.identity(
+                self.config, self.engine.method, self.tasks))
+            return self.run_planned(callbacks=callbacks)
+        except BaseException:  # a callback's error, a diverged step, Ctrl-C: as before the call
+            self.tasks = tasks_before
+            self.session.rollback(session_before)
+            raise
 
     def run_planned(self, stop_after_task=None, callbacks=None):
         """Trains the planned tasks not trained yet (up to `stop_after_task`); the results, or

@@ -190,3 +190,61 @@ def test_bad_models_and_data_get_one_clear_error(idx_folder):
     with pytest.raises(ValueError, match="outside classes"):
         learner.fit_task(x, y, test_data=(xt, yt), classes=[0])
     assert learner.progress.global_step == 0 and len(learner.tasks) == 0  # nothing was lost
+
+
+class _Injected(Exception):
+    """A failure injected into a learner's task."""
+
+
+def _raise(*_):
+    raise _Injected("injected")
+
+
+@pytest.mark.parametrize("stage", ["first_batch", "mid_epoch", "epoch_end", "mask_update",
+                                   "evaluation", "interrupt"])
+def test_a_task_that_fails_at_any_stage_leaves_the_learner_as_it_was(idx_folder, stage,
+                                                                    monkeypatch):
+    """A failure at each stage of fit_task (a callback's error, a mask update, the task-end
+    evaluation, Ctrl-C) rolls the learner back to before the call: weights, optimizer, masks,
+    buffer, statistics, progress and tasks; the next good call then trains exactly what a
+    learner that never failed trains."""
+    def learner():
+        return ContinualLearner(_user_model(), method=DERPP(), buffer_size=40, batch_size=16,
+                                sparcl=SparCL(weight_sparsity=0.9, gradient_sparsity=0.92,
+                                              updates_per_task=4, removal_stages=2),
+                                epochs_per_task=2, verbose=0)
+
+    (x0, y0, xt0, yt0), (x1, y1, xt1, yt1) = _user_tasks(idx_folder)
+    reference = learner()
+    reference.fit_task(x0, y0, test_data=(xt0, yt0))
+    expected = reference.fit_task(x1, y1, test_data=(xt1, yt1))
+
+    failing = learner()
+    failing.fit_task(x0, y0, test_data=(xt0, yt0))
+    before = {key: np.array(v.numpy(), copy=True) for key, v in failing.session.variables.items()}
+    results_before = failing.results()
+    callbacks = None
+    if stage in ("first_batch", "mid_epoch", "interrupt"):
+        at = 0 if stage == "first_batch" else 3
+
+        def on_batch(batch, logs):
+            if batch == at:
+                raise KeyboardInterrupt if stage == "interrupt" else _Injected("injected")
+
+        callbacks = [keras.callbacks.LambdaCallback(on_train_batch_end=on_batch)]
+    elif stage == "epoch_end":
+        callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=_raise)]
+    elif stage == "mask_update":
+        monkeypatch.setattr(failing.engine, "update_masks", _raise)
+    else:
+        monkeypatch.setattr(failing.engine, "logits", _raise)
+    with pytest.raises(KeyboardInterrupt if stage == "interrupt" else _Injected):
+        failing.fit_task(x1, y1, test_data=(xt1, yt1), callbacks=callbacks)
+    monkeypatch.undo()
+    assert len(failing.tasks) == 1 and failing.progress.task == 1
+    _same_run(results_before, failing.results())
+    for key, variable in failing.session.variables.items():
+        np.testing.assert_array_equal(variable.numpy(), before[key], err_msg=key)
+    _same_run(expected, failing.fit_task(x1, y1, test_data=(xt1, yt1)))
+    for mine, theirs in zip(failing.network.variables, reference.network.variables):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)

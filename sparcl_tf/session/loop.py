@@ -28,6 +28,7 @@ stopped. An epoch trains the full batches that fit before each event and leaves 
 batch's examples to the segment after it.
 """
 
+import copy
 import dataclasses
 import json
 import os
@@ -82,16 +83,16 @@ class SessionLoop:
             -np.asarray(plan.normalization["mean"], np.float32)
             / np.asarray(plan.normalization["std"], np.float32), plan.seed))
         self.units = np.asarray(plan.layer_units, np.float64)
+        self.variables = dict(engine.variables())  # everything a checkpoint or rollback holds
+        for group, state in (("stats", self.stats.state()),
+                             ("buffer", self.buffer.state() if self.buffer else {}),
+                             ("ledger", ledger.state() if ledger else {})):
+            self.variables.update({f"{group}/{name}": v for name, v in state.items()})
         self.checkpoints = None
         restored = None
         if workdir is not None:
-            variables = dict(engine.variables())
-            for group, state in (("stats", self.stats.state()),
-                                 ("buffer", self.buffer.state() if self.buffer else {}),
-                                 ("ledger", ledger.state() if ledger else {})):
-                variables.update({f"{group}/{name}": v for name, v in state.items()})
-            self.checkpoints = CheckpointManager(os.path.join(workdir, "checkpoints"), variables,
-                                                 keep=config.checkpoint.keep)
+            self.checkpoints = CheckpointManager(os.path.join(workdir, "checkpoints"),
+                                                 self.variables, keep=config.checkpoint.keep)
             if not read_only:
                 usable_folder(workdir)
                 self._check_or_write_config(resuming=self.checkpoints.latest() is not None)
@@ -111,6 +112,20 @@ class SessionLoop:
         self.listeners = Listeners(config, workdir, verbose, read_only)
         self._cancelled = lambda: False  # the current `run`'s cancellation hook
         self._clock_start = time.perf_counter()
+
+    def memento(self):
+        """The whole session in memory (variables copied, progress, stream): what `rollback`
+        puts back when a call fails half-way."""
+        arrays = {key: np.array(variable.numpy(), copy=True)
+                  for key, variable in self.variables.items()}
+        return arrays, copy.deepcopy(self.progress), self.stream, self.identity
+
+    def rollback(self, memento):
+        arrays, progress, self.stream, self.identity = memento
+        for key, variable in self.variables.items():
+            variable.assign(arrays[key])
+        self.progress = copy.deepcopy(progress)
+        self.engine.after_restore()
 
     def extend(self, stream, identity):
         """A learner's next task: the stream that now holds it too (earlier tasks as they
