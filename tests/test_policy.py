@@ -266,3 +266,13 @@ def test_the_kotlin_host_refuses_bad_task_data_before_any_task_trains(
     ran = run_kotlin(initial_model, tmp_path / "bad.npz", tmp_path / "state")
     assert ran.returncode == 2 and ran.stderr.splitlines() == [f"error: {line}"], ran.stderr
     assert not list((tmp_path / "state").glob("state-*"))
+
+
+def test_the_kotlin_hosts_stderr_stays_empty_when_its_native_log_cannot_be_opened(
+        initial_model, tmp_path, session_build):
+    """LiteRT's own lines go to state/litert.log, or nowhere when that cannot be opened (here a
+    folder of that name): never to stderr."""
+    (tmp_path / "state" / "litert.log").mkdir(parents=True)
+    ran = run_kotlin(initial_model, write_unseen_tasks(tmp_path / "tasks.npz", sizes=(32, 32)),
+                     tmp_path / "state")
+    assert ran.returncode == 0 and ran.stderr == "", ran.stderr

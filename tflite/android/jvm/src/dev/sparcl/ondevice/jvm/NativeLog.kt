@@ -14,7 +14,8 @@ private interface LibC : Library {
 
 /**
  * Sends what native code writes to stderr during [block] (LiteRT's INFO lines and its own error
- * messages) to [log] instead, so the binary's stderr carries one line only: its own.
+ * messages) to [log] instead, or nowhere when [log] cannot be opened, so the binary's stderr
+ * carries one line only: its own.
  */
 class NativeLog(private val log: File) {
     val path: String get() = log.path
@@ -23,7 +24,8 @@ class NativeLog(private val log: File) {
 
     fun <T> quiet(block: () -> T): T {
         log.absoluteFile.parentFile.mkdirs()
-        val target = libc.open(log.absolutePath, O_WRONLY or O_CREAT or O_APPEND, 420)  // 0644
+        val target = libc.open(log.absolutePath, O_WRONLY or O_CREAT or O_APPEND, 420).takeIf { it >= 0 }  // 0644
+            ?: libc.open("/dev/null", O_WRONLY, 0)
         if (target < 0) return block()
         System.err.flush()
         val saved = libc.dup(STDERR)
