@@ -173,6 +173,7 @@ def base_config():
     config.distribute.devices = 0        # replicas per worker: 0 = every GPU (else the CPU);
     #                                      N = the first N GPUs, or N logical CPU devices
     config.distribute.batch_norm = "sync"  # sync (global-batch statistics) | local (per replica)
+    config.distribute.startup_timeout_s = 300.0  # multi_worker: the cluster forms within this
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 500  # also at every epoch and task end

@@ -27,12 +27,15 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
+import sys
 import zlib
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from sparcl_tf import errors
 from sparcl_tf.errors import ClusterError, ConfigError, DivergedError
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
@@ -50,6 +53,11 @@ def validate(settings):
     if settings.batch_norm not in BATCH_NORM:
         raise ConfigError(f"distribute.batch_norm={settings.batch_norm!r} is invalid: must be "
                           f"one of {list(BATCH_NORM)}")
+    timeout = settings.startup_timeout_s
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
+            0 < timeout < float("inf")):
+        raise ConfigError(f"distribute.startup_timeout_s={timeout!r} is invalid: must be a "
+                          f"number of seconds > 0")
 
 
 class ReducedGradientsSGD(keras.optimizers.SGD):
@@ -310,6 +318,72 @@ def cluster_from_environment():
     return spec
 
 
+def check_addresses(spec):
+    """ClusterError for a TF_CONFIG address that is not host:port or does not resolve, or an
+    own address this process cannot listen on: TensorFlow would wait for ever, silently."""
+    for kind, addresses in spec["cluster"].items():
+        for index, address in enumerate(addresses):
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ClusterError(f"TF_CONFIG {kind} {index}'s address {address!r} is not "
+                                   f"host:port")
+            try:
+                socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+            except socket.gaierror as error:
+                raise ClusterError(f"TF_CONFIG {kind} {index}'s address {address} does not "
+                                   f"resolve: {error.strerror}") from None
+    task = spec["task"]
+    own = spec["cluster"][task["type"]][task["index"]]
+    host, _, port = own.rpartition(":")
+    family = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)[0][0]
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host.strip("[]"), int(port)))
+    except OSError as error:
+        raise ClusterError(f"this process ({task['type']} {task['index']} of TF_CONFIG) cannot "
+                           f"listen on its address {own}: {error.strerror}") from None
+    finally:
+        probe.close()
+
+
+# The start-up watcher, a separate process: TensorFlow holds the GIL while it waits for the
+# cluster, so no thread of this one can time the wait out, and its coordination service takes
+# SIGTERM. The watcher ends quietly when the pipe from its parent closes (the cluster formed, or
+# the parent ended); at the deadline it prints the parent's one error line and kills it, and a
+# SIGTERM to the process group (what a scheduler or a terminal sends) kills it at once.
+_WATCHER = """
+import os, select, signal, sys
+parent, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+def stop(*_):
+    os.kill(parent, signal.SIGKILL)
+    os._exit(0)
+signal.signal(signal.SIGTERM, stop)  # a SIGTERM to the group: the parent's is taken by TF
+if not select.select([sys.stdin], [], [], seconds)[0]:
+    os.write(2, message.encode())
+    stop()
+"""
+
+
+@contextlib.contextmanager
+def _start_up_deadline(spec, seconds):
+    """Kills this process with one line on stderr when the body (the strategy's start, which
+    returns once every worker has joined) takes longer than `seconds`."""
+    task = spec["task"]
+    peers = [address for kind, addresses in spec["cluster"].items()
+             for index, address in enumerate(addresses) if (kind, index) != (task["type"],
+                                                                           task["index"])]
+    message = (f"error: the cluster did not form within distribute.startup_timeout_s="
+               f"{seconds:g} s: not every one of {peers} joined\n")
+    watcher = subprocess.Popen([sys.executable, "-c", _WATCHER, str(os.getpid()), str(seconds),
+                                message], stdin=subprocess.PIPE, stderr=errors.error_output)
+    try:
+        yield
+    finally:
+        watcher.stdin.close()
+        watcher.wait()
+
+
 def create(settings):
     """The `Replication` that `settings` (a config's `distribute`) asks for. A strategy must be
     made before TensorFlow runs its first op in the process (logical devices, collectives)."""
@@ -320,10 +394,12 @@ def create(settings):
         devices = _use_devices(settings.devices, multi_worker=False)
         strategy = tf.distribute.MirroredStrategy(devices)
     else:
-        cluster_from_environment()
+        spec = cluster_from_environment()
+        check_addresses(spec)
         _use_devices(settings.devices, multi_worker=True)
         try:
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            with _start_up_deadline(spec, settings.startup_timeout_s):
+                strategy = tf.distribute.MultiWorkerMirroredStrategy()
         except (RuntimeError, ValueError) as error:
             raise ConfigError(f"distribute.strategy=multi_worker could not start: {error} (make "
                               f"the strategy first in a fresh process)") from None

@@ -5,6 +5,14 @@ names the field or file and what was allowed. The binaries print the message as 
 """
 
 
+import sys
+
+# Where a line goes that cannot be raised (the cluster start-up watcher of `distribute`, which
+# outlives a stuck process): the binaries point it at their real stderr, since they send file
+# descriptor 2 to /dev/null to keep native logs off it (tools/cli.py).
+error_output = sys.stderr
+
+
 class SparclError(ValueError):
     """Base class: a problem with the user's input, not a bug in the library."""
 

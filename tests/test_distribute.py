@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -206,6 +207,8 @@ def test_batch_that_does_not_split_over_replicas_is_one_line(idx_folder, tmp_pat
     ("strategy", "horovod", "distribute.strategy='horovod' is invalid"),
     ("devices", -1, "distribute.devices=-1 is invalid"),
     ("batch_norm", "frozen", "distribute.batch_norm='frozen' is invalid"),
+    ("startup_timeout_s", 0.0, "distribute.startup_timeout_s=0.0 is invalid"),
+    ("startup_timeout_s", float("inf"), "distribute.startup_timeout_s=inf is invalid"),
 ])
 def test_bad_distribute_fields_are_config_errors(make_config, field, value, message):
     from sparcl_tf.config import validate
@@ -245,3 +248,45 @@ def test_a_collective_that_loses_its_peer_is_a_cluster_error():
     with pytest.raises(ClusterError, match="start all workers again with the same command"):
         with _collectives():
             raise tf.errors.UnavailableError(None, None, "[[{{node CollectiveReduceV2_4}}]]")
+
+
+def _train_in_cluster(idx_folder, workdir, tf_config, *flags):
+    return subprocess.run(
+        [sys.executable, "-m", "tools.train", "--config=configs/split_fmnist.py:derpp",
+         f"--workdir={workdir}", f"--config.data.dir={idx_folder}",
+         "--config.distribute.strategy=multi_worker", *flags], cwd=ROOT,
+        env=dict(os.environ, TF_CONFIG=tf_config), capture_output=True, text=True,
+        timeout=TIMEOUT_S)
+
+
+@pytest.mark.parametrize("tf_config, line", [
+    ('{"cluster": {"worker": ["no-such-host.invalid:2345", "127.0.0.1:2346"]}, '
+     '"task": {"type": "worker", "index": 1}}',
+     "error: TF_CONFIG worker 0's address no-such-host.invalid:2345 does not resolve"),
+    ('{"cluster": {"worker": ["127.0.0.1", "127.0.0.1:2346"]}, '
+     '"task": {"type": "worker", "index": 1}}',
+     "error: TF_CONFIG worker 0's address '127.0.0.1' is not host:port"),
+    ('{"cluster": {"worker": ["192.0.2.1:2345", "127.0.0.1:2346"]}, '
+     '"task": {"type": "worker", "index": 0}}',
+     "error: this process (worker 0 of TF_CONFIG) cannot listen on its address 192.0.2.1:2345"),
+])
+def test_cluster_addresses_that_cannot_work_are_one_line_before_tensorflow_waits(
+        idx_folder, tmp_path, tf_config, line):
+    refused = _train_in_cluster(idx_folder, tmp_path / "run", tf_config)
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert refused.stderr.startswith(line), refused.stderr
+
+
+@pytest.mark.multi_worker
+def test_a_peer_that_never_joins_ends_the_start_after_the_timeout(idx_folder, tmp_path):
+    """TensorFlow would wait for ever, holding the GIL; the start-up watcher ends the process
+    after distribute.startup_timeout_s with one line."""
+    from sparcl_tf.distribute import local_cluster
+    alone = json.loads(local_cluster(2)[0])
+    started = time.monotonic()
+    waited = _train_in_cluster(idx_folder, tmp_path / "run", json.dumps(alone),
+                               "--config.distribute.startup_timeout_s=5")
+    assert waited.returncode == -9 and time.monotonic() - started < 90, waited.stderr
+    assert waited.stderr.splitlines() == [
+        f"error: the cluster did not form within distribute.startup_timeout_s=5 s: not every "
+        f"one of {alone['cluster']['worker'][1:]} joined"]

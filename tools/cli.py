@@ -33,7 +33,10 @@ if _binary_without_verbose():
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from sparcl_tf import errors  # noqa: E402
 from sparcl_tf.errors import SparclError  # noqa: E402
+
+errors.error_output = ERRORS
 
 USAGE_ERROR = 2
 UNEXPECTED_ERROR = 1
