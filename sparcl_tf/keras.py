@@ -25,7 +25,7 @@ from sparcl_tf.config import SparCL  # noqa: F401  (the public API)
 from sparcl_tf.learner import ContinualLearner  # noqa: F401
 from sparcl_tf.methods import DER, DERPP, ER, Finetune, Joint  # noqa: F401
 from sparcl_tf.layers import (MASKED_LAYER_TYPES, MaskedConv2D, MaskedDense,
-                              MaskedDepthwiseConv2D, ReLU, masked_layers)
+                              MaskedDepthwiseConv2D, ReLU, check_rewritable, masked_layers)
 from sparcl_tf.sparsity.masks import magnitude_mask
 
 SUPPORTED_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
@@ -135,8 +135,7 @@ def sparsify(model, weight_sparsity=0.9, layers=None, keep_dense=()):
         False, an all-ones mask: stems and heads, as SparCL keeps them); their target is 0.
     Returns a new model with the original's weights; masked entries are exactly zero.
     """
-    if not model.built:
-        raise ValueError("sparsify: build the model first (call it on data or give an Input)")
+    check_rewritable(model, "sparsify")
     targets = _targets(model, weight_sparsity, layers)
     unknown = sorted(set(keep_dense) - set(targets))
     if unknown:

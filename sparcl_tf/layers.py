@@ -307,6 +307,21 @@ def use_builtin_gradients(model, enabled=True):
             layer.builtin_gradients = enabled
 
 
+def check_rewritable(model, who):
+    """ValueError from `who` unless `model` is a built functional or Sequential Keras model:
+    what the library can clone with masks and read inputs and outputs from (a subclassed model's
+    call is code it cannot see into)."""
+    from keras.src.models.functional import Functional  # Keras 3 has no public name for it
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"{who} needs a Keras model, got {type(model).__name__}")
+    if not isinstance(model, (Functional, keras.Sequential)):
+        raise ValueError(f"{who} needs a functional or Sequential Keras model; {model.name!r} is "
+                         f"a subclassed {type(model).__name__}, whose layers cannot be rewritten "
+                         f"with masks: build it with keras.Input(...) and layer calls")
+    if not model.built:
+        raise ValueError(f"{who}: build the model first (call it on data or give an Input)")
+
+
 def masked_layers(model):
     """Every masked layer of `model`, in a stable (construction) order."""
     return [layer for layer in model._flatten_layers(include_self=False, recursive=True)

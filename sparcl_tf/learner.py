@@ -27,8 +27,8 @@ from sparcl_tf.distribute import Replication
 from sparcl_tf.engine import KerasEngine, image_stream, model_description, sparse_units
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.evaluation import accuracies
-from sparcl_tf.layers import masked_layers
-from sparcl_tf.methods import DERPP
+from sparcl_tf.layers import check_rewritable, masked_layers
+from sparcl_tf.methods import DERPP, ContinualMethod
 from sparcl_tf.session.loop import SessionLoop
 from sparcl_tf.session.plan import build_plan
 
@@ -82,9 +82,7 @@ def default_sparsify(model):
 
 def _checked_model(model):
     """(image shape, classes) of a built single-input Keras model that outputs logits."""
-    if not isinstance(model, keras.Model) or not model.built:
-        raise ValueError("ContinualLearner needs a built Keras model (call it on data or give "
-                         "it an Input)")
+    check_rewritable(model, "ContinualLearner")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"ContinualLearner needs one input and one output; {model.name!r} has "
                          f"{len(model.inputs)} and {len(model.outputs)}")
@@ -141,6 +139,9 @@ class ContinualLearner:
                              f"MultiWorkerMirroredStrategy or None, got {type(strategy).__name__}")
         replication = Replication(strategy)
         method = DERPP() if method is None else method
+        if not isinstance(method, ContinualMethod):
+            raise ValueError(f"method must be a sparcl_tf.keras method object (DERPP(), DER(), "
+                             f"ER(), Finetune()), got {method!r}")
         config = learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size,
                                 replay_batch_size, learning_rate, momentum, augment, seed,
                                 learning_rate_schedule, replication)
