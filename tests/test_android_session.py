@@ -135,6 +135,17 @@ def _refused(ran, *words):
         assert word in ran.stderr, ran.stderr
 
 
+def _with_extra_record(content, name):
+    """A Kotlin state file's bytes with one more int record (count and CRC32 made right)."""
+    import struct
+    import zlib
+    body = bytearray(content[:-8])
+    count_at = len(b"SPARCLST") + 4 + 4 + 8 + 8
+    struct.pack_into(">i", body, count_at, struct.unpack_from(">i", body, count_at)[0] + 1)
+    body += struct.pack(">H", len(name)) + name.encode() + b"I" + struct.pack(">ii", 1, 7)
+    return bytes(body) + struct.pack(">q", zlib.crc32(body))
+
+
 @pytest.mark.slow
 def test_bad_plans_models_and_state_files_are_one_line_each(fmnist, tmp_path):
     model_dir = fmnist["model_dir"]
@@ -174,6 +185,9 @@ def test_bad_plans_models_and_state_files_are_one_line_each(fmnist, tmp_path):
     other = _variant(model_dir, tmp_path / "seed",
                      edit=lambda d: d["session_plan"].update(seed=1))
     _refused(kotlin(other, state), "another session plan")
+    files[-1].write_bytes(_with_extra_record(before[files[-1]], "extra"))
+    _refused(kotlin(model_dir, state), "records this session does not know: [extra]")
+    files[-1].write_bytes(before[files[-1]])
     with open(files[-1], "r+b") as handle:
         handle.truncate(len(before[files[-1]]) // 2)
     truncated = files[-1].read_bytes()

@@ -323,7 +323,7 @@ class ContinualSession(
         task = p[0]; epoch = p[1]; cursor = p[2]; eventsDone = p[3]; refreshPending = p[4] == 1; stepsSinceRefresh = p[5]
         if (counters.size != 4) throw SessionError("state file counters are malformed")
         globalStep = counters[0]; examplesPresented = counters[1]; trainNanos = counters[2]; removedBefore = counters[3]
-        epochOrder = r.ints["epoch_order"]
+        epochOrder = r.optionalInts("epoch_order")
         removed.clear(); removed.addAll(r.int("removed").toList())
         losses.clear(); losses.addAll(r.float("losses").toList())
         val classValues = r.double("class_il")
@@ -359,7 +359,9 @@ class ContinualSession(
             b.seen = r.long("buffer/seen")[0]
         }
         if (task < 0 || epoch !in 0..plan.epochsPerTask) throw SessionError("state file progress (task $task, epoch $epoch) is outside the plan")
-        model.setState(r.bytes.filterKeys { it.startsWith("model/") }.mapKeys { it.key.removePrefix("model/") })
+        val state = r.bytesUnder("model/")
+        r.checkNothingUnknown()
+        model.setState(state)
     }
 
     private companion object {

@@ -27,11 +27,24 @@ class StateFiles(private val folder: File, private val planFingerprint: Long, pr
         val doubles = LinkedHashMap<String, DoubleArray>()
         val bytes = LinkedHashMap<String, ByteArray>()
 
-        private fun <T> need(map: Map<String, T>, name: String): T = map[name] ?: throw SessionError("state file lacks '$name'")
+        private val read = HashSet<String>()
+        private fun <T> need(map: Map<String, T>, name: String): T =
+            (map[name] ?: throw SessionError("state file lacks '$name'")).also { read.add(name) }
         fun int(name: String) = need(ints, name)
         fun long(name: String) = need(longs, name)
         fun float(name: String) = need(floats, name)
         fun double(name: String) = need(doubles, name)
+        fun optionalInts(name: String): IntArray? = ints[name].also { read.add(name) }
+
+        /** The byte records under [prefix], by the rest of their names. */
+        fun bytesUnder(prefix: String): Map<String, ByteArray> =
+            bytes.filterKeys { it.startsWith(prefix) }.also { read.addAll(it.keys) }.mapKeys { it.key.removePrefix(prefix) }
+
+        /** A [SessionError] when the file holds records the reader never asked for (another build's). */
+        fun checkNothingUnknown() {
+            val unknown = (ints.keys + longs.keys + floats.keys + doubles.keys + bytes.keys) - read
+            if (unknown.isNotEmpty()) throw SessionError("state file has records this session does not know: ${unknown.sorted().take(5)}")
+        }
     }
 
     private fun files(): List<Pair<Long, File>> = (folder.listFiles() ?: emptyArray())
