@@ -224,10 +224,12 @@ def test_a_kotlin_learners_folder_loads_into_a_keras_learner(tmp_path, session_b
     (["--model={model}", "--state_dir={state}"], "error: --data is required"),
     (["--model={model}", "--data={state}/none.npz", "--state_dir={state}"],
      "error: cannot read data file {state}/none.npz: no such file"),
+    (["--model={model}", "--data={data}", "--state_dir={state}", "--trace={folder}"],
+     "error: --trace {folder} cannot be used: it is a folder, not a file"),
 ])
 def test_the_kotlin_app_refuses_bad_flags_in_one_line(app, tmp_path, flags, line):
     model, data, _ = app
-    values = dict(model=model, data=data, state=tmp_path / "state")
+    values = dict(model=model, data=data, state=tmp_path / "state", folder=tmp_path)
     command = ["java", "-cp", ":".join(JARS), "dev.sparcl.ondevice.jvm.AppExampleKt",
                f"--litert={litert_library()}", *(flag.format(**values) for flag in flags)]
     ran = subprocess.run(command, capture_output=True, text=True, timeout=120)

@@ -9,15 +9,15 @@ runs of one plan compare record by record:
 """
 
 import json
-import os
+
+from sparcl_tf.paths import usable_file
 
 
 class TraceFile:
     """Appends records to `path` (a resumed run goes on after the records already there)."""
 
-    def __init__(self, path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._handle = open(path, "a")
+    def __init__(self, path, name="--trace"):
+        self._handle = open(usable_file(path, name), "a")
 
     def __call__(self, record):
         self._handle.write(json.dumps(record) + "\n")

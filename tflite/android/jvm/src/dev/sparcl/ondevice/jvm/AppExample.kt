@@ -39,12 +39,12 @@ fun main(args: Array<String>) {
         val stateDir = File(need("state_dir"))
         val cancelAfter = step("cancel_after_step")
         val haltAfter = step("halt_after_step")
-        val trace = given["trace"]?.let { java.io.FileWriter(File(it).also { file -> file.absoluteFile.parentFile.mkdirs() }, true).buffered() }
+        val trace = given["trace"]?.let { TraceFile(it, append = true) }
         var lastStep = -1L
         LiteRtModel(library, modelFile, NativeLog(File(stateDir.absoluteFile.parentFile, "litert-${stateDir.name}.log")), plan.modelSha256).use { runtime ->
             val checkpointEvery = step("checkpoint_every")?.coerceAtMost(Int.MAX_VALUE.toLong())?.toInt() ?: 0
             DeviceLearner(runtime, plan, stateDir, checkpointEvery) { record ->
-                trace?.apply { write(record.toString()); newLine(); flush() }
+                trace?.write(record)
                 if (record.getString("kind") == "step") lastStep = record.getLong("step")
                 if (haltAfter != null && lastStep >= haltAfter) Runtime.getRuntime().halt(137)
             }.use { learner ->

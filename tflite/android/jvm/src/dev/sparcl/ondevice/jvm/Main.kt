@@ -35,17 +35,18 @@ fun main(args: Array<String>) {
         fun need(name: String) = given[name] ?: throw SessionError("--$name is required\n$USAGE")
         val modelFile = File(need("model"))
         val stateDir = File(need("state_dir"))
+        if (stateDir.isFile) throw SessionError("--state_dir $stateDir cannot be used: it is a file, not a folder")
         val signaturesFile = File(modelFile.absoluteFile.parentFile, "signatures.json")
         if (!signaturesFile.isFile) throw SessionError("no signatures.json beside $modelFile: convert the run with tools.convert")
         val plan = SessionPlan.fromSignaturesJson(signaturesFile.readText())
         val library = File(given["litert"] ?: System.getenv("LITERT_LIBRARY") ?: throw SessionError("--litert (path of libLiteRt.so) is required"))
         val haltAfter = given["halt_after_step"]?.let { intFlag(given, "halt_after_step", 0).toLong() }
         val stream = openTaskStream(File(need("data")), plan)
-        val trace = given["trace"]?.let { File(it).also { file -> file.absoluteFile.parentFile.mkdirs() }.bufferedWriter() }
+        val trace = given["trace"]?.let { TraceFile(it, append = false) }
         LiteRtModel(library, modelFile, NativeLog(File(stateDir, "litert.log")), plan.modelSha256).use { runtime ->
             val session = ContinualSession(SparclModel(runtime, plan), plan, stream, stateDir,
                 intFlag(given, "checkpoint_every", 0)) { record ->
-                trace?.apply { write(record.toString()); newLine(); flush() }
+                trace?.write(record)
                 if (record.getString("kind") == "step" && haltAfter != null && record.getLong("step") >= haltAfter)
                     Runtime.getRuntime().halt(137)
                 if (record.getString("kind") == "task_end")
