@@ -139,7 +139,8 @@ def test_a_second_kotlin_learner_on_the_same_folder_is_refused(app):
         holder.wait()
 
 
-def test_bad_task_data_from_the_app_is_refused_with_the_folder_untouched(app, tmp_path):
+def test_bad_task_data_from_the_app_is_refused_before_any_task_is_learned(app, tmp_path):
+    """The data file is checked whole when it opens (a bad second task costs no first task)."""
     model, data, _ = app
     with np.load(data) as archive:
         arrays = dict(archive)
@@ -147,9 +148,9 @@ def test_bad_task_data_from_the_app_is_refused_with_the_folder_untouched(app, tm
     np.savez(tmp_path / "bad.npz", **arrays)
     ran = kotlin_app(model, tmp_path / "bad.npz", tmp_path / "state")
     assert ran.returncode == 2 and ran.stderr.splitlines() == [
-        "error: fitTask: labels lie in [22, 23]; the model has classes 0..9"], ran.stderr
-    with open(tmp_path / "state" / "tasks.json") as handle:  # task 1 learned, task 2 not begun
-        assert [task["examples"] for task in json.load(handle)["tasks"]] == [237]
+        "error: data file task 1 training data: label 23 is outside the model's classes 0..9"
+    ], ran.stderr
+    assert not os.path.exists(tmp_path / "state" / "tasks.json")
 
 
 def test_a_host_run_goes_on_alike_in_the_python_and_kotlin_device_learners(tmp_path,

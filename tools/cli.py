@@ -81,8 +81,11 @@ def one_line(error):
     if isinstance(error, FileNotFoundError):
         return f"file not found: {error.filename}"
     missing = re.search(r"Flag --(\w+) must have a value other than None", str(error))
-    if missing:  # absl's words for a required flag left out
-        return f"--{missing.group(1)} is required (see --help)"
+    if missing:  # absl's words for a required flag left out, or a config file giving None
+        name = missing.group(1)
+        if name == "config" and flags.FLAGS["config"].present:
+            return "the --config file's get_config() returned None; it must return a ConfigDict"
+        return f"--{name} is required (see --help)"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     # config_flags folds the config file's traceback into its message: keep the final exception.
     for line in reversed(lines):
