@@ -375,8 +375,12 @@ def _start_up_deadline(spec, seconds):
                                                                            task["index"])]
     message = (f"error: the cluster did not form within distribute.startup_timeout_s="
                f"{seconds:g} s: not every one of {peers} joined\n")
+    try:  # the real stderr of a binary; a stand-in without a descriptor (pytest's) passes ours
+        output = errors.error_output.fileno()
+    except (AttributeError, OSError, ValueError):
+        output = None
     watcher = subprocess.Popen([sys.executable, "-c", _WATCHER, str(os.getpid()), str(seconds),
-                                message], stdin=subprocess.PIPE, stderr=errors.error_output)
+                                message], stdin=subprocess.PIPE, stderr=output)
     try:
         yield
     finally:
