@@ -167,7 +167,9 @@ def test_an_own_model_exported_before_any_task_learns_a_file_through_both_binari
     (lambda a: a.update(train_images_1=np.full(a["train_images_1"].shape, np.nan, np.float32)),
      "NaN or Inf"),
     (lambda a: a.update(train_ids_1=np.zeros(300, np.int64)), "example ids repeat"),
-    (lambda a: a.update(train_ids_0=np.full(237, 2 ** 31, np.int64)), "2\\^31"),
+    (lambda a: a.update(train_ids_0=2 ** 31 - 237 + np.arange(237)), "\\[0, 2\\^24\\)"),
+    (lambda a: a.update(train_ids_0=np.arange(237), train_ids_1=2 ** 24 - 300 + np.arange(300)),
+     "task 2: example ids must lie in \\[0, 2\\^24\\)"),  # task 2 numbered on past it
     (lambda a: a.update(extra=np.zeros(3)), "that are no task's"),
 ])
 def test_bad_task_data_is_one_clear_error(idx_folder, tmp_path, change, message):
@@ -250,8 +252,9 @@ def _nan_images(arrays):
      "data file task 1: example id 0 repeats (from an earlier task)"),
     (lambda a: a.update(train_ids_1=np.zeros(300, np.int64)),
      "data file task 1 training data: example ids repeat within the task"),
-    (lambda a: a.update(train_ids_2=np.full(411, 2 ** 31 - 1, np.int64)),
-     "data file task 2 training data: example ids must lie in [0, 2^31 - 1)"),
+    (lambda a: a.update(train_ids_2=2 ** 31 - 411 + np.arange(411)),
+     "data file task 2 training data: example ids must lie in [0, 2^24): the per-example "
+     "statistics are a table indexed by id"),
     (lambda a: a.update(classes_0=np.array([0, 12], np.int32)),
      "data file task 0: classes [0, 12] must lie in 0..9"),
 ])

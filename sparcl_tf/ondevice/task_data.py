@@ -26,6 +26,11 @@ from sparcl_tf.data.tasks import Task, TaskSequence
 from sparcl_tf.errors import DataError
 
 
+# Example ids index the per-example statistics tables (20 bytes an id, up to 320 MB here):
+# every host refuses ids from 2^24 on rather than allocate for a sparse id near 2^31.
+MAX_EXAMPLE_IDS = 1 << 24
+
+
 def write_task_data(path, tasks, method):
     arrays = {}
     for index, task in enumerate(tasks.tasks):
@@ -214,11 +219,12 @@ def read_task_data(path, plan):
         ids = np.arange(next_id, next_id + len(x), dtype=np.int64)
         if f"train_ids_{t}" in arrays:
             given = arrays[f"train_ids_{t}"]
-            if given.shape != (len(x),) or not np.issubdtype(given.dtype, np.integer) or (
-                    len(given) and (given.min() < 0 or given.max() >= 2 ** 31 - 1)):
-                raise DataError(f"{where}: train_ids_{t} must be {len(x)} integer ids in "
-                                f"[0, 2^31 - 1)")
+            if given.shape != (len(x),) or not np.issubdtype(given.dtype, np.integer):
+                raise DataError(f"{where}: train_ids_{t} must be {len(x)} integer ids")
             ids = given.astype(np.int64)
+        if len(ids) and (ids.min() < 0 or ids.max() >= MAX_EXAMPLE_IDS):
+            raise DataError(f"{where}: example ids must lie in [0, 2^24): the per-example "
+                            f"statistics are a table indexed by id")
         if len(np.unique(ids)) != len(ids) or seen_ids.intersection(ids.tolist()):
             raise DataError(f"{where}: example ids repeat (within the task or from an earlier "
                             f"one)")

@@ -58,6 +58,9 @@ class ImageSet private constructor(val count: Int, private val bytes: ByteArray?
     }
 }
 
+/** Example ids index the per-example statistics tables: ids from 2^24 on are refused rather than allocated for. */
+const val MAX_EXAMPLE_IDS = 1 shl 24
+
 /** A task's examples: images, labels and (for training sets) stable example ids. */
 class TaskExamples(val images: ImageSet, val labels: IntArray, val ids: IntArray) {
     init {
@@ -66,14 +69,14 @@ class TaskExamples(val images: ImageSet, val labels: IntArray, val ids: IntArray
     }
 
     /** A [SessionError] naming [what] unless these examples suit a model of [numClasses] classes:
-     *  finite pixels, labels among its classes, ids in [0, 2^31 - 1) and distinct (the rules of
-     *  `sparcl_tf/ondevice/task_data.py`). */
+     *  finite pixels, labels among its classes, ids in [0, 2^24) and distinct (the rules of
+     *  `sparcl_tf/ondevice/task_data.py`: ids index the statistics tables). */
     fun check(what: String, numClasses: Int) {
         images.checkFinite(what)
         labels.firstOrNull { it !in 0 until numClasses }?.let {
             throw SessionError("$what: label $it is outside the model's classes 0..${numClasses - 1}")
         }
-        if (ids.any { it < 0 || it == Int.MAX_VALUE }) throw SessionError("$what: example ids must lie in [0, 2^31 - 1)")
+        if (ids.any { it < 0 || it >= MAX_EXAMPLE_IDS }) throw SessionError("$what: example ids must lie in [0, 2^24): the per-example statistics are a table indexed by id")
         if (ids.toHashSet().size != ids.size) throw SessionError("$what: example ids repeat within the task")
     }
 }
