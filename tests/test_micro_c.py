@@ -115,15 +115,20 @@ def test_c_buffer_keeps_and_draws_what_the_python_buffer_does(binary, tmp_path):
     assert result.returncode == 1 and "draw (3, 1) row 12" in result.stderr
 
 
-@pytest.fixture(scope="module")
-def binary(tmp_path_factory):
+def _make(tmp_path_factory, target):
+    """tflite/micro's `target` built with the system compiler (skipped without one)."""
     if shutil.which(os.environ.get("CC", "cc")) is None:
         pytest.skip("no C compiler on this machine")
-    build = tmp_path_factory.mktemp("micro_build")
-    result = subprocess.run(["make", "-C", MICRO, f"BUILD={build}",
-                             f"{build}/test_sparcl_micro"], capture_output=True, text=True)
+    build = tmp_path_factory.mktemp(f"{target}_build")
+    result = subprocess.run(["make", "-C", MICRO, f"BUILD={build}", f"{build}/{target}"],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    return str(build / "test_sparcl_micro")
+    return str(build / target)
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory):
+    return _make(tmp_path_factory, "test_sparcl_micro")
 
 
 @pytest.mark.parametrize("refresh", [1, 0])
@@ -184,13 +189,7 @@ def _feature_stream(config, seed=5):
 
 @pytest.fixture(scope="module")
 def board_session(tmp_path_factory):
-    if shutil.which(os.environ.get("CC", "cc")) is None:
-        pytest.skip("no C compiler on this machine")
-    build = tmp_path_factory.mktemp("board_build")
-    result = subprocess.run(["make", "-C", MICRO, f"BUILD={build}", f"{build}/board_session"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return str(build / "board_session")
+    return _make(tmp_path_factory, "board_session")
 
 
 @pytest.mark.parametrize("preset,overrides", [

@@ -255,14 +255,10 @@ static int train_segment(sparcl_session *s, const sparcl_task_data *d, int bound
 
 /* ---- events --------------------------------------------------------------------------------- */
 
-typedef struct {
-  const sparcl_session *s;
-} removal_order;
-
 /* Fewest forgetting events first (never correct counts as the most), then the larger last
  * margin, then the stage's permutation (sparcl_tf/sparsity/ddr.py). a, b: candidate positions. */
 static int easier(const void *context, int32_t a, int32_t b) {
-  const sparcl_session *s = ((const removal_order *)context)->s;
+  const sparcl_session *s = context;
   int ra = s->rows[a], rb = s->rows[b];
   int64_t ea = s->correct[ra] > 0 ? s->forgetting_events[ra] : INT32_MAX;
   int64_t eb = s->correct[rb] > 0 ? s->forgetting_events[rb] : INT32_MAX;
@@ -277,8 +273,7 @@ static void remove_examples(sparcl_session *s, const sparcl_task_data *d, const 
   int m = kept_rows(s);
   permute(stream(s, SPARCL_PURPOSE_REMOVAL, p->task, e->removal_stage), s->permutation, m);
   for (int i = 0; i < m; ++i) s->ranked[i] = i;
-  removal_order o = {s};
-  sparcl_sort(s->ranked, m, easier, &o);
+  sparcl_sort(s->ranked, m, easier, s);
   int want = e->removal_target - p->removed, count = 0;
   for (int i = 0; i < m && count < want; ++i) {
     int row = s->rows[s->ranked[i]];
