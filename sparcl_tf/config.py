@@ -38,6 +38,13 @@ class SparCL:
     removal_stages: int = 4
     structured: bool = False
 
+    def __post_init__(self):
+        """The switch is checked here (any value would pick a granularity); the numbers are
+        checked by `validate` as config fields where the settings are used."""
+        if not isinstance(self.structured, bool):
+            raise ConfigError(f"SparCL: structured={self.structured!r} is invalid: must be True "
+                              f"or False")
+
     def overrides(self):
         dgm = self.gradient_sparsity is not None
         return {"sparsity.schedule": "tdm", "sparsity.weight_sparsity": self.weight_sparsity,
@@ -194,10 +201,41 @@ def _get(config, path):
 
 
 def apply_overrides(config, overrides):
-    """Sets each dotted path -> value of `overrides` in `config`; returns `config`."""
+    """Sets each dotted path -> value of `overrides` in `config`; returns `config`. A value of
+    another type than the field's is one ConfigError naming the field."""
     for path, value in overrides.items():
         parent, _, leaf = path.rpartition(".")
-        (_get(config, parent) if parent else config)[leaf] = value
+        node = _get(config, parent) if parent else config
+        try:
+            node[leaf] = value
+        except TypeError:  # ml_collections keeps each field's type
+            raise ConfigError(f"{path}={value!r} is invalid: must be a "
+                              f"{type(node[leaf]).__name__}") from None
+    return config
+
+
+def apply_text_override(config, text):
+    """Applies one `dotted.field=VALUE` (as a command line's --config.FIELD=VALUE) to `config`,
+    VALUE read as the field's type; ConfigError naming the field when there is no such field or
+    VALUE does not read as its type."""
+    path, equals, value = text.partition("=")
+    parent, _, leaf = path.rpartition(".")
+    try:
+        node = _get(config, parent) if parent else config
+        current = node[leaf]
+    except (KeyError, AttributeError, TypeError):
+        raise ConfigError(f"unknown config field {path!r} in {text!r}") from None
+    if not equals or isinstance(current, (dict, list, tuple)) or hasattr(current, "keys"):
+        raise ConfigError(f"{text!r} is not FIELD=VALUE for a number, string or bool field")
+    try:
+        if isinstance(current, bool):
+            parsed = {"true": True, "1": True, "false": False, "0": False}[value.lower()]
+        else:
+            parsed = value if current is None else type(current)(value)
+    except (KeyError, ValueError):
+        raise ConfigError(f"{path}={value} is invalid: must be a {type(current).__name__}") \
+            from None
+    node[leaf] = parsed
     return config
 
 

@@ -185,6 +185,8 @@ def strip(model):
     """A plain Keras copy of a sparsified model: masked layers back to Conv2D, DepthwiseConv2D
     or Dense with the masked kernel (exact zeros) as their weights, ReLUs back to Keras';
     nothing of this library left in it."""
+    check_rewritable(model, "strip")
+
     def clone(layer):
         if isinstance(layer, ReLU):
             return keras.layers.ReLU(max_value=layer.max_value, name=layer.name)

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from sparcl_tf import results as run_results
+from sparcl_tf.arguments import check_bool, check_callbacks, check_pair, check_verbose
 from sparcl_tf.config import USER_MODEL, SparCL, apply_overrides, base_config, validate
 from sparcl_tf.data.examples import checked_classes, checked_examples
 from sparcl_tf.data.tasks import Task, TaskSequence
@@ -29,6 +30,7 @@ from sparcl_tf.errors import ConfigError
 from sparcl_tf.evaluation import accuracies
 from sparcl_tf.layers import check_rewritable, masked_layers
 from sparcl_tf.methods import DERPP, ContinualMethod
+from sparcl_tf.paths import check_folder
 from sparcl_tf.session.loop import SessionLoop
 from sparcl_tf.session.plan import build_plan
 
@@ -51,10 +53,11 @@ def learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size, rep
                    learning_rate, momentum, augment, seed, learning_rate_schedule="constant",
                    replication=None):
     """The run config of a user's learner (what results.json and a resume record)."""
-    if method.uses_buffer and buffer_size <= 0:
-        raise ConfigError(f"buffer_size={buffer_size} must be > 0 for method {method.name!r}")
     config = base_config()
     config.model.name, config.data.source = USER_MODEL, "arrays"
+    apply_overrides(config, {"replay.buffer_size": buffer_size})  # its type, before comparing
+    if method.uses_buffer and buffer_size <= 0:
+        raise ConfigError(f"buffer_size={buffer_size} must be > 0 for method {method.name!r}")
     overrides = {**method.overrides(), **(sparcl.overrides() if sparcl is not None else {}),
                  "seed": seed, "epochs_per_task": epochs_per_task, "batch_size": batch_size,
                  "replay.buffer_size": buffer_size if method.uses_buffer else 0,
@@ -128,6 +131,7 @@ class ContinualLearner:
                  batch_size=32, replay_batch_size=None, learning_rate=0.03, momentum=0.0,
                  learning_rate_schedule="constant", augment="none", normalization=None, seed=0,
                  workdir=None, verbose=1, strategy=None):
+        check_verbose("ContinualLearner", verbose)
         if sparcl is not None and not isinstance(sparcl, SparCL):
             raise ValueError(f"sparcl must be a SparCL(...) or None, got {sparcl!r}")
         if sparcl is not None and sparcl.structured:
@@ -208,6 +212,8 @@ class ContinualLearner:
         if self.progress.task < index:
             raise RuntimeError(f"task {self.progress.task + 1} did not finish; make a new learner "
                                f"(with a workdir it resumes where the task stopped)")
+        check_pair("fit_task", "test_data", test_data)
+        check_callbacks("fit_task", callbacks)
         shape, num_classes = self.tasks.image_shape, self.tasks.num_classes
         x, y = checked_examples(x, y, "fit_task", shape, num_classes)
         x_test, y_test = checked_examples(*test_data, "test_data", shape, num_classes) \
@@ -234,6 +240,12 @@ class ContinualLearner:
     def run_planned(self, stop_after_task=None, callbacks=None):
         """Trains the planned tasks not trained yet (up to `stop_after_task`); the results, or
         None when stopped early."""
+        if stop_after_task is not None and not (isinstance(stop_after_task, int) and not
+                                                isinstance(stop_after_task, bool) and
+                                                stop_after_task >= 0):
+            raise ValueError(f"run_planned: stop_after_task={stop_after_task!r} is invalid: must "
+                             f"be a task index >= 0 or None")
+        check_callbacks("run_planned", callbacks)
         listeners = keras.callbacks.CallbackList(
             callbacks, model=self.network, epochs=self.config.epochs_per_task) \
             if callbacks else None
@@ -262,6 +274,9 @@ class ContinualLearner:
         `sparcl_tf.ondevice.DeviceLearner` continues from (between tasks only)."""
         from sparcl_tf.export.device_state import check_handover, write_device_state
         from sparcl_tf.export.files import export_training_files
+        check_bool("export", "flex", flex)
+        check_bool("export", "with_state", with_state)
+        check_folder(output_dir, "export: output_dir")
         state_dir = os.path.join(output_dir, "state")
         if with_state:
             check_handover(state_dir, self.session)

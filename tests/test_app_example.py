@@ -139,20 +139,6 @@ def test_a_second_kotlin_learner_on_the_same_folder_is_refused(app):
         holder.wait()
 
 
-def test_bad_task_data_from_the_app_is_refused_before_any_task_is_learned(app, tmp_path):
-    """The data file is checked whole when it opens (a bad second task costs no first task)."""
-    model, data, _ = app
-    with np.load(data) as archive:
-        arrays = dict(archive)
-    arrays["train_labels_1"] = arrays["train_labels_1"] + 20
-    np.savez(tmp_path / "bad.npz", **arrays)
-    ran = kotlin_app(model, tmp_path / "bad.npz", tmp_path / "state")
-    assert ran.returncode == 2 and ran.stderr.splitlines() == [
-        "error: data file task 1 training data: label 23 is outside the model's classes 0..9"
-    ], ran.stderr
-    assert not os.path.exists(tmp_path / "state" / "tasks.json")
-
-
 def test_a_host_run_goes_on_alike_in_the_python_and_kotlin_device_learners(tmp_path,
                                                                           session_build):
     import shutil
@@ -212,28 +198,3 @@ def test_a_kotlin_learners_folder_loads_into_a_keras_learner(tmp_path, session_b
     assert all(np.count_nonzero(layer.kernel.numpy()[layer.mask.numpy() == 0]) == 0
                for layer in host.model.sparse)
     assert host.fit_task(x_new, y_new)["steps"] > phone["steps"]
-
-
-@pytest.mark.parametrize("flags, line", [
-    (["--model={model}", "--data={data}", "--state_dir={state}", "--epochs=3"],
-     "error: unknown flags [epochs]; see --help"),
-    (["--model={model}", "--data={data}", "--state_dir={state}", "--cancel_after_step=soon"],
-     "error: --cancel_after_step must be an integer >= 0, got 'soon'"),
-    (["--model={state}/none.tflite", "--data={data}", "--state_dir={state}"],
-     "error: no signatures.json beside {state}/none.tflite: export the model with tools.convert "
-     "or ContinualLearner.export"),
-    (["--model={model}", "--state_dir={state}"], "error: --data is required"),
-    (["--model={model}", "--data={state}/none.npz", "--state_dir={state}"],
-     "error: cannot read data file {state}/none.npz: no such file"),
-    (["--model={model}", "--data={data}", "--state_dir={state}", "--trace={folder}"],
-     "error: --trace {folder} cannot be used: it is a folder, not a file"),
-])
-def test_the_kotlin_app_refuses_bad_flags_in_one_line(app, tmp_path, flags, line):
-    model, data, _ = app
-    values = dict(model=model, data=data, state=tmp_path / "state", folder=tmp_path)
-    command = ["java", "-cp", ":".join(JARS), "dev.sparcl.ondevice.jvm.AppExampleKt",
-               f"--litert={litert_library()}", *(flag.format(**values) for flag in flags)]
-    ran = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert ran.returncode == 2 and len(ran.stderr.splitlines()) == 1, ran.stderr
-    assert ran.stderr.startswith(line.format(**values)), ran.stderr
-    assert not os.path.exists(tmp_path / "state" / "tasks.json")

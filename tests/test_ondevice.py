@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -152,29 +150,6 @@ def test_a_model_converted_for_another_config_is_a_config_error(model_path, idx_
         OnDeviceSession(model_path, config, str(tmp_path), verbose=0)
     with pytest.raises(ConfigError, match="replay draws: model 2, plan 1"):
         OnDeviceSession(model_path, _config(idx_folder, "sparcl_er"), str(tmp_path), verbose=0)
-
-
-@pytest.mark.parametrize("flags, message", [
-    ([], "not a readable .tflite"),
-    (["--threads=0"], "--threads must be 1 to 64, got 0"),
-    (["--trace={tmp}"], "--trace {tmp} cannot be used: it is a folder, not a file"),
-    (["--trace={tmp}/bad.tflite/trace.jsonl"],
-     "--trace's folder {tmp}/bad.tflite cannot be used: it is a file, not a folder"),
-])
-def test_ondevice_binary_reports_bad_input_in_one_line(tmp_path, idx_folder, flags, message):
-    bad = tmp_path / "bad.tflite"
-    bad.write_bytes(b"garbage")
-    flags = [flag.format(tmp=tmp_path) for flag in flags]
-    message = message.format(tmp=tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "tools.ondevice", f"--model={bad}",
-         "--config=configs/split_fmnist.py:sparcl_derpp_90", f"--config.data.dir={idx_folder}",
-         f"--workdir={tmp_path / 'w'}", *flags], cwd=ROOT, capture_output=True, text=True,
-        timeout=300)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    errors = result.stderr.splitlines()
-    assert len(errors) == 1 and message in errors[0], result.stderr
-    assert not (tmp_path / "w").exists()
 
 
 def test_results_file_is_valid_json(finished):

@@ -242,35 +242,6 @@ def _nan_images(arrays):
     arrays["train_images_1"] = images
 
 
-@pytest.mark.parametrize("change, line", [
-    (_nan_images, "data file task 1 training data: images hold NaN or Inf"),
-    (lambda a: a["train_labels_2"].__setitem__(7, 12),
-     "data file task 2 training data: label 12 is outside the model's classes 0..9"),
-    (lambda a: a["test_labels_0"].__setitem__(0, 10),
-     "data file task 0 test data: label 10 is outside the model's classes 0..9"),
-    (lambda a: a.update(train_ids_1=np.arange(300, dtype=np.int64)),
-     "data file task 1: example id 0 repeats (from an earlier task)"),
-    (lambda a: a.update(train_ids_1=np.zeros(300, np.int64)),
-     "data file task 1 training data: example ids repeat within the task"),
-    (lambda a: a.update(train_ids_2=2 ** 31 - 411 + np.arange(411)),
-     "data file task 2 training data: example ids must lie in [0, 2^24): the per-example "
-     "statistics are a table indexed by id"),
-    (lambda a: a.update(classes_0=np.array([0, 12], np.int32)),
-     "data file task 0: classes [0, 12] must lie in 0..9"),
-])
-def test_the_kotlin_host_refuses_bad_task_data_before_any_task_trains(
-        initial_model, tmp_path, session_build, change, line):
-    """The Python hosts' rules (read_task_data) on the Kotlin host: the whole file is checked
-    before the first step; one line, no state written."""
-    with np.load(write_unseen_tasks(tmp_path / "good.npz")) as archive:
-        arrays = dict(archive)
-    change(arrays)
-    np.savez(tmp_path / "bad.npz", **arrays)
-    ran = run_kotlin(initial_model, tmp_path / "bad.npz", tmp_path / "state")
-    assert ran.returncode == 2 and ran.stderr.splitlines() == [f"error: {line}"], ran.stderr
-    assert not list((tmp_path / "state").glob("state-*"))
-
-
 def test_the_kotlin_hosts_stderr_stays_empty_when_its_native_log_cannot_be_opened(
         initial_model, tmp_path, session_build):
     """LiteRT's own lines go to state/litert.log, or nowhere when that cannot be opened (here a

@@ -41,6 +41,7 @@ Modes (Split Fashion-MNIST, edge CNN):
           paper's ResNet-18 settings at 50 epochs per task, an accelerator's job)
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -170,20 +171,50 @@ def summarize(runs, presets, seeds, reference=REFERENCE):
 
 
 def _config(preset, overrides):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("benchmark_config", _CONFIG.value)
+    """--config_file's config for `preset` with `overrides` (FIELD=VALUE texts) applied."""
+    from sparcl_tf.config import apply_text_override
+    from sparcl_tf.errors import ConfigError
+    path = _CONFIG.value
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config_file {path} cannot be used: no such file")
+    spec = importlib.util.spec_from_file_location("benchmark_config", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # the config file is the user's code: say what it raised
+        raise ConfigError(f"--config_file {path} cannot be loaded: {cli.one_line(error)}") \
+            from None
+    if not callable(getattr(module, "get_config", None)):
+        raise ConfigError(f"--config_file {path} defines no get_config() function")
     config = module.get_config(preset)
     for override in overrides:
-        path, _, value = override.partition("=")
-        *parents, leaf = path.split(".")
-        node = config
-        for key in parents:
-            node = node[key]
-        node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else (
-            value.lower() in ("1", "true"))
+        apply_text_override(config, override)
     return config
+
+
+def _checked_flags():
+    """(presets, seeds, overrides) once every flag and every run's config has been checked:
+    a bad one is one line before anything runs or is written."""
+    from sparcl_tf.config import validate
+    presets = _PRESETS.value
+    if REFERENCE not in presets:
+        cli.fail(f"--presets must include {REFERENCE} (the reference of every ratio)")
+    only = [name for name, flag in (
+        ("sessions_only", _SESSIONS_ONLY), ("litert_only", _LITERT_ONLY),
+        ("distribute_only", _DISTRIBUTE_ONLY), ("ops_only", _OPS_ONLY)) if flag.value]
+    if len(only) > 1:
+        cli.fail(f"only one of --sessions_only, --litert_only, --distribute_only, --ops_only "
+                 f"may be given, got --{' --'.join(only)}")
+    for name, flag, low in (("step_repeats", _STEP_REPEATS, 0), ("litert_steps", _LITERT_STEPS, 1),
+                            ("session_repeats", _SESSION_REPEATS, 1)):
+        if flag.value < low:
+            cli.fail(f"--{name} must be an integer >= {low}, got {flag.value}")
+    seeds = _seeds(_SEEDS.value)
+    overrides = [f"{k}={v}" for k, v in MODES[_MODE.value].items()] + list(_OVERRIDES.value)
+    for preset in dict.fromkeys([*presets, *_LITERT_PRESETS.value]):
+        for seed in seeds:
+            cli.run_or_exit(lambda: validate(_config(preset, [*overrides, f"seed={seed}"])))
+    return presets, seeds, overrides
 
 
 def step_times(overrides, repeats):
@@ -755,10 +786,7 @@ def _plot(summary, path):
 
 def main(argv):
     del argv
-    presets = _PRESETS.value
-    if REFERENCE not in presets:
-        cli.fail(f"--presets must include {REFERENCE} (the reference of every ratio)")
-    overrides = [f"{k}={v}" for k, v in MODES[_MODE.value].items()] + list(_OVERRIDES.value)
+    presets, seeds, overrides = _checked_flags()
     workdir = _WORKDIR.value
     from sparcl_tf.paths import usable_folder
     cli.run_or_exit(lambda: usable_folder(workdir))
@@ -778,7 +806,6 @@ def main(argv):
         return _report(workdir, "litert.md", _litert_lines(litert) + [""] + [
             f"{c['target']}: {c['measured']} ({'met' if c['met'] else 'not met'})"
             for c in checks])
-    seeds = _seeds(_SEEDS.value)
     runs = {(preset, seed): _run_preset(preset, seed, workdir, overrides)
             for seed in seeds for preset in presets}
     summary = summarize(runs, presets, seeds)

@@ -68,10 +68,26 @@ def _root_cause(error):
     return error
 
 
+def _flag_value_error(error):
+    """absl's 'flag --NAME=VALUE: why' in the words of the other lines: what the flag must be."""
+    name_value, _, why = str(error)[len("flag "):].partition(": ")
+    if "Non-boolean argument" in why:
+        why = "must be true or false"
+    elif "invalid literal for int()" in why:
+        why = "must be an integer"
+    elif "could not convert string to float" in why:
+        why = "must be a number"
+    return f"{name_value} is invalid: {why}"
+
+
 def one_line(error):
-    error = _root_cause(error)
-    if isinstance(error, SparclError) and "\n" not in str(error):
-        return str(error)
+    root = _root_cause(error)
+    if isinstance(root, SparclError) and "\n" not in str(root):
+        return str(root)
+    if isinstance(error, flags.IllegalFlagValueError) and str(error).startswith("flag --") \
+            and "\n" not in str(error) and "must have a value other than None" not in str(error):
+        return _flag_value_error(error)
+    error = root
     if isinstance(error, AttributeError) and "get_config" in str(error):
         return "the --config file defines no get_config() function"
     if isinstance(error, AttributeError) and "'NoneType' object" in str(error):
@@ -102,14 +118,29 @@ def fail(message, code=USAGE_ERROR):
     sys.exit(code)
 
 
+def _check_config_path(argv):
+    """--config's file checked before config_flags reads it (its own words for a missing file or
+    a folder are a Python traceback's)."""
+    for arg in argv[1:] if "config" in flags.FLAGS else ():
+        if arg.startswith("--config="):
+            path = arg[len("--config="):].partition(":")[0]
+            if os.path.isdir(path):
+                fail(f"--config {path} cannot be used: it is a folder, not a file")
+            if not os.path.isfile(path):
+                fail(f"--config {path} cannot be used: no such file")
+
+
 def _parse_flags(argv):
+    _check_config_path(argv)
     try:
         remaining = flags.FLAGS(argv)
         if "config" in flags.FLAGS and flags.FLAGS["config"].present:
             flags.FLAGS["config"].value.keys()  # config_flags defers load errors to first use
-        return remaining
     except Exception as error:  # flag errors, and whatever a config file raises while loading
         fail(one_line(error))
+    if len(remaining) > 1:  # absl hands words without -- to main, which takes none
+        fail(f"unknown argument {remaining[1]!r}: every input is a --flag=value (see --help)")
+    return remaining
 
 
 def run_app(main):

@@ -52,6 +52,12 @@ def _config_for(workdir):
                      f"--config=FILE:PRESET with a fresh --workdir")
         if not isinstance(saved, dict):
             cli.fail(f"{path} is not a config")
+        if flags.FLAGS["config"].present:
+            from sparcl_tf.config import differing_fields
+            differing = differing_fields(json.loads(_CONFIG.value.to_json()), saved)
+            if differing:  # which one the user meant cannot be guessed
+                cli.fail(f"--config is another config than the run in {workdir} (fields "
+                         f"{differing}): leave --config out to convert the run")
         return ml_collections.ConfigDict(saved), True
     if flags.FLAGS["config"].present:
         return _CONFIG.value, False
@@ -74,8 +80,11 @@ def main(argv):
     del argv
     workdir = _WORKDIR.value
     output_dir = _OUTPUT_DIR.value or workdir
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):  # before the long part
-        cli.fail(f"cannot write to {output_dir}: it is a file, not a folder")
+    from sparcl_tf.paths import check_folder
+    if os.path.isfile(workdir):
+        cli.fail(f"--workdir {workdir} cannot be used: it is a file, not a folder")
+    cli.run_or_exit(lambda: check_folder(output_dir, "--output_dir" if _OUTPUT_DIR.value
+                                         else "--workdir"))  # before the long part
     config, has_run = _config_for(workdir)
     from sparcl_tf.checkpoint import CheckpointManager
     if has_run and _STATE.value == "checkpoint" and CheckpointManager(

@@ -4,7 +4,11 @@ A method is a small object the train step asks for its loss; it holds no trainin
 declare how many independent replay draws a step needs and add their replay terms.
 """
 
+import math
+
 import tensorflow as tf
+
+from sparcl_tf.errors import ConfigError
 
 NEG_INF_LOGIT = -1e9  # finite, so masked classes give exact zeros in softmax without NaN gradients
 
@@ -22,6 +26,14 @@ class ContinualMethod:
     default_alpha = default_beta = 0.0  # the replay terms' weights (the presets' values)
 
     def __init__(self, cl_mask=True, alpha=None, beta=None):
+        who = type(self).__name__
+        if not isinstance(cl_mask, bool):
+            raise ConfigError(f"{who}: cl_mask={cl_mask!r} is invalid: must be True or False")
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            if value is not None and not (isinstance(value, (int, float)) and not isinstance(
+                    value, bool) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{who}: {name}={value!r} is invalid: must be a finite "
+                                  f"number >= 0 or None")
         self.cl_mask = cl_mask
         self.alpha = self.default_alpha if alpha is None else alpha
         self.beta = self.default_beta if beta is None else beta

@@ -28,7 +28,7 @@ from sparcl_tf.methods import build_method
 from sparcl_tf.micro import backbone as backbone_lib
 from sparcl_tf.micro.head import (INFER_OUTPUTS, PARAMETERS, TRAIN_OUTPUTS, Head,
                                   convert_function, replay_terms)
-from sparcl_tf.paths import usable_folder
+from sparcl_tf.paths import check_folder, usable_folder
 from sparcl_tf.micro.runtime import LiteModel, MicroModel, minimum_arena_bytes
 from sparcl_tf.session.loop import SessionLoop, TaskStream
 from sparcl_tf.session.plan import build_plan
@@ -42,7 +42,7 @@ HEAD_LAYER = "head_hidden"  # the name TDM targets use for the head's sparse ker
 class Features:
     """The task stream as int8 backbone features (train and test), extracted in TFLM."""
 
-    def __init__(self, config, tasks, workdir, verbose):
+    def __init__(self, config, tasks, verbose):
         normalizer = Normalizer(tasks.mean, tasks.std)
         pretrain = tasks.tasks[:config.micro.pretrain_tasks]
         x = normalizer(np.concatenate([t.x_train for t in pretrain]))
@@ -51,8 +51,6 @@ class Features:
         self.pretrain_accuracy = backbone_lib.pretrain(network, x, y, tasks.num_classes, config)
         representative = x[np.random.default_rng(config.seed).permutation(len(x))[:200]]
         self.model = backbone_lib.convert_int8(network, representative)
-        with open(os.path.join(workdir, "backbone_int8.tflite"), "wb") as handle:
-            handle.write(self.model)
         self.input_scale, self.input_zero = backbone_lib.quantization(self.model, "input")
         self.scale, self.zero_point = backbone_lib.quantization(self.model, "output")
         self.arena_bytes = minimum_arena_bytes(self.model)
@@ -261,15 +259,17 @@ def run_micro(config, workdir, verbose=1):
     if config.distribute.strategy != "none":
         raise ConfigError(f"distribute.strategy={config.distribute.strategy!r} is invalid for "
                           f"the microcontroller path, which trains on one device: must be 'none'")
-    usable_folder(workdir)
+    check_folder(workdir)
     tasks = build_tasks(load_source(config.data), config.data, config.seed)
     if config.micro.pretrain_tasks >= len(tasks):
         raise ConfigError(f"micro.pretrain_tasks={config.micro.pretrain_tasks} must be below the "
                           f"number of tasks ({len(tasks)})")
-    features = Features(config, tasks, workdir, verbose)
-    session = MicroSession(config, tasks, features, verbose=verbose)
-    for key, model in session.models.items():
-        with open(os.path.join(workdir, f"head_{key}.tflite"), "wb") as handle:
+    features = Features(config, tasks, verbose)
+    session = MicroSession(config, tasks, features, verbose=verbose)  # checks the budget
+    usable_folder(workdir)
+    for name, model in (("backbone_int8", features.model), *(
+            (f"head_{key}", model) for key, model in session.models.items())):
+        with open(os.path.join(workdir, f"{name}.tflite"), "wb") as handle:
             handle.write(model)
     results = session.run()
     baseline = MicroSession(config, tasks, features, method_name="finetune",

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from sparcl_tf import results as run_results
+from sparcl_tf.arguments import check_hook, check_pair, check_verbose
 from sparcl_tf.config import validate
 from sparcl_tf.data.examples import checked_classes, checked_examples
 from sparcl_tf.data.tasks import Task, TaskSequence
@@ -34,6 +35,7 @@ from sparcl_tf.methods import build_method
 from sparcl_tf.ondevice.device_model import DEFAULT_THREADS, DeviceModel
 from sparcl_tf.ondevice.session import LiteRTEngine, read_plan
 from sparcl_tf.ondevice.task_record import TaskRecord, digest, keep_plan
+from sparcl_tf.paths import check_folder
 from sparcl_tf.session.loop import SessionLoop
 
 class DeviceLearner:
@@ -44,6 +46,9 @@ class DeviceLearner:
     saved (`TaskCancelled`)."""
 
     def __init__(self, model_path, state_dir, threads=DEFAULT_THREADS, verbose=0, trace=None):
+        check_verbose("DeviceLearner", verbose)
+        check_hook("DeviceLearner", "trace", trace)  # a TraceFile, or any function of a record
+        check_folder(state_dir, "DeviceLearner: state_dir")
         plan = read_plan(model_path)
         if plan is None or not plan.run_config or not plan.model:
             raise DataError(f"no session plan beside {model_path} (signatures.json): convert the "
@@ -54,6 +59,7 @@ class DeviceLearner:
         if self.method.name == "joint":
             raise ConfigError("method 'joint' trains on every earlier task's data, which a device "
                               "learner does not keep; convert a replay method")
+        device = DeviceModel(model_path, threads)  # verified before the folder is touched
         os.makedirs(state_dir, exist_ok=True)
         self._lock = open(os.path.join(state_dir, ".lock"), "w")
         try:
@@ -63,7 +69,7 @@ class DeviceLearner:
             raise ConfigError(f"{state_dir} is held by another learner; one learner at a time "
                               f"may use a state folder") from None
         try:
-            self.device = DeviceModel(model_path, threads)
+            self.device = device
             keep_plan(state_dir, plan)
             self.record = TaskRecord(state_dir)
             self.tasks = TaskSequence(
@@ -109,6 +115,8 @@ class DeviceLearner:
         steps, stops it there with its state saved (`sparcl_tf.errors.TaskCancelled`). Returns
         the results so far.
         Bad arguments raise one ValueError and change nothing."""
+        check_pair("fit_task", "test_data", test_data)
+        check_hook("fit_task", "cancelled", cancelled)
         x, y = self._checked(x, y, "fit_task")
         test = self._checked(*test_data, "test_data") if test_data is not None else None
         classes = checked_classes(classes, y, "fit_task", self.plan.num_classes,

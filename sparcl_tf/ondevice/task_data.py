@@ -76,7 +76,8 @@ def _npz_arrays(path):
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"cannot read task data {path}: {error}") from None
+        why = "not an .npz file" if "pickle" in str(error) else error
+        raise DataError(f"cannot read task data {path}: {why}") from None
 
 
 def _task_folder(folder):
@@ -156,8 +157,15 @@ def write_task_images(data_path, folder):
     files named by example position, so the folder keeps the file's order). `folder` must not
     exist or be empty; it appears whole or not at all."""
     arrays = _npz_arrays(data_path)
-    if os.path.isdir(folder) and os.listdir(folder) or os.path.isfile(folder):
+    if os.path.isfile(folder):
+        raise DataError(f"{folder} cannot be used: it is a file, not a folder")
+    if os.path.isdir(folder) and os.listdir(folder):
         raise DataError(f"{folder} exists and is not an empty folder")
+    spoiled = sorted(name for name in arrays if name.startswith(("train_images_", "test_images_"))
+                     and arrays[name].dtype != np.uint8)
+    if spoiled:  # PNG holds 8-bit pixels only
+        raise DataError(f"{data_path}: {spoiled[0]} are {arrays[spoiled[0]].dtype} pixels, not "
+                        f"uint8; only uint8 images can be written as PNG files")
     partial = os.path.normpath(folder) + ".partial"
     try:
         shutil.rmtree(partial, ignore_errors=True)
@@ -165,8 +173,7 @@ def write_task_images(data_path, folder):
         while f"train_images_{t}" in arrays:
             for split in ("train", "test"):
                 if f"{split}_images_{t}" in arrays:
-                    _write_split(arrays, t, split, os.path.join(partial, f"task_{t + 1}", split),
-                                 data_path)
+                    _write_split(arrays, t, split, os.path.join(partial, f"task_{t + 1}", split))
             t += 1
         if os.path.isdir(folder):
             os.rmdir(folder)
@@ -177,10 +184,8 @@ def write_task_images(data_path, folder):
     return folder
 
 
-def _write_split(arrays, t, split, directory, data_path):
+def _write_split(arrays, t, split, directory):
     images, labels = arrays[f"{split}_images_{t}"], arrays[f"{split}_labels_{t}"]
-    if images.dtype != np.uint8:
-        raise DataError(f"{data_path}: {split}_images_{t} are not uint8 pixels")
     classes = arrays.get(f"classes_{t}", labels) if split == "train" else labels
     for label in np.unique(classes):
         os.makedirs(os.path.join(directory, str(label)), exist_ok=True)

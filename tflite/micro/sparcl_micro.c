@@ -377,6 +377,20 @@ int sparcl_state_load(sparcl_head *head, const uint8_t *blob, size_t length) {
   if (sparcl_crc32(blob, length - sizeof(stored)) != stored) return SPARCL_ERROR_CRC;
   size_t n = (size_t)c->features * c->hidden;
   const uint8_t *at = blob + 4 + sizeof(header);
+  /* A blob a faulty writer made with a valid CRC: checked whole before the head changes. */
+  size_t floats = n + c->hidden + (size_t)c->hidden * c->classes + c->classes;
+  for (size_t i = 0; i < floats; ++i) {
+    float value;
+    memcpy(&value, at + sizeof(float) * i, sizeof(value));
+    if (!isfinite(value)) return SPARCL_ERROR_FORMAT;
+  }
+  const uint8_t *masks = at + sizeof(float) * floats;
+  for (size_t i = 0; i < n; ++i) {
+    float weight;
+    memcpy(&weight, at + sizeof(float) * i, sizeof(weight));
+    if (masks[i] > 1 || masks[n + i] > 1 || (!masks[i] && weight != 0.0f))
+      return SPARCL_ERROR_FORMAT;
+  }
   at = get(at, head->w1, sizeof(float) * n);
   at = get(at, head->b1, sizeof(float) * c->hidden);
   at = get(at, head->w2, sizeof(float) * c->hidden * c->classes);

@@ -106,7 +106,10 @@ void sparcl_buffer_add(sparcl_buffer *buffer, const int8_t *x, int32_t label,
 void sparcl_buffer_sample(sparcl_buffer *buffer, int rows, int64_t step, int draw, int8_t *x,
                           int32_t *labels, float *logits);
 
-/* The head's state (shapes, parameters, masks) as a blob for flash, with a CRC-32. */
+/* The head's state (shapes, parameters, masks) as a blob for flash, with a CRC-32. Loading
+ * refuses, with the head unchanged, a blob of another length (SPARCL_ERROR_SIZE), another magic,
+ * version or shape, non-finite parameters, mask bytes other than 0/1 or a weight where the mask
+ * is 0 (SPARCL_ERROR_FORMAT), and damaged bytes (SPARCL_ERROR_CRC). */
 size_t sparcl_state_bytes(const sparcl_head_config *config);
 int sparcl_state_save(const sparcl_head *head, uint8_t *blob, size_t capacity);
 int sparcl_state_load(sparcl_head *head, const uint8_t *blob, size_t length);

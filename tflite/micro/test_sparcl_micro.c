@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "sparcl_micro.h"
@@ -38,6 +39,7 @@ static uint32_t xorshift(uint32_t *s) {
 }
 
 static void test_mask_update_and_state(sparcl_head *trained);
+static void test_bad_state_blobs(sparcl_head *head, const uint8_t *good, size_t bytes);
 
 static void test_golden_step(const char *path) {
   FILE *f = fopen(path, "rb");
@@ -191,11 +193,73 @@ static void test_mask_update_and_state(sparcl_head *trained) {
   CHECK(memcmp(copy.w1, head.w1, sizeof(float) * F * H) == 0, "w1 round trip");
   CHECK(memcmp(copy.mask, head.mask, (size_t)F * H) == 0, "mask round trip");
   CHECK(memcmp(copy.w2, head.w2, sizeof(float) * H * C) == 0, "w2 round trip");
-  blob[bytes / 2] ^= 0x40;
-  CHECK(sparcl_state_load(&copy, blob, bytes) == SPARCL_ERROR_CRC, "corruption not caught");
-  blob[0] = 'X';
-  CHECK(sparcl_state_load(&copy, blob, bytes) == SPARCL_ERROR_FORMAT, "bad magic accepted");
-  CHECK(sparcl_state_load(&copy, blob, bytes - 3) == SPARCL_ERROR_SIZE, "short blob accepted");
+  test_bad_state_blobs(&copy, blob, bytes);
+}
+
+/* The board loader's bad-input table: each row spoils a good blob one way; the load must give
+ * the row's code and leave the head as it was. Rows that keep the CRC valid (what a faulty
+ * writer would make) reseal the blob after spoiling it. */
+typedef struct {
+  const char *name;
+  size_t offset;     /* byte spoiled (from the start; SIZE_MAX: none) */
+  uint8_t value;     /* written there */
+  long length_change;
+  int reseal;        /* recompute the CRC after spoiling */
+  int expected;
+} blob_row;
+
+static void test_bad_state_blobs(sparcl_head *head, const uint8_t *good, size_t bytes) {
+  const sparcl_head_config *c = &head->config;
+  size_t n = (size_t)c->features * c->hidden, header = 4 + 4 * sizeof(int32_t);
+  size_t masks = header + sizeof(float) * (n + c->hidden + (size_t)c->hidden * c->classes +
+                                           c->classes);
+  size_t first_pruned = SIZE_MAX;
+  for (size_t i = 0; i < n && first_pruned == SIZE_MAX; ++i)
+    if (!good[masks + i]) first_pruned = i;
+  const blob_row rows[] = {
+      {"one byte short", SIZE_MAX, 0, -1, 0, SPARCL_ERROR_SIZE},
+      {"one byte long", SIZE_MAX, 0, 1, 0, SPARCL_ERROR_SIZE},
+      {"empty", SIZE_MAX, 0, -(long)bytes, 0, SPARCL_ERROR_SIZE},
+      {"magic", 0, 'X', 0, 0, SPARCL_ERROR_FORMAT},
+      {"version", 4, 9, 0, 1, SPARCL_ERROR_FORMAT},
+      {"features", 8, 1, 0, 1, SPARCL_ERROR_FORMAT},
+      {"hidden", 12, 1, 0, 1, SPARCL_ERROR_FORMAT},
+      {"classes", 16, 1, 0, 1, SPARCL_ERROR_FORMAT},
+      {"a weight's byte (CRC)", header + 2, 0x55, 0, 0, SPARCL_ERROR_CRC},
+      {"the CRC itself", bytes - 1, 0x00, 0, 0, SPARCL_ERROR_CRC},
+      {"NaN weight", header + 3, 0x7F, 0, 1, SPARCL_ERROR_FORMAT}, /* with 0xFF below */
+      {"mask byte 2", masks, 2, 0, 1, SPARCL_ERROR_FORMAT},
+      {"gradient-mask byte 7", masks + n, 7, 0, 1, SPARCL_ERROR_FORMAT},
+      {"weight where the mask is 0", header + 4 * first_pruned + 3, 0x3F, 0, 1,
+       SPARCL_ERROR_FORMAT},
+  };
+  size_t floats_before = sizeof(float) * n;
+  float *w1 = malloc(floats_before);
+  uint8_t *mask = malloc(n);
+  uint8_t *blob = malloc(bytes + 1);
+  for (size_t r = 0; r < sizeof(rows) / sizeof(rows[0]); ++r) {
+    const blob_row *row = &rows[r];
+    memcpy(blob, good, bytes);
+    blob[bytes] = 0;
+    if (row->offset != SIZE_MAX) blob[row->offset] = row->value;
+    if (row->offset == header + 3 && row->value == 0x7F) blob[header + 2] = 0xFF; /* NaN */
+    if (row->reseal) {
+      uint32_t crc = sparcl_crc32(blob, bytes - sizeof(crc));
+      memcpy(blob + bytes - sizeof(crc), &crc, sizeof(crc));
+    }
+    memcpy(w1, head->w1, floats_before);
+    memcpy(mask, head->mask, n);
+    int code = sparcl_state_load(head, blob, (size_t)((long)bytes + row->length_change));
+    CHECK(code == row->expected, "blob row '%s': code %d, expected %d", row->name, code,
+          row->expected);
+    CHECK(memcmp(w1, head->w1, floats_before) == 0 && memcmp(mask, head->mask, n) == 0,
+          "blob row '%s' changed the head", row->name);
+  }
+  CHECK(first_pruned != SIZE_MAX, "the table needs a pruned weight");
+  CHECK(sparcl_state_load(head, good, bytes) == SPARCL_OK, "the good blob no longer loads");
+  free(w1);
+  free(mask);
+  free(blob);
 }
 
 /* Without a golden file: a deterministic synthetic head trained a few steps, then the same

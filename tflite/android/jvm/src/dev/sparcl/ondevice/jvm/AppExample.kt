@@ -5,6 +5,7 @@ import dev.sparcl.ondevice.SessionError
 import dev.sparcl.ondevice.SessionPlan
 import dev.sparcl.ondevice.TaskCancelled
 import java.io.File
+import java.io.PrintStream
 import kotlin.system.exitProcess
 
 private const val USAGE = """usage: app_example.sh --model=W/model.tflite --data=TASK_FOLDER|TASKS.npz --state_dir=DIR
@@ -18,15 +19,23 @@ first images, then the learner learns it. --cancel_after_step=N cancels the runn
 global step N as a stopped WorkManager worker would (its state is saved, exit 3); --halt_after_step=N
 kills the process there. Running again goes on where it stopped. Writes DIR/results.json."""
 
-/** The app: [DeviceLearner] over the model, fed one task at a time. */
+/** The app's flags (the bad-input table holds a row for each). */
+val APP_FLAGS = setOf("model", "data", "state_dir", "litert", "checkpoint_every", "trace", "cancel_after_step", "halt_after_step")
+
 fun main(args: Array<String>) {
-    if (args.contains("--help")) { println(USAGE); return }
+    exitProcess(runApp(args, System.err))
+}
+
+/** The app: [DeviceLearner] over the model, fed one task at a time. Returns the exit code (0
+ * done, 3 cancelled, 2 bad input, 1 unforeseen); the one error line goes to [errors]. */
+fun runApp(args: Array<String>, errors: PrintStream): Int {
+    if (args.contains("--help")) { println(USAGE); return 0 }
     try {
         val given = args.associate { arg ->
             val match = Regex("--([a-z_]+)=(.*)").matchEntire(arg) ?: throw SessionError("unknown argument '$arg'")
             match.groupValues[1] to match.groupValues[2]
         }
-        val unknown = given.keys - setOf("model", "data", "state_dir", "litert", "checkpoint_every", "trace", "cancel_after_step", "halt_after_step")
+        val unknown = given.keys - APP_FLAGS
         if (unknown.isNotEmpty()) throw SessionError("unknown flags ${unknown.sorted()}; see --help")
         fun need(name: String) = given[name] ?: throw SessionError("--$name is required\n$USAGE")
         fun step(name: String) = given[name]?.let { it.toLongOrNull()?.takeIf { step -> step >= 0 } ?: throw SessionError("--$name must be an integer >= 0, got '$it'") }
@@ -37,12 +46,13 @@ fun main(args: Array<String>) {
         val library = File(given["litert"] ?: System.getenv("LITERT_LIBRARY") ?: throw SessionError("--litert is required"))
         val arriving = openTaskStream(File(need("data")), plan)  // stands in for the app's own store
         val stateDir = File(need("state_dir"))
+        if (stateDir.isFile) throw SessionError("--state_dir $stateDir cannot be used: it is a file, not a folder")
         val cancelAfter = step("cancel_after_step")
+        val checkpointEvery = step("checkpoint_every")?.coerceAtMost(Int.MAX_VALUE.toLong())?.toInt() ?: 0
         val haltAfter = step("halt_after_step")
         val trace = given["trace"]?.let { TraceFile(it, append = true) }
         var lastStep = -1L
         LiteRtModel(library, modelFile, NativeLog(File(stateDir.absoluteFile.parentFile, "litert-${stateDir.name}.log")), plan.modelSha256).use { runtime ->
-            val checkpointEvery = step("checkpoint_every")?.coerceAtMost(Int.MAX_VALUE.toLong())?.toInt() ?: 0
             DeviceLearner(runtime, plan, stateDir, checkpointEvery) { record ->
                 trace?.write(record)
                 if (record.getString("kind") == "step") lastStep = record.getLong("step")
@@ -63,14 +73,15 @@ fun main(args: Array<String>) {
             }
         }
         trace?.close()
+        return 0
     } catch (cancelled: TaskCancelled) {
         println("cancelled: ${cancelled.message}")
-        exitProcess(3)
+        return 3
     } catch (error: SessionError) {
-        System.err.println("error: ${error.message?.lineSequence()?.first()}")
-        exitProcess(2)
+        errors.println("error: ${error.message?.lineSequence()?.first()}")
+        return 2
     } catch (error: Exception) {
-        System.err.println("error: ${error::class.simpleName}: ${error.message}")
-        exitProcess(1)
+        errors.println("error: ${error::class.simpleName}: ${error.message}")
+        return 1
     }
 }

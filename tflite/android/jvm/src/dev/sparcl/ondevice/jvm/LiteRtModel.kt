@@ -56,9 +56,6 @@ interface LiteRtC : Library {
  * phone's `runSignature` would refuse fails here too. Not thread-safe, like the interpreter.
  */
 class LiteRtModel(library: File, modelFile: File, private val nativeLog: NativeLog, sha256: String? = null) : TrainingModel {
-    private val c: LiteRtC = try { Native.load(library.absolutePath, LiteRtC::class.java) } catch (error: UnsatisfiedLinkError) {
-        throw SessionError("cannot load the LiteRT runtime $library: ${error.message}")
-    }
     private val environment: Pointer
     private val model: Pointer
     private val compiled: Pointer
@@ -77,10 +74,13 @@ class LiteRtModel(library: File, modelFile: File, private val nativeLog: NativeL
         PointerByReference().also { check(call(it), what) }.value ?: throw SessionError("LiteRT $what returned null")
     private fun count(call: (LongByReference) -> Int, what: String): Int = LongByReference().also { check(call(it), what) }.value.toInt()
 
+    private val c: LiteRtC
+
     init {
         if (!modelFile.isFile) throw SessionError("model file $modelFile does not exist")
         val bytes = try { modelFile.readBytes() } catch (error: java.io.IOException) { throw SessionError("cannot read model $modelFile: ${error.message}") }
         ModelFile.verify(java.nio.ByteBuffer.wrap(bytes), sha256, modelFile.toString())
+        c = runtime(library)
         nativeLog.quiet { }  // fails early when the log cannot be redirected
         environment = nativeLog.quiet { out({ c.LiteRtCreateEnvironment(0, null, it) }, "CreateEnvironment") }
         model = nativeLog.quiet { out({ c.LiteRtCreateModelFromFile(environment, modelFile.absolutePath, it) }, "CreateModelFromFile($modelFile)") }
@@ -174,6 +174,18 @@ class LiteRtModel(library: File, modelFile: File, private val nativeLog: NativeL
     }
 
     private companion object {
+        /** Each runtime loaded once and kept for the life of the process: JNA unloads a library whose
+         *  proxy is collected, and an unloaded libLiteRt.so leaves exit handlers that crash the JVM
+         *  as it exits (seen when one JVM opened several models). */
+        private val runtimes = HashMap<String, LiteRtC>()
+
+        @Synchronized
+        fun runtime(library: File): LiteRtC = runtimes.getOrPut(library.absolutePath) {
+            try { Native.load(library.absolutePath, LiteRtC::class.java) } catch (error: UnsatisfiedLinkError) {
+                throw SessionError("cannot load the LiteRT runtime $library: ${error.message?.lineSequence()?.first()}")
+            }
+        }
+
         const val TENSOR_TYPE_BYTES = 256L  // > sizeof(LiteRtRankedTensorType) (72 bytes in 2.x)
         const val CPU = 1
         const val READ = 0

@@ -5,6 +5,7 @@ import dev.sparcl.ondevice.SessionError
 import dev.sparcl.ondevice.SessionPlan
 import dev.sparcl.ondevice.SparclModel
 import java.io.File
+import java.io.PrintStream
 import kotlin.system.exitProcess
 
 private const val USAGE = """usage: sparcl-session --model=W/model.tflite --data=W/task_data.npz|TASK_FOLDER --state_dir=DIR
@@ -17,19 +18,28 @@ task-data file or a folder of task_1, task_2, ... with train/<class>/*.png. --tr
 every step, mask update, removal and task end as JSON lines; --halt_after_step=N stops the process
 abruptly after global step N (a kill, for resume tests). LiteRT's own messages go to DIR/litert.log."""
 
+/** The session host's flags (the bad-input table holds a row for each). */
+val SESSION_FLAGS = setOf("model", "data", "state_dir", "litert", "checkpoint_every", "trace", "halt_after_step")
+
 private fun flags(args: Array<String>): Map<String, String> = args.associate { arg ->
     val match = Regex("--([a-z_]+)=(.*)").matchEntire(arg) ?: throw SessionError("unknown argument '$arg'\n$USAGE")
     match.groupValues[1] to match.groupValues[2]
 }.also { given ->
-    val unknown = given.keys - setOf("model", "data", "state_dir", "litert", "checkpoint_every", "trace", "halt_after_step")
-    if (unknown.isNotEmpty()) throw SessionError("unknown flags $unknown\n$USAGE")
+    val unknown = given.keys - SESSION_FLAGS
+    if (unknown.isNotEmpty()) throw SessionError("unknown flags ${unknown.sorted()}\n$USAGE")
 }
 
 private fun intFlag(flags: Map<String, String>, name: String, default: Int): Int =
     flags[name]?.let { it.toIntOrNull()?.takeIf { value -> value >= 0 } ?: throw SessionError("--$name must be an integer >= 0, got '$it'") } ?: default
 
 fun main(args: Array<String>) {
-    if (args.contains("--help")) { println(USAGE); return }
+    exitProcess(runSession(args, System.err))
+}
+
+/** The host run on [args]: its exit code (0 done, 2 bad input, 1 unforeseen); the one error line
+ * goes to [errors]. */
+fun runSession(args: Array<String>, errors: PrintStream): Int {
+    if (args.contains("--help")) { println(USAGE); return 0 }
     try {
         val given = flags(args)
         fun need(name: String) = given[name] ?: throw SessionError("--$name is required\n$USAGE")
@@ -41,11 +51,11 @@ fun main(args: Array<String>) {
         val plan = SessionPlan.fromSignaturesJson(signaturesFile.readText())
         val library = File(given["litert"] ?: System.getenv("LITERT_LIBRARY") ?: throw SessionError("--litert (path of libLiteRt.so) is required"))
         val haltAfter = given["halt_after_step"]?.let { intFlag(given, "halt_after_step", 0).toLong() }
+        val checkpointEvery = intFlag(given, "checkpoint_every", 0)
         val stream = openTaskStream(File(need("data")), plan)
         val trace = given["trace"]?.let { TraceFile(it, append = false) }
         LiteRtModel(library, modelFile, NativeLog(File(stateDir, "litert.log")), plan.modelSha256).use { runtime ->
-            val session = ContinualSession(SparclModel(runtime, plan), plan, stream, stateDir,
-                intFlag(given, "checkpoint_every", 0)) { record ->
+            val session = ContinualSession(SparclModel(runtime, plan), plan, stream, stateDir, checkpointEvery) { record ->
                 trace?.write(record)
                 if (record.getString("kind") == "step" && haltAfter != null && record.getLong("step") >= haltAfter)
                     Runtime.getRuntime().halt(137)
@@ -60,11 +70,12 @@ fun main(args: Array<String>) {
             println("results: $target")
         }
         trace?.close()
+        return 0
     } catch (error: SessionError) {
-        System.err.println("error: ${error.message?.lineSequence()?.first()}")
-        exitProcess(2)
+        errors.println("error: ${error.message?.lineSequence()?.first()}")
+        return 2
     } catch (error: Exception) {
-        System.err.println("error: ${error::class.simpleName}: ${error.message}")
-        exitProcess(1)
+        errors.println("error: ${error::class.simpleName}: ${error.message}")
+        return 1
     }
 }
