@@ -46,7 +46,7 @@ def make_backbone(task, normalize, path):
     classifier.fit(normalize(task.x_train), task.y_train, batch_size=32, epochs=3, verbose=0)
     with open(path, "wb") as handle:
         handle.write(tf.lite.TFLiteConverter.from_keras_model(classifier).convert())
-    from sparcl_tf.backbone import FrozenBackbone
+    from sparcl_tf.keras import FrozenBackbone
     return next(name for name, _ in FrozenBackbone(path).tensors() if "/features" in name)
 
 
@@ -55,10 +55,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # no converter chatter
     import keras
 
-    from sparcl_tf.backbone import FrozenBackbone
-    from sparcl_tf.data import split_dataset
-    from sparcl_tf.data.pipeline import Normalizer
-    from sparcl_tf.keras import DERPP, ContinualLearner, SparCL
+    from sparcl_tf.keras import (DERPP, ContinualLearner, FrozenBackbone, Normalizer, SparCL,
+                                 split_dataset)
 
     keras.utils.set_random_seed(0)
     tasks = split_dataset("fashion_mnist", FLAGS.data_dir, train_per_task=FLAGS.train_per_task,

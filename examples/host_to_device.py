@@ -58,7 +58,7 @@ def summary(results):
 def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)
-    from sparcl_tf.data import split_dataset
+    from sparcl_tf.keras import split_dataset
     from sparcl_tf.ondevice import DeviceLearner
     tasks = split_dataset("fashion_mnist", train_per_task=FLAGS.train_per_task,
                           test_per_task=FLAGS.test_per_task, seed=FLAGS.seed,

@@ -38,8 +38,7 @@ def main(argv):
     import keras
     import numpy as np
 
-    from sparcl_tf.data import split_dataset
-    from sparcl_tf.keras import DERPP, ContinualLearner, SparCL
+    from sparcl_tf.keras import DERPP, ContinualLearner, SparCL, split_dataset
 
     keras.utils.set_random_seed(FLAGS.seed)
     tasks = split_dataset("fashion_mnist", FLAGS.data_dir, train_per_task=FLAGS.train_per_task,

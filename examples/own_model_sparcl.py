@@ -40,8 +40,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # no converter chatter
     import keras
 
-    from sparcl_tf.data import split_dataset
-    from sparcl_tf.keras import DERPP, ContinualLearner, SparCL
+    from sparcl_tf.keras import DERPP, ContinualLearner, SparCL, split_dataset
 
     keras.utils.set_random_seed(0)
     tasks = split_dataset("fashion_mnist", FLAGS.data_dir, train_per_task=FLAGS.train_per_task,

@@ -289,12 +289,16 @@ USER_MODEL = "user_model"   # model.name (and data.source "arrays") of a Continu
 def validate(config):
     """Raises `ConfigError` for the first field a run cannot use. A `ContinualLearner` run
     (model.name USER_MODEL) brings its own model, data and method object: no registry lookups."""
+    # Imported here, not above, for time alone (they load TensorFlow, and a config file or a
+    # binary refusing a flag should not wait for it); none of them imports this module.
+    from sparcl_tf import distribute
     from sparcl_tf.data.augment import AUGMENTATIONS
     from sparcl_tf.data.sources import SOURCES
     from sparcl_tf.data.tasks import SCENARIOS
     from sparcl_tf.methods import METHODS
     from sparcl_tf.models import MODELS
-
+    from sparcl_tf.session import learning_rate
+    from sparcl_tf.sparsity import schedule
     def integer(field, minimum):
         value = _get(config, field)
         _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
@@ -340,10 +344,7 @@ def validate(config):
              f"one of {list(AUGMENTATIONS)}")
     _require(0 < config.model.width <= MAX_MODEL_WIDTH, "model.width", config.model.width,
              f"in (0, {MAX_MODEL_WIDTH:g}]")
-    from sparcl_tf.session import learning_rate
-    from sparcl_tf.sparsity import schedule
     learning_rate.validate(config.optimizer)
     schedule.validate(config.sparsity, config.ddr, config.dgm)
-    from sparcl_tf import distribute
     distribute.validate(config.distribute)
     return config

@@ -13,11 +13,11 @@ import numpy as np
 from sparcl_tf.continual_model import ContinualModel
 from sparcl_tf.data.pipeline import Normalizer, eval_batches
 from sparcl_tf.distribute import ReducedGradientsSGD, Replication
-from sparcl_tf.export.module import state_name
 from sparcl_tf.flops import FlopsLedger, flops_table
 from sparcl_tf.layers import channel_masks, sparsifiable_layers
 from sparcl_tf.models import build_model, structured_producers
 from sparcl_tf.session.loop import TaskStream
+from sparcl_tf.session.plan import state_name
 from sparcl_tf.sparsity.schedule import layer_targets
 from sparcl_tf.sparsity.structured import (ChannelUpdater, filter_targets, gradient_filter_targets,
                                            gradient_filters)

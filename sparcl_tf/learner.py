@@ -28,11 +28,14 @@ from sparcl_tf.distribute import Replication
 from sparcl_tf.engine import KerasEngine, image_stream, model_description, sparse_units
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.evaluation import accuracies
+from sparcl_tf.export.device_state import check_handover, read_device_state, write_device_state
+from sparcl_tf.export.files import export_training_files
 from sparcl_tf.layers import check_rewritable, masked_layers
 from sparcl_tf.methods import DERPP, ContinualMethod
 from sparcl_tf.paths import check_folder
 from sparcl_tf.session.loop import SessionLoop
 from sparcl_tf.session.plan import build_plan
+from sparcl_tf.sparsify import default_sparsify, strip
 
 
 _SCHEDULE_FIELDS = ("schedule", "final_fraction", "milestones", "gamma")
@@ -66,21 +69,6 @@ def learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size, rep
                  "data.augment": augment, **_schedule_overrides(learning_rate_schedule),
                  "distribute.strategy": replication.name if replication else "none"}
     return validate(apply_overrides(config, overrides))
-
-
-def default_sparsify(model):
-    """`sparsify` as the learner does it for a plain model: every supported layer masked, and a
-    conv stem, the layer giving the logits and depthwise convs kept dense, as in the SparCL code
-    and the registry models: at 0.90 a 1-channel 3x3 stem keeps one weight a filter (a run
-    measured here learned nothing), and a depthwise conv has nine weights a channel and a few %
-    of the FLOPs."""
-    from sparcl_tf.keras import SUPPORTED_LAYERS, sparsify
-    supported = [layer for layer in model._flatten_layers(include_self=False)
-                 if type(layer).__name__ in SUPPORTED_LAYERS]
-    stem = [layer for layer in supported[:1] if type(layer) is keras.layers.Conv2D]
-    keep = {layer.name for layer in stem + supported[-1:]} | {
-        layer.name for layer in supported if type(layer) is keras.layers.DepthwiseConv2D}
-    return sparsify(model, weight_sparsity=0.0, keep_dense=sorted(keep))
 
 
 def _checked_model(model):
@@ -272,8 +260,6 @@ class ContinualLearner:
         returns (path, op audit). `with_state`: also the learner's whole state (replay buffer,
         example statistics, tasks seen, accuracy so far) in `output_dir/state`, the folder a
         `sparcl_tf.ondevice.DeviceLearner` continues from (between tasks only)."""
-        from sparcl_tf.export.device_state import check_handover, write_device_state
-        from sparcl_tf.export.files import export_training_files
         check_bool("export", "flex", flex)
         check_bool("export", "with_state", with_state)
         check_folder(output_dir, "export: output_dir")
@@ -294,7 +280,6 @@ class ContinualLearner:
         the accuracy so far, to evaluate, inspect, `strip` or train on here. The learner must be
         made with the model and settings the device's .tflite was exported from and have
         trained nothing itself. Returns the results so far."""
-        from sparcl_tf.export.device_state import read_device_state
         if self.progress.global_step or self.tasks.tasks:
             raise RuntimeError("load_device_state needs a learner that has trained nothing")
         record = read_device_state(state_dir, self.session, self.network, {
@@ -309,7 +294,6 @@ class ContinualLearner:
 
     def strip(self):
         """The trained network as a plain Keras model, the zeros baked in."""
-        from sparcl_tf.keras import strip
         return strip(self.network)
 
     @property

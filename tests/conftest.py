@@ -120,7 +120,7 @@ def assert_litert_step_equals_keras(model_bytes, network, method, batch, learnin
     from ai_edge_litert.interpreter import Interpreter
 
     from sparcl_tf.continual_model import ContinualModel
-    from sparcl_tf.export.module import state_name
+    from sparcl_tf.session.plan import state_name
     from sparcl_tf.layers import masked_layers
     rng = np.random.default_rng(seed)
     shape, num_classes = tuple(network.input_shape[1:]), int(network.output_shape[-1])

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from sparcl_tf.export import convert, training_module
-from sparcl_tf.export.module import state_name
+from sparcl_tf.session.plan import state_name
 from sparcl_tf.sparsity import growth
 from sparcl_tf.sparsity.masks import active_count
 

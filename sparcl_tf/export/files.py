@@ -9,6 +9,8 @@ import tempfile
 from sparcl_tf.errors import ExportError
 from sparcl_tf.export import model_file
 from sparcl_tf.export.audit import flex_ops_by_layer, op_audit
+from sparcl_tf.export.conversion import convert
+from sparcl_tf.export.module import training_module
 
 MEANINGS = {
     "images": "current batch, normalised like training (per-channel mean/std of the run)",
@@ -79,8 +81,6 @@ def export_training_files(config, network, plan, output_dir, method=None, flex=F
     """A run's trained `network` as model.tflite with its files in `output_dir` (what
     tools.convert and `ContinualLearner.export` write): (model path, op audit). A graph that
     needs ops outside the TFLite builtins is one ExportError naming the ops and their layers."""
-    from sparcl_tf.export.conversion import convert
-    from sparcl_tf.export.module import training_module
     module = training_module(config, network, flex=flex, method=method)
     with tempfile.TemporaryDirectory(prefix="sparcl_saved_model_") as saved_model:
         try:

@@ -34,16 +34,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sparcl_tf.engine import full_filter_counts, structured_gradient_filters
 from sparcl_tf.export.device_masks import DeviceMasks
 from sparcl_tf.layers import (MASKED_LAYER_TYPES, channel_masks, sparsifiable_layers,
                               use_builtin_gradients)
+from sparcl_tf.methods import build_method
+from sparcl_tf.session.plan import state_name
 from sparcl_tf.sparsity import dgm
 from sparcl_tf.sparsity.masks import active_count
-
-
-def state_name(variable):
-    """The name a network variable has in the device state (`get_state` / `set_state`)."""
-    return variable.path.replace("/", "__")
 
 
 def export_network(network):
@@ -314,11 +312,9 @@ class TrainingModule(tf.Module):
 def training_module(config, network, flex=False, method=None):
     """The module for a run's `config`, on an export copy of its trained `network`; `method`:
     the run's method object (default: the config's)."""
-    from sparcl_tf.methods import build_method
     schedule, dgm_settings = config.sparsity.schedule, config.dgm if config.dgm.enabled else None
     filter_keep = None
     if config.sparsity.granularity == "filter":  # slots on device, structured DGM by filters
-        from sparcl_tf.engine import full_filter_counts, structured_gradient_filters
         filter_keep = structured_gradient_filters(config, network, full_filter_counts(
             config, network)) if dgm_settings else None
         schedule, dgm_settings = ("slots" if schedule == "tdm" else "none"), None

@@ -1,6 +1,7 @@
 """Model registry: every model is a functional Keras model of masked layers producing logits."""
 
 from sparcl_tf.errors import ConfigError
+from sparcl_tf.layers import sparsifiable_layers
 from sparcl_tf.models.edge_cnn import edge_cnn
 from sparcl_tf.models.mlp import mlp
 from sparcl_tf.models.mobilenet_v2 import mobilenet_v2
@@ -19,7 +20,6 @@ def structured_producers(name, network):
     edge CNN; the inner conv of each ResNet block (its output feeds only the block's conv2);
     the expand conv of each MobileNetV2 block (its channels feed only the block's depthwise
     conv and projection)."""
-    from sparcl_tf.layers import sparsifiable_layers
     names = [layer.name for layer in sparsifiable_layers(network)]
     suffix = _PRODUCER_SUFFIX.get(name)
     return [n for n in names if n.endswith(suffix)] if suffix else names

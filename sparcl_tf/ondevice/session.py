@@ -20,9 +20,9 @@ from sparcl_tf.config import differing_fields, validate
 from sparcl_tf.data import build_tasks, load_source
 from sparcl_tf.errors import ConfigError, DataError
 from sparcl_tf.engine import image_stream, model_description, sparse_units
-from sparcl_tf.experiment import build_networks
 from sparcl_tf.flops import FlopsLedger
 from sparcl_tf.methods import build_method
+from sparcl_tf.models.networks import build_networks
 from sparcl_tf.ondevice.device_model import DEFAULT_THREADS, DeviceModel, read_signatures
 from sparcl_tf.ondevice.task_data import read_task_data
 from sparcl_tf.session.loop import SessionLoop

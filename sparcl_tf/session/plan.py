@@ -246,3 +246,8 @@ def _schedule_problem(plan):
     except (KeyError, TypeError) as error:
         return f"malformed ({error!r})"
     return None
+
+
+def state_name(variable):
+    """The name a network variable has in the device state (`get_state` / `set_state`)."""
+    return variable.path.replace("/", "__")

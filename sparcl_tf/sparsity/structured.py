@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from sparcl_tf.layers import channel_masks
+from sparcl_tf.models import CHAINED_PRODUCERS
 from sparcl_tf.sparsity import growth
 from sparcl_tf.sparsity.masks import active_count
 from sparcl_tf.sparsity.schedule import layer_targets
@@ -41,7 +42,6 @@ def filter_sparsity(config, weight_sparsity):
     keeps about 1 - s of the weights; where each pruned layer feeds unpruned layers only (ResNet
     block conv1 -> conv2, MobileNetV2 expand -> depthwise -> projection) producer and consumers
     keep the filter fraction itself."""
-    from sparcl_tf.models import CHAINED_PRODUCERS
     if config.sparsity.structured_target == "filters" or config.model.name not in \
             CHAINED_PRODUCERS:
         return weight_sparsity
