@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from sparcl_tf.flops import FlopsLedger, flops_table, layer_forward_flops
 from sparcl_tf.layers import MaskedConv2D, MaskedDense
-from sparcl_tf.session.plan import Event, removal_targets
+from sparcl_tf.session.plan import PlannedEvent, removal_targets
 from sparcl_tf.sparsity import ddr, dgm, growth, masks, schedule, tdm
 
 
@@ -80,7 +80,7 @@ def test_removal_targets_are_cumulative_and_round_halves_up():
 
 
 def test_event_positions_round_halves_up():
-    event = Event(0, 1, 4, 1, True, 0, (), (), 0, 0)
+    event = PlannedEvent(0, 1, 4, 1, True, 0, (), (), 0, 0)
     assert [event.position(n) for n in (10, 6, 2)] == [3, 2, 1]  # 2.5, 1.5, 0.5 round up
 
 

@@ -20,6 +20,7 @@ forward pass alone.
 import numpy as np
 import tensorflow as tf
 
+from sparcl_tf.methods.base import NEG_INF_LOGIT
 from sparcl_tf.sparsity import dgm
 
 PARAMETERS = ("w1", "b1", "w2", "b2")
@@ -27,7 +28,6 @@ PARAMETERS = ("w1", "b1", "w2", "b2")
 TRAIN_OUTPUTS = ("new_w1", "new_b1", "new_w2", "new_b2", "new_gradient_mask", "loss", "logits",
                  "correct", "gradient_w1")
 INFER_OUTPUTS = ("logits",)
-NEG_LOGIT = 1e9  # added (times class_mask - 1) to the logits outside the current task
 
 
 def dequantize(features, scale, zero_point):
@@ -94,7 +94,7 @@ class Head:
         """-> (new parameters, new gradient mask, loss, logits, correct, dense hidden grad)."""
         x = dequantize(features, self.scale, self.zero_point)
         pre, hidden, logits = self._forward(x, p, mask)
-        masked = logits + (class_mask - 1.0) * NEG_LOGIT
+        masked = logits + (1.0 - class_mask) * NEG_INF_LOGIT  # the trainer's CL mask
         log_p = _log_softmax(masked)
         batch = float(self.batch_size)
         loss = -tf.reduce_sum(labels_onehot * log_p) / batch

@@ -1,5 +1,8 @@
 """Model registry: every model is a functional Keras model of masked layers producing logits."""
 
+import dataclasses
+from typing import Callable, Optional
+
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.layers import sparsifiable_layers
 from sparcl_tf.models.edge_cnn import edge_cnn
@@ -7,12 +10,26 @@ from sparcl_tf.models.mlp import mlp
 from sparcl_tf.models.mobilenet_v2 import mobilenet_v2
 from sparcl_tf.models.resnet import resnet18
 
-MODELS = {"resnet18": resnet18, "edge_cnn": edge_cnn, "mlp": mlp, "mobilenet_v2": mobilenet_v2}
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What the library knows of a registry model: how to build it and how channel-structured
+    SparCL prunes it (None: not at all; "": every sparsifiable layer; a suffix: the layers whose
+    names end with it), and whether those producers feed each other."""
+    build: Callable
+    producer_suffix: Optional[str] = None
+    chained_producers: bool = False
 
 
-STRUCTURED_MODELS = ("edge_cnn", "resnet18", "mobilenet_v2")
-CHAINED_PRODUCERS = ("edge_cnn",)  # structured producers that feed each other
-_PRODUCER_SUFFIX = {"resnet18": "_conv1", "mobilenet_v2": "_expand"}
+MODEL_SPECS = {
+    "resnet18": ModelSpec(resnet18, producer_suffix="_conv1"),
+    "edge_cnn": ModelSpec(edge_cnn, producer_suffix="", chained_producers=True),
+    "mlp": ModelSpec(mlp),
+    "mobilenet_v2": ModelSpec(mobilenet_v2, producer_suffix="_expand"),
+}
+MODELS = tuple(MODEL_SPECS)
+STRUCTURED_MODELS = tuple(name for name, spec in MODEL_SPECS.items()
+                          if spec.producer_suffix is not None)
 
 
 def structured_producers(name, network):
@@ -21,8 +38,7 @@ def structured_producers(name, network):
     the expand conv of each MobileNetV2 block (its channels feed only the block's depthwise
     conv and projection)."""
     names = [layer.name for layer in sparsifiable_layers(network)]
-    suffix = _PRODUCER_SUFFIX.get(name)
-    return [n for n in names if n.endswith(suffix)] if suffix else names
+    return [n for n in names if n.endswith(MODEL_SPECS[name].producer_suffix or "")]
 
 
 def build_model(name, input_shape, num_classes, width=1.0, capacities=None):
@@ -36,6 +52,6 @@ def build_model(name, input_shape, num_classes, width=1.0, capacities=None):
         if name not in STRUCTURED_MODELS:
             raise ConfigError(f"sparsity.granularity=filter supports model.name in "
                               f"{list(STRUCTURED_MODELS)}, got {name!r}")
-        return MODELS[name](tuple(input_shape), int(num_classes), width=width,
-                            capacities=capacities)
-    return MODELS[name](tuple(input_shape), int(num_classes), width=width)
+        return MODEL_SPECS[name].build(tuple(input_shape), int(num_classes), width=width,
+                                       capacities=capacities)
+    return MODEL_SPECS[name].build(tuple(input_shape), int(num_classes), width=width)

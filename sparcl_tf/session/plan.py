@@ -39,7 +39,7 @@ MASK_RULES = ("none", "tdm", "rigl")
 
 
 @dataclasses.dataclass(frozen=True)
-class Event:
+class PlannedEvent:
     """One event of a task: train up to its position, then apply it."""
     epoch: int
     numerator: int            # position in the epoch: numerator / denominator of its examples
@@ -153,7 +153,7 @@ class SessionPlan:
             span = event.update_index * epochs
             epoch = span // updates
             prune_to, grow_to = self._counts(event, task_index) if event.mask_update else ((), ())
-            events.append(Event(
+            events.append(PlannedEvent(
                 epoch, span - epoch * updates, updates, event.update_index, event.mask_update,
                 session_random.growth_seed(self.seed, task_index, event.update_index)
                 if event.mask_update else 0, prune_to, grow_to, event.removal_stage,

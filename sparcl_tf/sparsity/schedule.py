@@ -14,7 +14,9 @@ SCHEDULES = ("none", "static", "tdm", "rigl")
 
 
 @dataclasses.dataclass(frozen=True)
-class Event:
+class UpdateSlot:
+    """A slot of a task's update schedule, at a progress in epochs (the plan turns each into a
+    `session.plan.PlannedEvent` at an example position)."""
     progress: float          # in epochs since the task started
     update_index: int        # 0 .. updates_per_task - 1
     mask_update: bool
@@ -28,7 +30,7 @@ def task_events(updates, mask_updates, removal_stages, epochs):
     for index in range(updates):
         stage = index if 1 <= index <= removal_stages else 0
         if mask_updates or stage:
-            events.append(Event(index * epochs / updates, index, mask_updates, stage))
+            events.append(UpdateSlot(index * epochs / updates, index, mask_updates, stage))
     return events
 
 

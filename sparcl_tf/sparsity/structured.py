@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from sparcl_tf.layers import channel_masks
-from sparcl_tf.models import CHAINED_PRODUCERS
+from sparcl_tf.models import MODEL_SPECS
 from sparcl_tf.sparsity import growth
 from sparcl_tf.sparsity.masks import active_count
 from sparcl_tf.sparsity.schedule import layer_targets
@@ -42,8 +42,8 @@ def filter_sparsity(config, weight_sparsity):
     keeps about 1 - s of the weights; where each pruned layer feeds unpruned layers only (ResNet
     block conv1 -> conv2, MobileNetV2 expand -> depthwise -> projection) producer and consumers
     keep the filter fraction itself."""
-    if config.sparsity.structured_target == "filters" or config.model.name not in \
-            CHAINED_PRODUCERS:
+    spec = MODEL_SPECS.get(config.model.name)
+    if config.sparsity.structured_target == "filters" or not (spec and spec.chained_producers):
         return weight_sparsity
     return 1.0 - math.sqrt(1.0 - weight_sparsity)
 
