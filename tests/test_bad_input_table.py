@@ -355,7 +355,9 @@ def binary_outcomes(sandbox, tmp_path_factory):
             rows_file = tmp_path_factory.mktemp("rows") / "rows.json"
             rows_file.write_text(json.dumps(rows))
             temporary = tmp_path_factory.mktemp("temporary")  # watched: other tests' not in it
-            ran = subprocess.run([sys.executable, "tests/binary_rows.py", binary,
+            package = os.path.isdir(os.path.join(ROOT, *binary.split(".")))
+            ran = subprocess.run([sys.executable, "tests/binary_rows.py",
+                                  f"{binary}.__main__" if package else binary,
                                   str(rows_file), sandbox["root"]], cwd=ROOT,
                                  capture_output=True, text=True, timeout=600,
                                  env=dict(os.environ, PYTHONPATH=ROOT, TMPDIR=str(temporary)))
@@ -381,9 +383,11 @@ def test_a_binary_given_a_bad_flag_says_so_in_one_line_and_changes_nothing(row, 
 
 
 def test_every_flag_of_every_binary_has_a_row(binary_outcomes):
-    binaries = {f"tools.{name[:-3]}" for name in os.listdir(os.path.join(ROOT, "tools"))
-                if name.endswith(".py") and name not in ("__init__.py", "cli.py",
-                                                         "policy_golden.py")}
+    tools = os.path.join(ROOT, "tools")
+    binaries = {f"tools.{name[:-3]}" for name in os.listdir(tools) if name.endswith(".py")
+                and name not in ("__init__.py", "cli.py", "policy_golden.py")} | {
+        f"tools.{name}" for name in os.listdir(tools)
+        if os.path.exists(os.path.join(tools, name, "__main__.py"))}
     assert binaries == {row.surface for row in BINARY_ROWS}
     for binary in binaries:
         flags, _ = binary_outcomes(binary)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tools import benchmark
+from tools.benchmark import report, runs as benchmark_runs
 
 
 def _run(class_il, flops, seconds):
@@ -16,7 +16,7 @@ def test_summary_is_mean_and_sample_std_with_ratios_paired_by_seed():
     runs = {("derpp", 0): _run(80.0, 100.0, 10.0), ("derpp", 1): _run(76.0, 200.0, 30.0),
             ("sparcl_derpp_90", 0): _run(79.0, 10.0, 5.0),
             ("sparcl_derpp_90", 1): _run(74.0, 40.0, 10.0)}
-    summary = benchmark.summarize(runs, ["derpp", "sparcl_derpp_90"], [0, 1])
+    summary = benchmark_runs.summarize(runs, ["derpp", "sparcl_derpp_90"], [0, 1])
     sparse = summary["sparcl_derpp_90"]
     assert sparse["class_il"] == pytest.approx((76.5, np.std([79.0, 74.0], ddof=1)))
     assert sparse["class_il_delta"] == pytest.approx((-1.5, np.std([-1.0, -2.0], ddof=1)))
@@ -24,10 +24,10 @@ def test_summary_is_mean_and_sample_std_with_ratios_paired_by_seed():
     assert sparse["flops_ratio"] == pytest.approx((7.5, np.std([10.0, 5.0], ddof=1)))
     assert sparse["speedup"] == pytest.approx((2.5, np.std([2.0, 3.0], ddof=1)))
     assert summary["derpp"]["class_il_delta"] == (0.0, 0.0)
-    assert benchmark.mean_std([3.0]) == (3.0, 0.0)  # one seed: no spread to report
-    table = benchmark._table(summary)
+    assert benchmark_runs.mean_std([3.0]) == (3.0, 0.0)  # one seed: no spread to report
+    table = report.table(summary)
     assert "| sparcl_derpp_90 | 76.50 +- 3.54 | -1.50 +- 0.71 |" in table
-    checks = {c["target"]: c for c in benchmark._targets(summary, {})}
+    checks = {c["target"]: c for c in report.targets(summary, {})}
     check = checks["SparCL-DER++ 0.90 class-IL >= DER++ -0.5 points"]
     assert check["measured"] == "-1.50 +- 0.71 points" and not check["met"]
 
@@ -41,6 +41,6 @@ def test_bad_seeds_are_one_error_line(values, message, monkeypatch):
     errors = io.StringIO()
     monkeypatch.setattr(cli, "ERRORS", errors)
     with pytest.raises(SystemExit) as exit_info:
-        benchmark._seeds(values)
+        benchmark_runs.parse_seeds(values)
     assert exit_info.value.code == 2
     assert errors.getvalue().count("\n") == 1 and message in errors.getvalue()
