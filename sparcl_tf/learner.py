@@ -8,7 +8,7 @@
 A learner is the one way a run is trained in Keras: the experiment binaries build theirs from a
 config (`from_config`, the whole task sequence planned ahead); a user's learner turns its plain
 arguments into the same config and plans each task as `fit_task` brings it. Either way the steps
-are the engine's (`engine.KerasEngine`) and everything else is the one task loop's
+are the engine's (`engines.keras.KerasEngine`) and everything else is the one task loop's
 (`session.loop`): epochs, replay, mask updates, data removal, evaluation, checkpoints, results.
 """
 
@@ -25,7 +25,7 @@ from sparcl_tf.config import USER_MODEL, SparCL, apply_overrides, base_config, v
 from sparcl_tf.data.examples import checked_classes, checked_examples
 from sparcl_tf.data.tasks import Task, TaskSequence
 from sparcl_tf.distribute import Replication
-from sparcl_tf.engine import KerasEngine, image_stream, model_description, sparse_units
+from sparcl_tf.engines.keras import KerasEngine, image_stream, model_description, sparse_units
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.evaluation import accuracies
 from sparcl_tf.export.device_state import check_handover, read_device_state, write_device_state

@@ -8,10 +8,10 @@ import pytest
 
 from conftest import export_initial, make_idx_folder, tiny_config
 from sparcl_tf.errors import ConfigError, DataError
-from sparcl_tf.engine import KerasEngine
+from sparcl_tf.engines.keras import KerasEngine
 from sparcl_tf.experiment import Experiment
 from sparcl_tf.ondevice import OnDeviceSession
-from sparcl_tf.ondevice.session import LiteRTEngine
+from sparcl_tf.engines.litert import LiteRTEngine
 from sparcl_tf.session import learning_rate
 from sparcl_tf.session import random as session_random
 from sparcl_tf.session.loop import SessionLoop

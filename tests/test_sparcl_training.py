@@ -5,7 +5,7 @@ import pytest
 
 from conftest import run_until_interrupted
 from sparcl_tf.errors import ConfigError
-from sparcl_tf.engine import KerasEngine
+from sparcl_tf.engines.keras import KerasEngine
 from sparcl_tf.experiment import Experiment
 from sparcl_tf.session.plan import removal_targets
 from sparcl_tf.sparsity import masks, schedule

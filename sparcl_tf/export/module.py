@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sparcl_tf.engine import full_filter_counts, structured_gradient_filters
+from sparcl_tf.engines.keras import full_filter_counts, structured_gradient_filters
 from sparcl_tf.export.device_masks import DeviceMasks
 from sparcl_tf.layers import (MASKED_LAYER_TYPES, channel_masks, sparsifiable_layers,
                               use_builtin_gradients)

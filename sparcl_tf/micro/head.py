@@ -28,6 +28,7 @@ PARAMETERS = ("w1", "b1", "w2", "b2")
 TRAIN_OUTPUTS = ("new_w1", "new_b1", "new_w2", "new_b2", "new_gradient_mask", "loss", "logits",
                  "correct", "gradient_w1")
 INFER_OUTPUTS = ("logits",)
+HEAD_LAYER = "head_hidden"  # the name TDM targets and the plan use for the head's sparse kernel
 
 
 def dequantize(features, scale, zero_point):

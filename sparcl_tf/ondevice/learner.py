@@ -27,13 +27,14 @@ from sparcl_tf.arguments import check_hook, check_pair, check_verbose
 from sparcl_tf.config import validate
 from sparcl_tf.data.examples import checked_classes, checked_examples
 from sparcl_tf.data.tasks import Task, TaskSequence
-from sparcl_tf.engine import image_stream
+from sparcl_tf.engines.keras import image_stream
 from sparcl_tf.errors import ConfigError, DataError
 from sparcl_tf.evaluation import accuracies
 from sparcl_tf.flops import FlopsLedger
 from sparcl_tf.methods import build_method
 from sparcl_tf.ondevice.device_model import DEFAULT_THREADS, DeviceModel
-from sparcl_tf.ondevice.session import LiteRTEngine, read_plan
+from sparcl_tf.engines.litert import LiteRTEngine
+from sparcl_tf.ondevice.session import read_plan
 from sparcl_tf.ondevice.task_record import TaskRecord, digest, keep_plan
 from sparcl_tf.paths import check_folder
 from sparcl_tf.session.loop import SessionLoop

@@ -9,17 +9,16 @@ the model state after every task in DIR/device_state/task_<t>.npz, as an app per
 """
 
 import json
-import os
 
 import ml_collections
 import numpy as np
 
 from sparcl_tf import results as run_results
-from sparcl_tf.checkpoint import HostArray
 from sparcl_tf.config import differing_fields, validate
 from sparcl_tf.data import build_tasks, load_source
 from sparcl_tf.errors import ConfigError, DataError
-from sparcl_tf.engine import image_stream, model_description, sparse_units
+from sparcl_tf.engines.keras import image_stream, model_description, sparse_units
+from sparcl_tf.engines.litert import LiteRTEngine
 from sparcl_tf.flops import FlopsLedger
 from sparcl_tf.methods import build_method
 from sparcl_tf.models.networks import build_networks
@@ -27,9 +26,6 @@ from sparcl_tf.ondevice.device_model import DEFAULT_THREADS, DeviceModel, read_s
 from sparcl_tf.ondevice.task_data import read_task_data
 from sparcl_tf.session.loop import SessionLoop
 from sparcl_tf.session.plan import SessionPlan, build_plan
-
-MOMENTUM_PREFIX = "momentum__"
-
 
 def read_plan(model_path):
     """The session plan in the signatures.json beside `model_path`, or None without one."""
@@ -52,71 +48,6 @@ def baked_in_differences(config, run_config):
     """Dotted config fields whose values differ from the run config a model was converted with
     (learning rate, method weights, widths, ...: what its signatures compute with)."""
     return differing_fields(json.loads(config.to_json()), run_config, _LOCATION_FIELDS)
-
-
-class LiteRTEngine:
-    """The LiteRT step engine over a `DeviceModel` that follows `plan` (its `model` names the
-    unit masks, the full layers and the parameters)."""
-
-    def __init__(self, device, plan, workdir):
-        self.device, self.layer_names, self.workdir = device, list(plan.sparse_layers), workdir
-        self.unit_masks = plan.model["unit_masks"]
-        self.full_filters, self.parameters = plan.model["full_filters"], plan.model["parameters"]
-        self.state = {name: HostArray(np.array(value))
-                      for name, value in device.get_state().items()}
-        self._momenta = [name for name in self.state if name.startswith(MOMENTUM_PREFIX)]
-
-    def begin_task(self, task_index, reset_optimizer):
-        if reset_optimizer and self._momenta:  # a fresh optimizer per task
-            state = self.device.get_state()
-            self.device.set_state({name: np.zeros_like(value) if name in self._momenta
-                                   else value for name, value in state.items()})
-
-    def train(self, inputs, refresh):
-        if self.device.has_gradient_masks:
-            inputs = dict(inputs, refresh_gradient_masks=np.float32(refresh))
-        return self.device.train(**inputs)
-
-    def update_masks(self, prune_to, grow_to, seed):
-        return self.device.update_masks(prune_to, grow_to, seed)
-
-    def active_units(self):
-        state = self.device.get_state()
-        return [int(np.count_nonzero(state[name])) for name in self.unit_masks]
-
-    def logits(self, images):
-        return self.device.infer(images)
-
-    def variables(self):
-        return {f"device/{name}": holder for name, holder in self.state.items()}
-
-    def before_save(self):
-        for name, value in self.device.get_state().items():
-            self.state[name].assign(value)
-
-    def after_restore(self):
-        self.device.set_state({name: holder.numpy() for name, holder in self.state.items()})
-
-    def end_task(self, task_index):
-        folder = os.path.join(self.workdir, "device_state")
-        os.makedirs(folder, exist_ok=True)
-        self.device.save_state(os.path.join(folder, f"task_{task_index}.npz"))
-        stale = os.path.join(folder, f"task_{task_index - 2}.npz")  # keep the last two
-        if os.path.exists(stale):
-            os.remove(stale)
-
-    def results(self):
-        """Exact zeros per sparse kernel (for a compacted model, the share of the full layer's
-        filters that are not active), size and runtime."""
-        state = self.device.get_state()
-        if self.full_filters is None:
-            sparsity = {name: float(np.mean(state[f"{name}__kernel"] == 0))
-                        for name in self.layer_names}
-        else:
-            sparsity = {name: 1.0 - float(state[mask].sum()) / self.full_filters[name]
-                        for name, mask in zip(self.layer_names, self.unit_masks)}
-        return {"layer_sparsity": sparsity, "parameters": self.parameters, "runtime": "litert",
-                "model_file": os.path.abspath(self.device.path)}
 
 
 class OnDeviceSession:

@@ -3,20 +3,11 @@
 The loop owns the session: task order, epochs, each epoch's example order, the replay buffer and
 the draws it makes, augmentation, the events of the session plan (mask updates with their counts
 and seeds, data-removal stages, gradient-mask refreshes), evaluation into the accuracy matrices,
-FLOPs, checkpoints, resume, results.json and plots. An engine only runs what it is given:
-
-  engine.layer_names                 sparse layers, in the plan's order
-  engine.begin_task(task_index, reset_optimizer)   a task starts (fresh optimizer state?)
-  engine.train(inputs, refresh)      one step on host-made inputs (the exported `train`
-                                     signature's): -> loss, logits, correct, gradient_density
-  engine.update_masks(prune_to, grow_to, seed) -> active units per sparse layer
-  engine.active_units()              active units per sparse layer now
-  engine.logits(inputs)              evaluation forward of prepared inputs
-  engine.variables()                 name -> variable-like, everything the engine must checkpoint
-  engine.before_save() / after_restore() / end_task(task_index)   state I/O hooks
-  engine.results()                   what only the engine knows (sparsity, size, runtime)
-Engines: Keras (`engine.KerasEngine`), LiteRT (`ondevice.session.LiteRTEngine`), TFLM head
-(`micro.session.MicroHeadEngine`); the Kotlin session implements the same plan on a phone.
+FLOPs, checkpoints, resume, results.json and plots. An engine only runs what it is given: the
+contract is `session.engine.Engine` (train a step on host-made inputs, update masks to the plan's
+counts, report active units, evaluate, name what it checkpoints, and hooks around tasks and
+state I/O). Engines: Keras (`engines.keras`), LiteRT (`engines.litert`), the TFLM head
+(`engines.tflm`); the Kotlin session implements the same plan on a phone.
 
 Its parts live apart: the run state saved in checkpoints (`session.progress`), what a step is fed
 (`session.step_inputs`), who hears how it goes (`session.listeners`: lines, progress bar,
@@ -45,6 +36,7 @@ from sparcl_tf.errors import CheckpointError, ConfigError, DivergedError, TaskCa
 from sparcl_tf.evaluation import accuracies
 from sparcl_tf.example_stats import ExampleStats, margin
 from sparcl_tf.replay import ReservoirBuffer
+from sparcl_tf.session.engine import Engine
 from sparcl_tf.paths import usable_folder
 from sparcl_tf.session import random as session_random
 from sparcl_tf.session.listeners import Listeners
@@ -68,6 +60,9 @@ class SessionLoop:
     def __init__(self, plan, engine, stream, config, workdir, identity, ledger=None,
                  example_shape=None, example_dtype=np.float32, verbose=1, trace=None,
                  read_only=False):
+        if not isinstance(engine, Engine):
+            raise TypeError(f"the session's engine must implement session.engine.Engine, got "
+                            f"{type(engine).__name__}")
         self.plan, self.engine, self.stream, self.config = plan, engine, stream, config
         self.read_only = read_only
         self.trace = trace or (lambda record: None)  # `session.trace` records

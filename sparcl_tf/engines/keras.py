@@ -16,6 +16,7 @@ from sparcl_tf.distribute import ReducedGradientsSGD, Replication
 from sparcl_tf.flops import FlopsLedger, flops_table
 from sparcl_tf.layers import channel_masks, sparsifiable_layers
 from sparcl_tf.models import build_model, structured_producers
+from sparcl_tf.session.engine import Engine
 from sparcl_tf.session.loop import TaskStream
 from sparcl_tf.session.plan import state_name
 from sparcl_tf.sparsity.schedule import layer_targets
@@ -73,7 +74,7 @@ def image_stream(method, tasks):
                       lambda task: normalizer(task.x_test))
 
 
-class KerasEngine:
+class KerasEngine(Engine):
     """The Keras step engine: `ContinualModel` steps of `network` with `method`, host-side mask
     updaters. For channel-structured SparCL `network` is the compacted model and
     `full_network` / `full_filters` the full one and its filters per producer. `replication`:
@@ -173,12 +174,6 @@ class KerasEngine:
 
     def before_save(self):
         self.replication.check_identical(self.variables())
-
-    def after_restore(self):
-        pass
-
-    def end_task(self, task_index):
-        pass
 
     def results(self):
         """Exact zeros per sparse kernel; for a compacted model, the share of the full layer's
