@@ -298,7 +298,7 @@ def validate(config):
     from sparcl_tf.methods import METHODS
     from sparcl_tf.models import MODELS
     from sparcl_tf.session import learning_rate
-    from sparcl_tf.sparsity import schedule
+    from sparcl_tf.sparsity import ddr, dgm, schedule
     def integer(field, minimum):
         value = _get(config, field)
         _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
@@ -345,6 +345,8 @@ def validate(config):
     _require(0 < config.model.width <= MAX_MODEL_WIDTH, "model.width", config.model.width,
              f"in (0, {MAX_MODEL_WIDTH:g}]")
     learning_rate.validate(config.optimizer)
-    schedule.validate(config.sparsity, config.ddr, config.dgm)
+    schedule.validate(config.sparsity)
+    ddr.validate(config.ddr, config.sparsity.updates_per_task)
+    dgm.validate(config.dgm, config.sparsity)
     distribute.validate(config.distribute)
     return config

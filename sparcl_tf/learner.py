@@ -12,8 +12,11 @@ are the engine's (`engines.keras.KerasEngine`) and everything else is the one ta
 (`session.loop`): epochs, replay, mask updates, data removal, evaluation, checkpoints, results.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
@@ -115,10 +118,14 @@ class ContinualLearner:
         batch sizes must split evenly over the replicas.
     """
 
-    def __init__(self, model, method=None, buffer_size=500, sparcl=None, *, epochs_per_task=1,
-                 batch_size=32, replay_batch_size=None, learning_rate=0.03, momentum=0.0,
-                 learning_rate_schedule="constant", augment="none", normalization=None, seed=0,
-                 workdir=None, verbose=1, strategy=None):
+    def __init__(self, model: keras.Model, method: Optional[ContinualMethod] = None,
+                 buffer_size: int = 500, sparcl: Optional[SparCL] = None, *,
+                 epochs_per_task: int = 1, batch_size: int = 32,
+                 replay_batch_size: Optional[int] = None, learning_rate: float = 0.03,
+                 momentum: float = 0.0, learning_rate_schedule: Union[str, dict] = "constant",
+                 augment: str = "none", normalization: Optional[Tuple[Any, Any]] = None,
+                 seed: int = 0, workdir: Optional[str] = None, verbose: int = 1,
+                 strategy: Optional[tf.distribute.Strategy] = None):
         check_verbose("ContinualLearner", verbose)
         if sparcl is not None and not isinstance(sparcl, SparCL):
             raise ValueError(f"sparcl must be a SparCL(...) or None, got {sparcl!r}")
@@ -189,7 +196,10 @@ class ContinualLearner:
 
     # --- what a user calls ---------------------------------------------------------------------
 
-    def fit_task(self, x, y=None, *, test_data=None, classes=None, callbacks=None):
+    def fit_task(self, x: Union[np.ndarray, tf.data.Dataset], y: Optional[np.ndarray] = None, *,
+                 test_data: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                 classes: Optional[Sequence[int]] = None,
+                 callbacks: Optional[List[keras.callbacks.Callback]] = None) -> Dict[str, Any]:
         """Trains the next task on images `x` with labels `y` (or `x` a tf.data.Dataset of
         (image, label)); `test_data` (x_test, y_test) joins the tasks evaluated after each task
         (None: the task is not evaluated, its accuracies are None);
@@ -225,7 +235,9 @@ class ContinualLearner:
             self.session.rollback(session_before)
             raise
 
-    def run_planned(self, stop_after_task=None, callbacks=None):
+    def run_planned(self, stop_after_task: Optional[int] = None,
+                    callbacks: Optional[List[keras.callbacks.Callback]] = None
+                    ) -> Optional[Dict[str, Any]]:
         """Trains the planned tasks not trained yet (up to `stop_after_task`); the results, or
         None when stopped early."""
         if stop_after_task is not None and not (isinstance(stop_after_task, int) and not
@@ -239,7 +251,8 @@ class ContinualLearner:
             if callbacks else None
         return self.session.run(stop_after_task, callbacks=listeners)
 
-    def evaluate(self, x, y=None, classes=None):
+    def evaluate(self, x: Union[np.ndarray, tf.data.Dataset], y: Optional[np.ndarray] = None,
+                 classes: Optional[Sequence[int]] = None) -> Dict[str, float]:
         """{'class_il', 'task_il'} accuracy (%) on images `x`, labels `y` (task-IL: argmax over
         `classes`, default those in `y`)."""
         x, y = checked_examples(x, y, "evaluate", self.tasks.image_shape, self.tasks.num_classes)
@@ -250,11 +263,12 @@ class ContinualLearner:
             Task(-1, classes, x[:0], y[:0], y[:0], x, y))
         return {"class_il": class_il, "task_il": task_il}
 
-    def results(self):
+    def results(self) -> Dict[str, Any]:
         """results.json's fields for the tasks trained so far."""
         return self.session.results()
 
-    def export(self, output_dir, flex=False, with_state=False):
+    def export(self, output_dir: str, flex: bool = False,
+               with_state: bool = False) -> Tuple[str, Dict[str, Any]]:
         """The trained network as a builtins-only training .tflite (`model.tflite`,
         `signatures.json`, `op_audit.json` in `output_dir`), as tools.convert writes a run's;
         returns (path, op audit). `with_state`: also the learner's whole state (replay buffer,
@@ -274,7 +288,7 @@ class ContinualLearner:
                     self.model.sparse, self.model.last_gradients)})
         return path, audit
 
-    def load_device_state(self, state_dir):
+    def load_device_state(self, state_dir: str) -> Dict[str, Any]:
         """Takes over a device learner's folder (`sparcl_tf.ondevice.DeviceLearner`, between
         tasks): weights, masks, buffer, example statistics, tasks seen with their test sets and
         the accuracy so far, to evaluate, inspect, `strip` or train on here. The learner must be
@@ -292,7 +306,7 @@ class ContinualLearner:
             self.config, self.engine.method, self.tasks))
         return self.results()
 
-    def strip(self):
+    def strip(self) -> keras.Model:
         """The trained network as a plain Keras model, the zeros baked in."""
         return strip(self.network)
 

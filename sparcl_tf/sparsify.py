@@ -10,6 +10,10 @@ it, why, and the supported layers. `strip` turns a sparsified model back into pl
 `KeepMasksExact` keeps masked weights at zero under a plain `model.fit`. The user-facing names
 are re-exported by `sparcl_tf.keras`."""
 
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Union
+
 import keras
 import numpy as np
 
@@ -111,7 +115,9 @@ def _targets(model, weight_sparsity, layers):
     return targets
 
 
-def sparsify(model, weight_sparsity=0.9, layers=None, keep_dense=()):
+def sparsify(model: keras.Model, weight_sparsity: Union[float, Dict[str, float]] = 0.9,
+             layers: Optional[Sequence[str]] = None,
+             keep_dense: Sequence[str] = ()) -> keras.Model:
     """A copy of `model` whose chosen Conv2D, DepthwiseConv2D, SeparableConv2D and Dense layers
     carry exact magnitude masks.
 
@@ -170,7 +176,7 @@ def sparsify(model, weight_sparsity=0.9, layers=None, keep_dense=()):
     return copy
 
 
-def strip(model):
+def strip(model: keras.Model) -> keras.Model:
     """A plain Keras copy of a sparsified model: masked layers back to Conv2D, DepthwiseConv2D
     or Dense with the masked kernel (exact zeros) as their weights, ReLUs back to Keras';
     nothing of this library left in it."""

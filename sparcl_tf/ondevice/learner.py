@@ -16,8 +16,11 @@ stopped; a task stopped in the middle continues when `fit_task` gets the same da
 learner at a time holds the folder (an exclusive lock).
 """
 
+from __future__ import annotations
+
 import fcntl
 import os
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import ml_collections
 import numpy as np
@@ -46,7 +49,8 @@ class DeviceLearner:
     records (`session.trace`); `cancelled()`, asked between steps, stops a task with its state
     saved (`TaskCancelled`)."""
 
-    def __init__(self, model_path, state_dir, threads=DEFAULT_THREADS, verbose=0, trace=None):
+    def __init__(self, model_path: str, state_dir: str, threads: int = DEFAULT_THREADS,
+                 verbose: int = 0, trace: Optional[Callable[[dict], None]] = None):
         check_verbose("DeviceLearner", verbose)
         check_hook("DeviceLearner", "trace", trace)  # a TraceFile, or any function of a record
         check_folder(state_dir, "DeviceLearner: state_dir")
@@ -90,7 +94,7 @@ class DeviceLearner:
     def _identity(self):
         return run_results.identity(self.config, self.method, self.tasks)
 
-    def close(self):
+    def close(self) -> None:
         if not self._lock.closed:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
@@ -108,7 +112,9 @@ class DeviceLearner:
     def _checked(self, x, y, what):
         return checked_examples(x, y, what, tuple(self.plan.image_shape), self.plan.num_classes)
 
-    def fit_task(self, x, y, classes=None, test_data=None, cancelled=None):
+    def fit_task(self, x: np.ndarray, y: np.ndarray, classes: Optional[Sequence[int]] = None,
+                 test_data: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                 cancelled: Optional[Callable[[], bool]] = None) -> Dict[str, Any]:
         """Learns the next task: images `x` (uint8 pixels or [0, 1] floats) with labels `y`, at
         least one batch; `classes` its classes (default: those in `y`); `test_data` (x, y) to
         evaluate it on after this and every later task (None: not evaluated). A task stopped
@@ -140,12 +146,13 @@ class DeviceLearner:
         self.session.extend(image_stream(self.method, self.tasks), self._identity())
         return self.session.run(cancelled=cancelled)
 
-    def predict(self, x):
+    def predict(self, x: np.ndarray) -> np.ndarray:
         """Logits of images `x` (argmax: the predicted class)."""
         x, _ = self._checked(x, np.zeros(len(x), np.int64), "predict")
         return self.engine.logits(self.session.stream.prepare(x))
 
-    def evaluate(self, x, y, classes=None):
+    def evaluate(self, x: np.ndarray, y: np.ndarray,
+                 classes: Optional[Sequence[int]] = None) -> Dict[str, float]:
         """{'class_il', 'task_il'} accuracy (%) on images `x`, labels `y` (task-IL: argmax over
         `classes`, default those in `y`)."""
         x, y = self._checked(x, y, "evaluate")
@@ -154,6 +161,6 @@ class DeviceLearner:
                                                              x, y))
         return {"class_il": class_il, "task_il": task_il}
 
-    def results(self):
+    def results(self) -> Dict[str, Any]:
         """results.json's fields for the tasks learned so far."""
         return self.session.results()

@@ -11,6 +11,8 @@ what makes either cheap (an exact top-k every step triples the step time).
 
 import tensorflow as tf
 
+from sparcl_tf.errors import ConfigError
+
 BISECTION_STEPS = 16
 
 
@@ -49,3 +51,25 @@ def gradient_mask(masked_gradient, keep, method="topk", active=None):
     kept = tf.scatter_nd(index[:, None], tf.ones_like(index, masked_gradient.dtype),
                          tf.shape(flat))
     return tf.reshape(kept, tf.shape(masked_gradient))
+
+
+def validate(dgm_config, sparsity_config):
+    """ConfigError for the first `dgm` field a run cannot use (its sparsity is the update's
+    total, so it must exceed the weight sparsity)."""
+    s = sparsity_config
+    if dgm_config.enabled:
+        if s.schedule == "none":
+            raise ConfigError("dgm.enabled needs a sparsity.schedule other than 'none'")
+        if not 0.0 < dgm_config.gradient_sparsity < 1.0:
+            raise ConfigError(f"dgm.gradient_sparsity={dgm_config.gradient_sparsity} must be in "
+                              f"(0, 1)")
+        if dgm_config.gradient_sparsity <= s.weight_sparsity:
+            raise ConfigError(f"dgm.gradient_sparsity={dgm_config.gradient_sparsity} must exceed "
+                              f"sparsity.weight_sparsity={s.weight_sparsity} (it is the total "
+                              f"sparsity of the update; at or below the weight sparsity it masks "
+                              f"nothing)")
+        if dgm_config.refresh_every < 1:
+            raise ConfigError(f"dgm.refresh_every={dgm_config.refresh_every} must be >= 1")
+        if dgm_config.threshold not in ("topk", "bisection"):
+            raise ConfigError(f"dgm.threshold={dgm_config.threshold!r} must be 'topk' or "
+                              f"'bisection'")

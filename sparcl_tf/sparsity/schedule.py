@@ -78,7 +78,9 @@ def layer_targets(config, layer_names):
     return {name: float(s.layer_sparsity.get(name, s.weight_sparsity)) for name in layer_names}
 
 
-def validate(sparsity_config, ddr_config, dgm_config):
+def validate(sparsity_config):
+    """ConfigError for the first `sparsity` field a run cannot use (DDR's and DGM's fields are
+    checked beside them: `ddr.validate`, `dgm.validate`)."""
     s = sparsity_config
     if s.schedule not in SCHEDULES:
         raise ConfigError(f"sparsity.schedule={s.schedule!r} is unknown; choose one of "
@@ -104,25 +106,3 @@ def validate(sparsity_config, ddr_config, dgm_config):
     for field in ("open_fraction", "swap_fraction", "importance_lambda", "rigl_drop_fraction"):
         if s[field] < 0:
             raise ConfigError(f"sparsity.{field}={s[field]} must be >= 0")
-    if ddr_config.enabled:
-        if not 0.0 < ddr_config.total_fraction < 1.0:
-            raise ConfigError(f"ddr.total_fraction={ddr_config.total_fraction} must be in (0, 1)")
-        if not 1 <= ddr_config.stages < s.updates_per_task:
-            raise ConfigError(f"ddr.stages={ddr_config.stages} must be in [1, "
-                              f"sparsity.updates_per_task - 1]")
-    if dgm_config.enabled:
-        if s.schedule == "none":
-            raise ConfigError("dgm.enabled needs a sparsity.schedule other than 'none'")
-        if not 0.0 < dgm_config.gradient_sparsity < 1.0:
-            raise ConfigError(f"dgm.gradient_sparsity={dgm_config.gradient_sparsity} must be in "
-                              f"(0, 1)")
-        if dgm_config.gradient_sparsity <= s.weight_sparsity:
-            raise ConfigError(f"dgm.gradient_sparsity={dgm_config.gradient_sparsity} must exceed "
-                              f"sparsity.weight_sparsity={s.weight_sparsity} (it is the total "
-                              f"sparsity of the update; at or below the weight sparsity it masks "
-                              f"nothing)")
-        if dgm_config.refresh_every < 1:
-            raise ConfigError(f"dgm.refresh_every={dgm_config.refresh_every} must be >= 1")
-        if dgm_config.threshold not in ("topk", "bisection"):
-            raise ConfigError(f"dgm.threshold={dgm_config.threshold!r} must be 'topk' or "
-                              f"'bisection'")
