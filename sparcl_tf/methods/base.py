@@ -17,13 +17,37 @@ def cross_entropy(labels, logits):
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
 
 
+def logit_matching(logits, labels, stored_logits):
+    del labels
+    return tf.reduce_mean(tf.square(logits - stored_logits))
+
+
+def replayed_cross_entropy(logits, labels, stored_logits):
+    del stored_logits
+    return cross_entropy(labels, logits)
+
+
+# A replay term's kind -> its loss on one draw (logits of the replayed images, their labels, the
+# logits stored with them); the micro head builds the same kinds in its own graph.
+REPLAY_LOSSES = {"mse": logit_matching, "ce": replayed_cross_entropy}
+
+
 class ContinualMethod:
-    """Fine-tuning: train on each task in turn with nothing against forgetting (the lower bound)."""
+    """Fine-tuning: train on each task in turn with nothing against forgetting (the lower bound).
+
+    A method is data where it can be: `REPLAY_TERMS` lists its replay terms, one independent
+    replay draw each, as (kind of `REPLAY_LOSSES`, the attribute holding its weight, or None for
+    an unweighted term); the Keras step, the exported train signature and the micro head all
+    read them."""
 
     name = "finetune"
-    uses_buffer = False
-    replay_draws = 0
+    REPLAY_TERMS = ()
+    replay_draws, uses_buffer = 0, False  # follow from REPLAY_TERMS (`__init_subclass__`)
     default_alpha = default_beta = 0.0  # the replay terms' weights (the presets' values)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.replay_draws, cls.uses_buffer = len(cls.REPLAY_TERMS), bool(cls.REPLAY_TERMS)
 
     def __init__(self, cl_mask=True, alpha=None, beta=None):
         who = type(self).__name__
@@ -49,10 +73,21 @@ class ContinualMethod:
             logits = tf.where(class_mask[None, :], logits, NEG_INF_LOGIT)
         return cross_entropy(labels, logits)
 
+    def replay_terms(self):
+        """[(kind, weight)] per replay draw (an unweighted term weighs 1.0)."""
+        return [(kind, 1.0 if weight is None else float(getattr(self, weight)))
+                for kind, weight in self.REPLAY_TERMS]
+
     def replay_loss(self, forward, draws):
-        """Loss terms on replay draws [(images, labels, stored_logits)], `forward` -> logits."""
-        del forward, draws
-        return tf.constant(0.0)
+        """The replay terms on their draws [(images, labels, stored_logits)], in order;
+        `forward` -> logits."""
+        total = tf.constant(0.0)
+        for index, ((kind, weight), (images, labels, stored)) in enumerate(zip(
+                self.REPLAY_TERMS, draws)):
+            term = REPLAY_LOSSES[kind](forward(images), labels, stored)
+            term = term if weight is None else getattr(self, weight) * term
+            total = term if index == 0 else total + term
+        return total
 
     def task_training_data(self, tasks, task_index):
         """(x, y, ids) that task `task_index` trains on."""

@@ -41,12 +41,6 @@ def _log_softmax(logits):
     return shifted - tf.math.log(tf.reduce_sum(tf.exp(shifted), axis=1, keepdims=True))
 
 
-def replay_terms(method):
-    """(kind, weight) per replay draw of `method` (a ContinualMethod), as its replay_loss has."""
-    return {"finetune": [], "er": [("ce", 1.0)], "der": [("mse", method.alpha)],
-            "derpp": [("mse", method.alpha), ("ce", method.beta)]}[method.name]
-
-
 class Head:
     """Shapes and hyper-parameters of a head: F features (int8, `scale`, `zero_point`), H hidden
     units, C classes; batch B; one replay draw of R examples per (kind, weight) replay term."""

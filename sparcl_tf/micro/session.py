@@ -26,7 +26,7 @@ from sparcl_tf.engines.tflm import MicroHeadEngine
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.methods import build_method
 from sparcl_tf.micro import backbone as backbone_lib
-from sparcl_tf.micro.head import HEAD_LAYER, Head, convert_function, replay_terms
+from sparcl_tf.micro.head import HEAD_LAYER, Head, convert_function
 from sparcl_tf.micro.runtime import LiteModel, MicroModel, minimum_arena_bytes
 from sparcl_tf.paths import check_folder, usable_folder
 from sparcl_tf.session.loop import SessionLoop, TaskStream
@@ -100,7 +100,7 @@ class MicroSession:
         keep = active_count(size, config.dgm.gradient_sparsity) if config.dgm.enabled else size
         self.head = Head(features.size, config.micro.hidden_units, num_classes,
                          features.scale, features.zero_point, config.batch_size,
-                         config.replay.batch_size, replay_terms(self.method), keep)
+                         config.replay.batch_size, self.method.replay_terms(), keep)
         self.models = {"train": convert_function(self.head.train_function()),
                        "infer": convert_function(self.head.infer_function())}
         self.arena_bytes = {key: minimum_arena_bytes(m) for key, m in self.models.items()}
