@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sparcl_tf import results as run_results
+from sparcl_tf.reporting import results as run_results
 from sparcl_tf.arguments import check_bool, check_callbacks, check_pair, check_verbose
 from sparcl_tf.config import USER_MODEL, SparCL, apply_overrides, base_config, validate
 from sparcl_tf.data.examples import checked_classes, checked_examples
@@ -30,7 +30,7 @@ from sparcl_tf.data.tasks import Task, TaskSequence
 from sparcl_tf.distribute import Replication
 from sparcl_tf.engines.keras import KerasEngine, image_stream, model_description, sparse_units
 from sparcl_tf.errors import ConfigError
-from sparcl_tf.evaluation import accuracies
+from sparcl_tf.reporting.evaluation import accuracies
 from sparcl_tf.export.device_state import check_handover, read_device_state, write_device_state
 from sparcl_tf.export.files import export_training_files
 from sparcl_tf.layers import check_rewritable, masked_layers

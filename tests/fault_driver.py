@@ -23,7 +23,7 @@ sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 from conftest import tiny_config  # noqa: E402
 from sparcl_tf.experiment import Experiment  # noqa: E402
-from sparcl_tf.results import MACHINE_DEPENDENT  # noqa: E402
+from sparcl_tf.reporting.results import MACHINE_DEPENDENT  # noqa: E402
 
 
 def _child(config, workdir):

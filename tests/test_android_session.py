@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import FASHION_MNIST_DIR, assert_same_steps, run_kotlin, tiny_config
-from sparcl_tf.results import MACHINE_DEPENDENT
+from sparcl_tf.reporting.results import MACHINE_DEPENDENT
 
 
 def kotlin(model_dir, state_dir, *flags):

@@ -1,6 +1,6 @@
 import numpy as np
 
-from sparcl_tf.example_stats import ExampleStats, margin
+from sparcl_tf.sparsity.example_stats import ExampleStats, margin
 from sparcl_tf.replay import ReservoirBuffer
 
 

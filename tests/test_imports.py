@@ -16,8 +16,8 @@ import sparcl_tf
 for name in sparcl_tf.__all__:
     getattr(sparcl_tf, name)
 print(json.dumps({"backend": matplotlib.get_backend(),
-                  "ours": sorted(m for m in sys.modules
-                                 if m == "tools" or m.startswith(("tools.", "sparcl_tf.plots")))}))
+                  "ours": sorted(m for m in sys.modules if m == "tools" or m.startswith(
+                      ("tools.", "sparcl_tf.reporting.plots")))}))
 """
 
 

@@ -12,7 +12,7 @@ from sparcl_tf.experiment import Experiment
 from sparcl_tf.keras import DERPP, ER, ContinualLearner
 from sparcl_tf.layers import masked_layers, sparsifiable_layers
 from sparcl_tf.models import build_model
-from sparcl_tf.results import MACHINE_DEPENDENT
+from sparcl_tf.reporting.results import MACHINE_DEPENDENT
 from sparcl_tf.sparsity.masks import active_count
 
 

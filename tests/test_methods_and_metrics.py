@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sparcl_tf import metrics
+from sparcl_tf.reporting import metrics
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.methods import build_method
 from sparcl_tf.methods.base import cross_entropy

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from sparcl_tf import results as run_results
+from sparcl_tf.reporting import results as run_results
 from sparcl_tf.config import validate
 from sparcl_tf.data import build_tasks, load_source
 from sparcl_tf.data.pipeline import Normalizer

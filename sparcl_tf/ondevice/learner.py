@@ -25,14 +25,14 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import ml_collections
 import numpy as np
 
-from sparcl_tf import results as run_results
+from sparcl_tf.reporting import results as run_results
 from sparcl_tf.arguments import check_hook, check_pair, check_verbose
 from sparcl_tf.config import validate
 from sparcl_tf.data.examples import checked_classes, checked_examples
 from sparcl_tf.data.tasks import Task, TaskSequence
 from sparcl_tf.engines.keras import image_stream
 from sparcl_tf.errors import ConfigError, DataError
-from sparcl_tf.evaluation import accuracies
+from sparcl_tf.reporting.evaluation import accuracies
 from sparcl_tf.flops import FlopsLedger
 from sparcl_tf.methods import build_method
 from sparcl_tf.ondevice.device_model import DEFAULT_THREADS, DeviceModel

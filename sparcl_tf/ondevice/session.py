@@ -13,7 +13,7 @@ import json
 import ml_collections
 import numpy as np
 
-from sparcl_tf import results as run_results
+from sparcl_tf.reporting import results as run_results
 from sparcl_tf.config import differing_fields, validate
 from sparcl_tf.data import build_tasks, load_source
 from sparcl_tf.errors import ConfigError, DataError

@@ -27,14 +27,14 @@ import time
 
 import numpy as np
 
-from sparcl_tf import results as run_results
+from sparcl_tf.reporting import results as run_results
 from sparcl_tf.checkpoint import CheckpointManager
 from sparcl_tf.config import differing_fields
 from sparcl_tf.data.augment import make_augment
 from sparcl_tf.data.pipeline import segment_batches
 from sparcl_tf.errors import CheckpointError, ConfigError, DivergedError, TaskCancelled
-from sparcl_tf.evaluation import accuracies
-from sparcl_tf.example_stats import ExampleStats, margin
+from sparcl_tf.reporting.evaluation import accuracies
+from sparcl_tf.sparsity.example_stats import ExampleStats, margin
 from sparcl_tf.replay import ReservoirBuffer
 from sparcl_tf.session.engine import Engine
 from sparcl_tf.paths import usable_folder

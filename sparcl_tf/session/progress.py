@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from sparcl_tf import results as run_results
+from sparcl_tf.reporting import results as run_results
 from sparcl_tf.errors import CheckpointError
 
 # Fields that may differ when a run is resumed: they change how it reports, or where it runs

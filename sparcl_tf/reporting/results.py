@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from sparcl_tf import metrics
+from sparcl_tf.reporting import metrics
 
 
 @dataclasses.dataclass
@@ -84,6 +84,6 @@ def write(workdir, results):
     with open(path + ".tmp", "w") as handle:
         json.dump(results, handle, indent=2)
     os.replace(path + ".tmp", path)
-    from sparcl_tf import plots  # only runs that write results draw
+    from sparcl_tf.reporting import plots  # only runs that write results draw
     plots.plot_accuracy_matrices(results, os.path.join(workdir, "accuracy_matrix.png"))
     plots.plot_task_curves(results, os.path.join(workdir, "task_accuracy.png"))
