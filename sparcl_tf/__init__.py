@@ -18,7 +18,7 @@ _EXPORTS = {
     "masked_layers": "sparcl_tf.layers", "sparsifiable_layers": "sparcl_tf.layers",
     "METHODS": "sparcl_tf.methods", "build_method": "sparcl_tf.methods",
     "MODELS": "sparcl_tf.models", "build_model": "sparcl_tf.models",
-    "ReservoirBuffer": "sparcl_tf.replay",
+    "ReservoirBuffer": "sparcl_tf.session.buffer",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -38,7 +38,7 @@ def test_non_finite_and_out_of_range_fields_are_refused(idx_folder, field, value
 
 
 def test_a_replay_buffer_larger_than_memory_is_refused():
-    from sparcl_tf.replay import ReservoirBuffer
+    from sparcl_tf.session.buffer import ReservoirBuffer
     with pytest.raises(ConfigError, match=r"replay\.buffer_size=1099511627776 needs .* GiB"):
         ReservoirBuffer(2 ** 40, (28, 28, 1), 10, seed=0)
 

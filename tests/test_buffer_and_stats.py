@@ -1,7 +1,7 @@
 import numpy as np
 
 from sparcl_tf.sparsity.example_stats import ExampleStats, margin
-from sparcl_tf.replay import ReservoirBuffer
+from sparcl_tf.session.buffer import ReservoirBuffer
 
 
 def _offer(buffer, start, count, num_classes=3):

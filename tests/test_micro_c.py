@@ -81,7 +81,7 @@ def _golden(path, refresh):
 
 def _golden_buffer(path, capacity=10, seed=12345):
     """What the Python host's buffer does with 100 offers in batches of 7, and its draws."""
-    from sparcl_tf.replay import ReservoirBuffer
+    from sparcl_tf.session.buffer import ReservoirBuffer
     buffer = ReservoirBuffer(capacity, (1,), 3, seed, np.int8)
     offered = np.arange(100, dtype=np.int32) % 120
     for start in range(0, 100, 7):

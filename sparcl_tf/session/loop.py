@@ -35,7 +35,7 @@ from sparcl_tf.data.pipeline import segment_batches
 from sparcl_tf.errors import CheckpointError, ConfigError, DivergedError, TaskCancelled
 from sparcl_tf.reporting.evaluation import accuracies
 from sparcl_tf.sparsity.example_stats import ExampleStats, margin
-from sparcl_tf.replay import ReservoirBuffer
+from sparcl_tf.session.buffer import ReservoirBuffer
 from sparcl_tf.session.engine import Engine
 from sparcl_tf.paths import usable_folder
 from sparcl_tf.session import random as session_random

@@ -1,1 +1,0 @@
-from sparcl_tf.replay.buffer import ReservoirBuffer
