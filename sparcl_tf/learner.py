@@ -61,9 +61,6 @@ def learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size, rep
     """The run config of a user's learner (what results.json and a resume record)."""
     config = base_config()
     config.model.name, config.data.source = USER_MODEL, "arrays"
-    apply_overrides(config, {"replay.buffer_size": buffer_size})  # its type, before comparing
-    if method.uses_buffer and buffer_size <= 0:
-        raise ConfigError(f"buffer_size={buffer_size} must be > 0 for method {method.name!r}")
     overrides = {**method.overrides(), **(sparcl.overrides() if sparcl is not None else {}),
                  "seed": seed, "epochs_per_task": epochs_per_task, "batch_size": batch_size,
                  "replay.buffer_size": buffer_size if method.uses_buffer else 0,
@@ -71,7 +68,10 @@ def learner_config(method, buffer_size, sparcl, epochs_per_task, batch_size, rep
                  "optimizer.learning_rate": learning_rate, "optimizer.momentum": momentum,
                  "data.augment": augment, **_schedule_overrides(learning_rate_schedule),
                  "distribute.strategy": replication.name if replication else "none"}
-    return validate(apply_overrides(config, overrides))
+    apply_overrides(config, overrides)  # each value of the field's type, or one ConfigError
+    if method.uses_buffer and buffer_size <= 0:
+        raise ConfigError(f"buffer_size={buffer_size} must be > 0 for method {method.name!r}")
+    return validate(config)
 
 
 def _checked_model(model):

@@ -81,13 +81,11 @@ class ContinualMethod:
     def replay_loss(self, forward, draws):
         """The replay terms on their draws [(images, labels, stored_logits)], in order;
         `forward` -> logits."""
-        total = tf.constant(0.0)
-        for index, ((kind, weight), (images, labels, stored)) in enumerate(zip(
-                self.REPLAY_TERMS, draws)):
+        terms = []
+        for (kind, weight), (images, labels, stored) in zip(self.REPLAY_TERMS, draws):
             term = REPLAY_LOSSES[kind](forward(images), labels, stored)
-            term = term if weight is None else getattr(self, weight) * term
-            total = term if index == 0 else total + term
-        return total
+            terms.append(term if weight is None else getattr(self, weight) * term)
+        return sum(terms[1:], terms[0]) if terms else tf.constant(0.0)
 
     def task_training_data(self, tasks, task_index):
         """(x, y, ids) that task `task_index` trains on."""

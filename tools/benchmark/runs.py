@@ -1,6 +1,7 @@
 """The preset runs a benchmark compares and their summary over seeds: each run trains in its own
 process (`tools.train`), and accuracy, forgetting and cost are paired against DER++ seed by seed."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -92,11 +93,10 @@ def summarize(runs, presets, seeds, reference=REFERENCE):
         summary[preset] = dict(entry, preset=preset, seeds=list(seeds))
     return summary
 
-def config_for(config_file, preset, overrides):
-    """--config_file's config for `preset` with `overrides` (FIELD=VALUE texts) applied."""
-    from sparcl_tf.config import apply_text_override
+@functools.lru_cache(maxsize=None)
+def _config_module(path):
+    """The config file at `path`, executed once however many (preset, seed) configs it gives."""
     from sparcl_tf.errors import ConfigError
-    path = config_file
     if not os.path.isfile(path):
         raise ConfigError(f"--config_file {path} cannot be used: no such file")
     spec = importlib.util.spec_from_file_location("benchmark_config", path)
@@ -108,6 +108,13 @@ def config_for(config_file, preset, overrides):
             from None
     if not callable(getattr(module, "get_config", None)):
         raise ConfigError(f"--config_file {path} defines no get_config() function")
+    return module
+
+
+def config_for(config_file, preset, overrides):
+    """--config_file's config for `preset` with `overrides` (FIELD=VALUE texts) applied."""
+    from sparcl_tf.config import apply_text_override
+    module = _config_module(config_file)
     config = module.get_config(preset)
     for override in overrides:
         apply_text_override(config, override)
