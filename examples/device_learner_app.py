@@ -38,11 +38,8 @@ def main(argv):
 
     import numpy as np
 
-    from sparcl_tf.errors import SparclError, TaskCancelled
-    from sparcl_tf.ondevice import DeviceLearner
-    from sparcl_tf.ondevice.session import read_plan
-    from sparcl_tf.ondevice.task_data import read_task_data
-    from sparcl_tf.session.trace import TraceFile
+    from sparcl_tf.ondevice import (DeviceLearner, SparclError, TaskCancelled, TraceFile,
+                                    read_plan, read_task_data)
 
     try:
         arriving = read_task_data(FLAGS.data, read_plan(FLAGS.model)).tasks  # the app's store

@@ -21,10 +21,10 @@ class Experiment:
         replication = distribute.create(self.config.distribute)  # before TensorFlow's first op
         self.tasks = build_tasks(load_source(config.data), config.data, config.seed)
         with replication.scope():
-            network, full_network, full_filters = build_networks(self.config, self.tasks)
+            network, kind = build_networks(self.config, self.tasks)
         self.learner = ContinualLearner.from_config(
-            self.config, network, build_method(config.method), self.tasks, full_network,
-            full_filters, workdir=workdir, verbose=verbose, read_only=read_only,
+            self.config, network, build_method(config.method), self.tasks, kind,
+            workdir=workdir, verbose=verbose, read_only=read_only,
             replication=replication)
 
     @property
@@ -48,8 +48,8 @@ class Experiment:
         return self.learner.plan
 
     @property
-    def full_filters(self):
-        return self.learner.full_filters
+    def kind(self):
+        return self.learner.kind
 
     @property
     def buffer(self):

@@ -12,7 +12,7 @@ Everything a user of the library needs is here (`__all__`); the registry runs, t
 device learner stay in their modules (`sparcl_tf.experiment`, `sparcl_tf.ondevice`, ...).
 """
 
-from sparcl_tf.backbone import FrozenBackbone
+from sparcl_tf.models.frozen_backbone import FrozenBackbone
 from sparcl_tf.config import SparCL
 from sparcl_tf.data.pipeline import Normalizer
 from sparcl_tf.data.split import split_dataset

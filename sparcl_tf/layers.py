@@ -10,6 +10,8 @@ The kernel gradient is the gradient of the effective kernel (dense, straight thr
 trainer masks it before applying it, and sparse training reads it to decide where to grow.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -81,16 +83,26 @@ class _MaskedKernelMixin:
                     activation=keras.activations.serialize(self.activation)
                     if self.activation else None)
 
-    # Set False by a trainer of a dense run: the forward then skips the (all-ones) mask entirely.
+    # False (`skip_masks`) where a run has no weight masks: the forward then skips the
+    # (all-ones) mask entirely.
     mask_enabled = True
-    # Set True (`use_builtin_gradients`) for graphs exported to TFLite: gradients without Flex ops,
+    # True (`use_builtin_gradients`) for graphs exported to TFLite: gradients without Flex ops,
     # written the way LiteRT runs fastest.
     builtin_gradients = False
-    # Structured DGM (set by the trainer of a compacted model, or by the export module while it
-    # traces its train signature): kernel gradients only for the output filters in
-    # `filter_selection` (int32) unless `full_kernel_gradient` (bool).
+    # Structured DGM, while a train step is traced (`selecting_filters`): kernel gradients only
+    # for the output filters in `filter_selection` (int32) unless `full_kernel_gradient` (bool).
     filter_selection = None
     full_kernel_gradient = None
+
+    @contextlib.contextmanager
+    def selecting_filters(self, selection, full):
+        """Within: the kernel gradient covers the output filters in `selection` (int32 tensor)
+        only, the others exactly zero, unless `full` (bool tensor)."""
+        self.filter_selection, self.full_kernel_gradient = selection, full
+        try:
+            yield
+        finally:
+            self.filter_selection = self.full_kernel_gradient = None
 
     def masked_kernel(self):
         if not (self.sparsifiable and self.mask_enabled):  # all-ones mask: skip the multiply
@@ -297,6 +309,13 @@ def channel_masks(model):
 
 
 MASKED_LAYER_TYPES = (MaskedConv2D, MaskedDepthwiseConv2D, MaskedDense)
+
+
+def skip_masks(model):
+    """The sparsifiable layers of `model` skip their (all-ones) masks in the forward: a run
+    without weight masks."""
+    for layer in sparsifiable_layers(model):
+        layer.mask_enabled = False
 
 
 def use_builtin_gradients(model, enabled=True):

@@ -28,7 +28,7 @@ from sparcl_tf.config import USER_MODEL, SparCL, apply_overrides, base_config, v
 from sparcl_tf.data.examples import checked_classes, checked_examples
 from sparcl_tf.data.tasks import Task, TaskSequence
 from sparcl_tf.distribute import Replication
-from sparcl_tf.engines.keras import KerasEngine, image_stream, model_description, sparse_units
+from sparcl_tf.engines.keras import KerasEngine, image_stream, session_plan
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.reporting.evaluation import accuracies
 from sparcl_tf.export.device_state import check_handover, read_device_state, write_device_state
@@ -37,8 +37,8 @@ from sparcl_tf.layers import check_rewritable, masked_layers
 from sparcl_tf.methods import DERPP, ContinualMethod
 from sparcl_tf.paths import check_folder
 from sparcl_tf.session.loop import SessionLoop
-from sparcl_tf.session.plan import build_plan
 from sparcl_tf.sparsify import default_sparsify, strip
+from sparcl_tf.sparsity.kind import sparsity_kind
 
 
 _SCHEDULE_FIELDS = ("schedule", "final_fraction", "milestones", "gamma")
@@ -160,29 +160,26 @@ class ContinualLearner:
             raise ValueError(f"normalization must be finite (mean, std) per channel ({channels}) "
                              f"with std > 0, got {normalization}")
         tasks = TaskSequence([], num_classes, image_shape, list(range(num_classes)), mean, std, 0)
-        self._start(config, model, method, tasks, None, None, workdir, verbose, False,
-                    replication)
+        self._start(config, model, method, tasks, sparsity_kind(config), workdir, verbose,
+                    False, replication)
 
     @classmethod
-    def from_config(cls, config, network, method, tasks, full_network=None, full_filters=None,
-                    workdir=None, verbose=1, read_only=False, replication=None):
-        """A learner for a registry run: `tasks` (`data.build_tasks`) planned ahead;
-        `full_network` / `full_filters` for channel-structured SparCL's compacted `network`;
-        `replication` (`distribute.Replication`, whose scope built the networks)."""
+    def from_config(cls, config, network, method, tasks, kind, workdir=None, verbose=1,
+                    read_only=False, replication=None):
+        """A learner for a registry run: `tasks` (`data.build_tasks`) planned ahead; `network`
+        and its sparsity `kind` from `models.networks.build_networks`; `replication`
+        (`distribute.Replication`, whose scope built the networks)."""
         learner = cls.__new__(cls)
-        learner._start(validate(config), network, method, tasks, full_network, full_filters,
-                       workdir, verbose, read_only, replication)
+        learner._start(validate(config), network, method, tasks, kind, workdir, verbose,
+                       read_only, replication)
         return learner
 
-    def _start(self, config, network, method, tasks, full_network, full_filters, workdir,
-               verbose, read_only, replication=None):
+    def _start(self, config, network, method, tasks, kind, workdir, verbose, read_only,
+               replication=None):
         self.config, self.tasks = config, tasks
-        self.engine = KerasEngine(config, network, method, full_network, full_filters,
-                                  replication)
+        self.engine = KerasEngine(config, network, method, kind, replication)
         replication = self.engine.replication
-        plan = build_plan(config, tasks, sparse_units(network, full_filters), full_filters,
-                          method.replay_draws if method.uses_buffer else 0,
-                          model=model_description(network, full_network, full_filters))
+        plan = session_plan(config, tasks, network, kind, method)
         # Only the chief writes; the other workers read its checkpoints (a shared workdir).
         self.session = SessionLoop(plan, self.engine, self._stream(), config, workdir,
                                    run_results.identity(config, method, tasks),
@@ -280,8 +277,9 @@ class ContinualLearner:
         state_dir = os.path.join(output_dir, "state")
         if with_state:
             check_handover(state_dir, self.session)
-        path, audit = export_training_files(self.config, self.network, self.session.plan,
-                                            output_dir, method=self.engine.method, flex=flex)
+        path, audit = export_training_files(self.config, self.network, self.kind,
+                                            self.session.plan, output_dir,
+                                            method=self.engine.method, flex=flex)
         if with_state:
             write_device_state(state_dir, path, self.session, {
                 layer.name: gradient.numpy() for layer, gradient in zip(
@@ -319,8 +317,9 @@ class ContinualLearner:
         return self.engine.model
 
     @property
-    def full_filters(self):
-        return self.engine.full_filters
+    def kind(self):
+        """The run's sparsity kind (`sparsity.kind`)."""
+        return self.engine.kind
 
     @property
     def buffer(self):

@@ -103,7 +103,7 @@ def export_initial(config, directory):
     from sparcl_tf.export import convert, training_module
     from sparcl_tf.export.files import write_model_files
     run = Experiment(config, os.path.join(str(directory), "initial_run"), verbose=0)
-    module = training_module(config, run.network)
+    module = training_module(config, run.network, run.kind)
     model = convert(module, os.path.join(str(directory), "saved_model"))
     return write_model_files(model, module, run.plan, str(directory))[0]
 
@@ -119,7 +119,8 @@ def assert_litert_step_equals_keras(model_bytes, network, method, batch, learnin
     import keras
     from ai_edge_litert.interpreter import Interpreter
 
-    from sparcl_tf.continual_model import ContinualModel
+    from sparcl_tf.sparsity.kind import WeightMasks
+    from sparcl_tf.training.continual_model import ContinualModel
     from sparcl_tf.session.plan import state_name
     from sparcl_tf.layers import masked_layers
     rng = np.random.default_rng(seed)
@@ -139,8 +140,7 @@ def assert_litert_step_equals_keras(model_bytes, network, method, batch, learnin
         inputs["refresh_gradient_masks"] = np.float32(0.0)
     lite = train(**inputs)
     after = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
-    trainer = ContinualModel(network, method, num_classes, replay_batch_size=batch,
-                             track_gradients=True)
+    trainer = ContinualModel(network, method, WeightMasks(mask_rule="tdm"))
     trainer.compile(optimizer=keras.optimizers.SGD(learning_rate))
     before = {v.path: v.numpy() for v in network.variables}
     keras_loss = trainer.step(*(inputs[k] for k in (

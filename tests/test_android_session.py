@@ -25,7 +25,7 @@ def convert_with_data(config, directory):
     from sparcl_tf.export.files import write_model_files
     from sparcl_tf.ondevice.task_data import write_task_data
     run = Experiment(config, str(directory / "run"), verbose=0)
-    module = training_module(config, run.network)
+    module = training_module(config, run.network, run.kind)
     model_dir = directory / "model"
     write_model_files(convert(module, str(directory / "saved")), module, run.plan, str(model_dir))
     write_task_data(str(model_dir / "task_data.npz"), run.tasks, run.engine.method)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_litert_step_equals_keras
-from sparcl_tf.backbone import FrozenBackbone
+from sparcl_tf.models.frozen_backbone import FrozenBackbone
 from sparcl_tf.errors import DataError
 from sparcl_tf.keras import DERPP, ContinualLearner, SparCL
 

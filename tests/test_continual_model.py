@@ -5,7 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from sparcl_tf.continual_model import ContinualModel
+from sparcl_tf.training.continual_model import ContinualModel
 from sparcl_tf.layers import sparsifiable_layers
 from sparcl_tf.methods import build_method
 from sparcl_tf.models import build_model
@@ -19,7 +19,7 @@ def _model(method="derpp", momentum=0.0):
     network = build_model("edge_cnn", SHAPE, NUM_CLASSES, width=0.25)
     method = build_method(ml_collections.ConfigDict(
         dict(name=method, alpha=0.1, beta=0.5, cl_mask=True)))
-    model = ContinualModel(network, method, NUM_CLASSES, replay_batch_size=BATCH)
+    model = ContinualModel(network, method)
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=momentum))
     model.optimizer.build(network.trainable_variables)
     return model

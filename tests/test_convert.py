@@ -104,8 +104,8 @@ def test_flex_save_and_restore_round_trip_in_tensorflow(idx_folder, tmp_path):
     from sparcl_tf.export import training_module
     from tests.conftest import tiny_config
     config = tiny_config(idx_folder, "sparcl_derpp")
-    module = training_module(config, Experiment(config, str(tmp_path / "run"), verbose=0).network,
-                             flex=True)
+    run = Experiment(config, str(tmp_path / "run"), verbose=0)
+    module = training_module(config, run.network, run.kind, flex=True)
     path = tf.constant(str(tmp_path / "state.ckpt"))
     saved = {k: v.numpy() for k, v in module.get_state(tf.constant(0)).items()}
     module.save(path)
@@ -157,7 +157,8 @@ def test_a_graph_needing_flex_ops_is_reported_by_op_and_layer(idx_folder, tmp_pa
     from sparcl_tf.layers import use_builtin_gradients
     from tests.conftest import tiny_config
     config = tiny_config(idx_folder, "derpp")
-    module = training_module(config, Experiment(config, str(tmp_path / "run"), verbose=0).network)
+    run = Experiment(config, str(tmp_path / "run"), verbose=0)
+    module = training_module(config, run.network, run.kind)
     use_builtin_gradients(module._network, False)  # stock TF gradients: ReluGrad & co.
     with pytest.raises(Exception) as failure:
         convert(module, str(tmp_path / "saved"))

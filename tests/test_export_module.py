@@ -27,7 +27,7 @@ def exported(tmp_path_factory, idx_folder):
     from tests.conftest import tiny_config
     config = tiny_config(idx_folder, "sparcl_derpp_90", optimizer__momentum=0.5)
     run = Experiment(config, str(tmp_path_factory.mktemp("run")), verbose=0)
-    module = training_module(config, run.network)
+    module = training_module(config, run.network, run.kind)
     model = convert(module, str(tmp_path_factory.mktemp("saved")))
     return run, module, model, Interpreter(model_content=model)
 
@@ -116,7 +116,7 @@ def test_one_litert_train_step_matches_the_keras_trainer_step(exported):
         keep = active_count(mask.size, 0.92)
         gradient_mask = after[f"gradient_mask__{layer.name}"]
         assert gradient_mask.sum() == keep and np.all(mask[gradient_mask])
-        np.testing.assert_array_equal(gradient_mask, model.gradient_mask_vars[
+        np.testing.assert_array_equal(gradient_mask, model.masking.groups["gradient_mask"][
             model.sparse.index(layer)].numpy() > 0)
         # float32 sums in another order: per-entry noise ~1e-6, so compare the whole tensor
         assert _relative_error(after[f"last_gradient__{layer.name}"],

@@ -76,3 +76,31 @@ def _cycle(graph):
 
 def test_the_import_graph_has_no_cycle():
     assert _cycle(import_graph()) is None
+
+
+FACES = {"sparcl_tf.keras", "sparcl_tf.ondevice"}
+
+
+def _sparcl_imports(source):
+    """The sparcl_tf modules a piece of Python source imports."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("sparcl_tf"))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sparcl_tf"):
+            found.add(node.module)
+    return found
+
+
+def test_the_examples_and_the_readme_use_only_the_library_faces():
+    sources = {}
+    folder = os.path.join(ROOT, "examples")
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            sources[name] = open(os.path.join(folder, name)).read()
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    for index, block in enumerate(readme.split("```python")[1:]):
+        sources[f"README python block {index}"] = block.split("```")[0]
+    assert len(sources) > 5
+    used = {name: _sparcl_imports(source) - FACES for name, source in sources.items()}
+    assert {name: modules for name, modules in used.items() if modules} == {}

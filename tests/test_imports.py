@@ -12,9 +12,9 @@ _PROBE = """
 import json, sys
 import matplotlib
 matplotlib.use("svg")
-import sparcl_tf
-for name in sparcl_tf.__all__:
-    getattr(sparcl_tf, name)
+import sparcl_tf.keras
+for name in sparcl_tf.keras.__all__:
+    getattr(sparcl_tf.keras, name)
 print(json.dumps({"backend": matplotlib.get_backend(),
                   "ours": sorted(m for m in sys.modules if m == "tools" or m.startswith(
                       ("tools.", "sparcl_tf.reporting.plots")))}))

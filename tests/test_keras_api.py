@@ -151,11 +151,12 @@ def test_a_sparsified_mobilenet_block_trains_in_litert_like_keras(tmp_path):
     from sparcl_tf.export.audit import op_audit
     from sparcl_tf.export.module import TrainingModule, export_network
     from sparcl_tf.methods.derpp import DERPP
+    from sparcl_tf.sparsity.kind import WeightMasks
     keras.utils.set_random_seed(0)
     sparse = sparcl_keras.sparsify(_inverted_residual_model(), weight_sparsity=0.9)
     method, batch = DERPP(cl_mask=True, alpha=0.1, beta=0.5), 8
-    model = convert(TrainingModule(export_network(sparse), method, batch, batch, mask_rule="tdm"),
-                    str(tmp_path))
+    model = convert(TrainingModule(export_network(sparse), method, batch, batch,
+                                   WeightMasks(mask_rule="tdm")), str(tmp_path))
     assert all(not entry["flex_ops"] for entry in op_audit(model).values())
     assert_litert_step_equals_keras(model, sparse, method, batch, 0.05)
 

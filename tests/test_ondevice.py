@@ -27,7 +27,8 @@ def _convert(config, directory):
     run = Experiment(config, str(directory / "run"), verbose=0)
     path = str(directory / "model.tflite")
     with open(path, "wb") as handle:
-        handle.write(convert(training_module(config, run.network), str(directory / "saved")))
+        handle.write(convert(training_module(config, run.network, run.kind),
+                             str(directory / "saved")))
     return path
 
 

@@ -161,7 +161,7 @@ def test_the_plan_of_a_structured_model_counts_filter_slots(parity_folder, tmp_p
     run = Experiment(config, str(tmp_path), verbose=0)
     plan = run.plan
     assert plan.unit == "filter_slots"
-    full = run.engine.full_filters
+    full = run.kind.full_filters
     for event in plan.task_events(1, 300):
         for name, slots, prune_to, grow_to in zip(plan.sparse_layers, plan.layer_units,
                                                   event.prune_to, event.grow_to):

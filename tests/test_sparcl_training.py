@@ -67,8 +67,8 @@ def test_every_schedule_point_hits_its_targets_with_exact_zeros(tmp_path, make_c
 def test_gradient_masks_keep_exactly_the_target_count_after_a_refresh(tmp_path, make_config):
     run = Experiment(make_config("sparcl_derpp_90", data__num_tasks=2), str(tmp_path), verbose=0)
     results = run.run()
-    for layer, mask, keep in zip(run.model.sparse, run.model.gradient_mask_vars,
-                                 run.model.gradient_keep):
+    for layer, mask, keep in zip(run.model.sparse, run.model.masking.groups["gradient_mask"],
+                                 run.model.masking.keep):
         size = mask.numpy().size
         assert keep == size - round(0.92 * size)
         assert mask.numpy().sum() == keep
@@ -87,7 +87,7 @@ def test_gradient_masks_are_cached_between_refreshes(tmp_path, make_config):
     for refresh in (True, False, False, True):
         run.model.step(images, task.y_train[:16].astype(np.int32), class_mask, *draws, 0.0,
                        refresh)
-        history.append(run.model.gradient_mask_vars[0].numpy().copy())
+        history.append(run.model.masking.groups["gradient_mask"][0].numpy().copy())
     np.testing.assert_array_equal(history[0], history[1])  # refreshed at step 0, cached 1 and 2
     np.testing.assert_array_equal(history[1], history[2])
     assert not np.array_equal(history[2], history[3])  # refreshed again at step 3
@@ -154,7 +154,7 @@ def test_without_ddr_nothing_is_removed(tmp_path, make_config):
 def test_without_dgm_every_active_weight_is_updated(tmp_path, make_config):
     run = Experiment(make_config("sparcl_derpp_90_no_dgm", data__num_tasks=2), str(tmp_path),
                      verbose=0)
-    assert run.model.dgm is None
+    assert "gradient_mask" not in run.model.masking.groups
     results = run.run()
     for layer in run.model.sparse:
         size = layer.mask.numpy().size

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sparcl_tf.flops import FlopsLedger, flops_table, layer_forward_flops
+from sparcl_tf.reporting.flops import FlopsLedger, flops_table, layer_forward_flops
 from sparcl_tf.layers import MaskedConv2D, MaskedDense
 from sparcl_tf.session.plan import PlannedEvent, removal_targets
 from sparcl_tf.sparsity import ddr, dgm, growth, masks, schedule, tdm

@@ -36,7 +36,7 @@ def test_structured_presets_remove_their_share_of_weights(make_config, tmp_path,
     run = _experiment(make_config, tmp_path, preset="sparcl_derpp_s90", model__name=model,
                       model__width=width)
     targets = {name: filter_counts(full, filter_sparsity, 0.01, 0.01)[0]
-               for name, full in run.full_filters.items()}
+               for name, full in run.kind.full_filters.items()}
     assert run.engine.updater.active_filters() == targets
     full = build_model(model, (28, 28, 1), 10, width=width)
     names = [layer.name for layer in sparsifiable_layers(full)]
@@ -45,9 +45,9 @@ def test_structured_presets_remove_their_share_of_weights(make_config, tmp_path,
     assert abs(kept / total - 0.10) < 0.01, kept / total
     # structured DGM updates the share of the active filters unstructured DGM updates of the
     # active weights: 0.08 / 0.10 (ResNet at 0.90 / 0.92: n - round(0.92 n) filters)
-    keep = [max(1, round((1 - filter_sparsity) * 0.8 * run.full_filters[layer.name]))
+    keep = [max(1, round((1 - filter_sparsity) * 0.8 * run.kind.full_filters[layer.name]))
             for layer in sparsifiable_layers(run.network)]
-    assert run.model.filter_gradients.keep == keep
+    assert run.model.masking.keep == keep
 
 
 def _check_slots(run):
@@ -67,7 +67,7 @@ def _check_slots(run):
             assert np.all(rows[:, inactive, :] == 0), consumer
         active_logical = group.logical.numpy()[~inactive]
         assert len(set(active_logical)) == len(active_logical)
-        assert active_logical.max() < run.full_filters[group.producer]
+        assert active_logical.max() < run.kind.full_filters[group.producer]
 
 
 def test_compacted_run_meets_targets_and_keeps_inactive_slots_zero(make_config, tmp_path):
@@ -76,10 +76,10 @@ def test_compacted_run_meets_targets_and_keeps_inactive_slots_zero(make_config, 
     assert capacities == {"conv2": 4, "conv3": 7, "conv4": 7, "fc1": 14}
     results = run.run()
     targets = {name: filter_counts(full, 0.9, 0.01, 0.01)[0]
-               for name, full in run.full_filters.items()}
+               for name, full in run.kind.full_filters.items()}
     assert run.engine.updater.active_filters() == targets  # frozen at the target
     assert results["layer_sparsity"] == {name: 1 - targets[name] / full
-                                         for name, full in run.full_filters.items()}
+                                         for name, full in run.kind.full_filters.items()}
     _check_slots(run)
     # FLOPs: the compacted model is charged; the dense reference is the full model
     assert results["dense_training_flops"] / results["training_flops"] > 5
@@ -90,8 +90,8 @@ def test_growth_keeps_the_function_and_starts_outgoing_weights_at_zero(make_conf
     images = np.random.default_rng(0).normal(size=(8, 28, 28, 1)).astype(np.float32)
     before = run.network(images, training=False).numpy()
     masks = {g.producer: g.mask.numpy().copy() for g in channel_masks(run.network)}
-    gradients = {layer.name: np.ones(layer.kernel.shape, np.float32) for layer in run.model.sparse}
-    counts = [filter_counts(run.full_filters[g.producer], 0.9, 0.01, 0.01)
+    gradients = [np.ones(layer.kernel.shape, np.float32) for layer in run.model.sparse]
+    counts = [filter_counts(run.kind.full_filters[g.producer], 0.9, 0.01, 0.01)
               for g in channel_masks(run.network)]
     prune_to, grow_to = zip(*[tdm_phase(0, 10, *c) for c in counts])
     run.engine.updater.update(prune_to, grow_to, 11, gradients)  # opening: target -> +1
@@ -140,7 +140,7 @@ def test_compacted_model_trains_in_litert_with_inactive_slots_zero(make_config, 
     from sparcl_tf.export import convert, training_module
     from sparcl_tf.export.audit import op_audit
     run = _experiment(make_config, tmp_path)
-    module = training_module(run.config, run.network)
+    module = training_module(run.config, run.network, run.kind)
     model = convert(module, str(tmp_path / "saved"))
     assert all(not entry["flex_ops"] for entry in op_audit(model).values())
     lite = Interpreter(model_content=model)
@@ -166,7 +166,7 @@ def test_exported_structured_steps_match_the_keras_steps(make_config, tmp_path):
 
     from sparcl_tf.export import convert, training_module
     run = _experiment(make_config, tmp_path, preset="sparcl_derpp_s75")
-    lite = Interpreter(model_content=convert(training_module(run.config, run.network),
+    lite = Interpreter(model_content=convert(training_module(run.config, run.network, run.kind),
                                              str(tmp_path / "saved")))
     train, get_state = lite.get_signature_runner("train"), lite.get_signature_runner(
         "get_state")
@@ -185,7 +185,7 @@ def test_exported_structured_steps_match_the_keras_steps(make_config, tmp_path):
                        1.0, bool(refresh))
         state = get_state(dummy=np.int32(0))
         for layer, stored, keep in zip(run.model.sparse, run.model.last_gradients,
-                                       run.model.filter_gradients.keep):
+                                       run.model.masking.keep):
             kernel, gradient = layer.kernel.numpy(), stored.numpy()
             error = np.linalg.norm(state[f"{layer.name}__kernel"] - kernel)
             assert error <= 1e-5 * np.linalg.norm(kernel), layer.name
@@ -220,14 +220,14 @@ def test_update_masks_on_device_switches_slots_exactly(make_config, tmp_path, mo
     from sparcl_tf.sparsity.structured import filter_counts
     run = _experiment(make_config, tmp_path, model__name=model,
                       model__width=1.0 if model == "edge_cnn" else 0.35)
-    model = convert(training_module(run.config, run.network), str(tmp_path / "saved"))
+    model = convert(training_module(run.config, run.network, run.kind), str(tmp_path / "saved"))
     lite = Interpreter(model_content=model)
     images = np.random.default_rng(4).normal(size=(16, 28, 28, 1)).astype(np.float32)
     infer = lite.get_signature_runner("infer")
     before_logits = infer(images=images)["logits"]
     before = lite.get_signature_runner("get_state")(dummy=np.int32(0))
     names = [g.producer for g in channel_masks(run.network)]
-    counts = [filter_counts(run.full_filters[n], 0.9, 0.01, 0.01) for n in names]
+    counts = [filter_counts(run.kind.full_filters[n], 0.9, 0.01, 0.01) for n in names]
     opening = [tdm_phase(0, 10, *c) for c in counts]  # grow one slot per layer
     active = lite.get_signature_runner("update_masks")(
         prune_to=np.array([p for p, _ in opening], np.int32),
@@ -284,22 +284,22 @@ def test_structured_dgm_updates_only_the_selected_filters(make_config, tmp_path)
     run = _experiment(make_config, tmp_path, data__num_tasks=2, dgm__refresh_every=3,
                       epochs_per_task=2, sparsity__updates_per_task=2, ddr__stages=1)
     model = run.model
-    assert model.filter_gradients.keep == [3, 5, 5, 10]  # n - round(0.92 n), within the slots
+    assert model.masking.keep == [3, 5, 5, 10]  # n - round(0.92 n), within the slots
     results = run.run()
-    for selection, slots in zip(model.filter_selections, model.filter_gradients.slot_masks):
-        chosen = selection.numpy()
-        assert len(set(chosen)) == len(chosen) and np.all(slots.numpy()[chosen] > 0)
+    selections = model.masking.groups["filter_selection"]
+    for selection, slots, keep in zip(selections, model.masking.slot_masks, model.masking.keep):
+        chosen = np.flatnonzero(selection.numpy())
+        assert len(chosen) == keep and np.all(slots.numpy()[chosen] > 0)
     density = results["gradient_density"]
     assert all(0 < value < 1 for value in density.values())
     # between refreshes the kernel gradient of unselected filters is not computed at all
     layer = model.sparse[1]
     images = np.random.default_rng(5).normal(size=(4, 28, 28, 1)).astype(np.float32)
-    model.full_gradient_step.assign(False)
-    with tf.GradientTape() as tape:
+    with model.masking.selecting(False), tf.GradientTape() as tape:
         loss = tf.reduce_sum(run.network(images, training=True) ** 2)
     gradient = tape.gradient(loss, layer.kernel.value).numpy()
     computed = np.flatnonzero(np.abs(gradient).reshape(-1, gradient.shape[-1]).sum(0))
-    assert set(computed) <= set(model.filter_selections[1].numpy())
+    assert set(computed) <= set(np.flatnonzero(selections[1].numpy()))
 
 
 def test_mobilenet_v2_prunes_its_expansion_channels(make_config, tmp_path):
@@ -311,7 +311,7 @@ def test_mobilenet_v2_prunes_its_expansion_channels(make_config, tmp_path):
         for g in groups)
     results = run.run()
     targets = {name: filter_counts(full, 0.9, 0.01, 0.01)[0]
-               for name, full in run.full_filters.items()}
+               for name, full in run.kind.full_filters.items()}
     assert run.engine.updater.active_filters() == targets
     assert results["training_flops"] < 0.35 * results["dense_training_flops"]
     _check_slots(run)

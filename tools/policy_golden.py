@@ -21,6 +21,7 @@ from configs.split_fmnist import get_config
 from sparcl_tf.data.tasks import TaskSequence
 from sparcl_tf.micro.board import policy_lines
 from sparcl_tf.session.plan import build_plan
+from sparcl_tf.sparsity.kind import FilterSlots
 
 TASK_SIZES = (31, 237, 300, 411, 12000)
 TASK_INDICES = (0, 1, 4, 7)
@@ -66,7 +67,8 @@ def golden_vectors():
                         np.array([0.353], np.float32), 0)
     cases = []
     for name, config, layers, full_filters, horizon in _cases():
-        plan = build_plan(config, data, layers, full_filters, replay_draws=2,
+        kind = FilterSlots(config, full_filters) if full_filters else None
+        plan = build_plan(config, data, layers, kind, replay_draws=2,
                           horizon_tasks=horizon)
         plan_json = {key: value for key, value in plan.to_json().items()
                      if key not in ("run_config", "model")}

@@ -8,18 +8,19 @@ import numpy as np
 
 from sparcl_tf.checkpoint import HostArray
 from sparcl_tf.session.engine import Engine
+from sparcl_tf.sparsity.kind import described_kind
 
 MOMENTUM_PREFIX = "momentum__"
 
 
 class LiteRTEngine(Engine):
     """The LiteRT step engine over a `DeviceModel` that follows `plan` (its `model` names the
-    unit masks, the full layers and the parameters)."""
+    unit masks, the parameters and the sparsity kind with the run's `config`)."""
 
-    def __init__(self, device, plan, workdir):
+    def __init__(self, device, plan, config, workdir):
         self.device, self.layer_names, self.workdir = device, list(plan.sparse_layers), workdir
-        self.unit_masks = plan.model["unit_masks"]
-        self.full_filters, self.parameters = plan.model["full_filters"], plan.model["parameters"]
+        self.unit_masks, self.parameters = plan.model["unit_masks"], plan.model["parameters"]
+        self.kind = described_kind(config, plan.model)
         self.state = {name: HostArray(np.array(value))
                       for name, value in device.get_state().items()}
         self._momenta = [name for name in self.state if name.startswith(MOMENTUM_PREFIX)]
@@ -39,7 +40,9 @@ class LiteRTEngine(Engine):
         return self.device.update_masks(prune_to, grow_to, seed)
 
     def active_units(self):
-        state = self.device.get_state()
+        return self._active_units(self.device.get_state())
+
+    def _active_units(self, state):
         return [int(np.count_nonzero(state[name])) for name in self.unit_masks]
 
     def logits(self, images):
@@ -64,14 +67,9 @@ class LiteRTEngine(Engine):
             os.remove(stale)
 
     def results(self):
-        """Exact zeros per sparse kernel (for a compacted model, the share of the full layer's
-        filters that are not active), size and runtime."""
         state = self.device.get_state()
-        if self.full_filters is None:
-            sparsity = {name: float(np.mean(state[f"{name}__kernel"] == 0))
-                        for name in self.layer_names}
-        else:
-            sparsity = {name: 1.0 - float(state[mask].sum()) / self.full_filters[name]
-                        for name, mask in zip(self.layer_names, self.unit_masks)}
+        sparsity = self.kind.layer_sparsity(
+            self.layer_names, [state[f"{name}__kernel"] for name in self.layer_names],
+            self._active_units(state))
         return {"layer_sparsity": sparsity, "parameters": self.parameters, "runtime": "litert",
                 "model_file": os.path.abspath(self.device.path)}

@@ -77,11 +77,12 @@ def write_model_files(model, module, plan, output_dir):
     return path, audit
 
 
-def export_training_files(config, network, plan, output_dir, method=None, flex=False):
-    """A run's trained `network` as model.tflite with its files in `output_dir` (what
-    tools.convert and `ContinualLearner.export` write): (model path, op audit). A graph that
-    needs ops outside the TFLite builtins is one ExportError naming the ops and their layers."""
-    module = training_module(config, network, flex=flex, method=method)
+def export_training_files(config, network, kind, plan, output_dir, method=None, flex=False):
+    """A run's trained `network` (of sparsity `kind`) as model.tflite with its files in
+    `output_dir` (what tools.convert and `ContinualLearner.export` write): (model path, op
+    audit). A graph that needs ops outside the TFLite builtins is one ExportError naming the ops
+    and their layers."""
+    module = training_module(config, network, kind, flex=flex, method=method)
     with tempfile.TemporaryDirectory(prefix="sparcl_saved_model_") as saved_model:
         try:
             model = convert(module, saved_model)

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from sparcl_tf.errors import ConfigError
-from sparcl_tf.layers import masked_layers
+from sparcl_tf.layers import skip_masks
 from sparcl_tf.models import build_model
 
 FEATURE_LAYER = {"edge_cnn": "conv4_relu"}
@@ -25,8 +25,7 @@ def build_backbone(config, image_shape, num_classes):
                           f"{config.model.name!r}")
     keras.utils.set_random_seed(config.seed)
     network = build_model(config.model.name, image_shape, num_classes, width=config.model.width)
-    for layer in masked_layers(network):
-        layer.mask_enabled = False  # a dense, frozen extractor
+    skip_masks(network)  # a dense, frozen extractor
     pooled = keras.layers.GlobalAveragePooling2D(name="features")(
         network.get_layer(FEATURE_LAYER[config.model.name]).output)
     return keras.Model(network.input, pooled, name="backbone")

@@ -32,6 +32,7 @@ from sparcl_tf.paths import check_folder, usable_folder
 from sparcl_tf.session.loop import SessionLoop, TaskStream
 from sparcl_tf.session.plan import build_plan
 from sparcl_tf.sparsity import schedule
+from sparcl_tf.sparsity.kind import sparsity_kind
 from sparcl_tf.sparsity.masks import active_count, magnitude_mask
 
 
@@ -93,11 +94,17 @@ class MicroSession:
         if config.data.augment != "none":
             raise ConfigError(f"data.augment={config.data.augment!r} is invalid for the micro "
                               f"path, whose head learns from backbone features: must be 'none'")
+        if config.sparsity.granularity != "weight":
+            raise ConfigError(f"sparsity.granularity={config.sparsity.granularity!r} is invalid "
+                              f"for the micro path, whose head is one dense layer: must be "
+                              f"'weight'")
+        kind = sparsity_kind(config)
         num_classes = tasks.num_classes
         size = features.size * config.micro.hidden_units
         s = config.sparsity
         target = schedule.layer_targets(config, [HEAD_LAYER])[HEAD_LAYER]
-        keep = active_count(size, config.dgm.gradient_sparsity) if config.dgm.enabled else size
+        keep = active_count(size, kind.gradient_masks.gradient_sparsity) \
+            if kind.gradient_masks else size
         self.head = Head(features.size, config.micro.hidden_units, num_classes,
                          features.scale, features.zero_point, config.batch_size,
                          config.replay.batch_size, self.method.replay_terms(), keep)
@@ -124,16 +131,16 @@ class MicroSession:
                               f"micro.buffer_bytes, batch sizes or micro.hidden_units")
 
         params = self.head.initial_parameters(config.seed)
-        mask = magnitude_mask(params["w1"], target) if s.schedule != "none" else np.ones(
+        mask = magnitude_mask(params["w1"], target) if kind.has_masks else np.ones(
             params["w1"].shape, np.float32)
         params["w1"] *= mask
         self.engine = MicroHeadEngine(
             self.head, self.models, self.arena_bytes, params, mask, s.importance_lambda,
-            "rigl" if s.schedule == "rigl" else "tdm", s.grow, config.micro.compare_steps)
+            kind.mask_rule or "tdm", s.grow, config.micro.compare_steps)
         stream = TaskStream(tasks, lambda t: (features.train[t], tasks.tasks[t].y_train,
                                               tasks.tasks[t].ids_train),
                             lambda x: x, lambda task: features.test[task.index])
-        plan = build_plan(config, tasks, [(HEAD_LAYER, size)],
+        plan = build_plan(config, tasks, [(HEAD_LAYER, size)], kind,
                           replay_draws=self.head.replay_draws if capacity else 0)
         plan.replay["buffer_size"] = capacity
         self.session = SessionLoop(plan, self.engine, stream, config, None,

@@ -33,7 +33,7 @@ from sparcl_tf.data.tasks import Task, TaskSequence
 from sparcl_tf.engines.keras import image_stream
 from sparcl_tf.errors import ConfigError, DataError
 from sparcl_tf.reporting.evaluation import accuracies
-from sparcl_tf.flops import FlopsLedger
+from sparcl_tf.reporting.flops import FlopsLedger
 from sparcl_tf.methods import build_method
 from sparcl_tf.ondevice.device_model import DEFAULT_THREADS, DeviceModel
 from sparcl_tf.engines.litert import LiteRTEngine
@@ -82,7 +82,7 @@ class DeviceLearner:
                 plan.num_classes, tuple(plan.image_shape), list(range(plan.num_classes)),
                 np.asarray(plan.normalization["mean"], np.float32),
                 np.asarray(plan.normalization["std"], np.float32), self.record.next_id)
-            self.engine = LiteRTEngine(self.device, plan, state_dir)
+            self.engine = LiteRTEngine(self.device, plan, self.config, state_dir)
             self.session = SessionLoop(
                 plan, self.engine, image_stream(self.method, self.tasks), self.config, state_dir,
                 self._identity(), ledger=FlopsLedger(plan.model["flops"]), verbose=verbose,

@@ -17,15 +17,15 @@ from sparcl_tf.reporting import results as run_results
 from sparcl_tf.config import differing_fields, validate
 from sparcl_tf.data import build_tasks, load_source
 from sparcl_tf.errors import ConfigError, DataError
-from sparcl_tf.engines.keras import image_stream, model_description, sparse_units
+from sparcl_tf.engines.keras import image_stream, session_plan
 from sparcl_tf.engines.litert import LiteRTEngine
-from sparcl_tf.flops import FlopsLedger
+from sparcl_tf.reporting.flops import FlopsLedger
 from sparcl_tf.methods import build_method
 from sparcl_tf.models.networks import build_networks
 from sparcl_tf.ondevice.device_model import DEFAULT_THREADS, DeviceModel, read_signatures
 from sparcl_tf.ondevice.task_data import read_task_data
 from sparcl_tf.session.loop import SessionLoop
-from sparcl_tf.session.plan import SessionPlan, build_plan
+from sparcl_tf.session.plan import SessionPlan
 
 def read_plan(model_path):
     """The session plan in the signatures.json beside `model_path`, or None without one."""
@@ -83,8 +83,7 @@ class OnDeviceSession:
             self.plan = self._plan_of_config(model_path, file_plan)
         self._check_model()
         self.workdir, self.layer_names = workdir, list(self.plan.sparse_layers)
-        self.full_filters = self.plan.model["full_filters"]
-        self.engine = LiteRTEngine(self.device, self.plan, workdir)
+        self.engine = LiteRTEngine(self.device, self.plan, self.config, workdir)
         self.session = SessionLoop(
             self.plan, self.engine, image_stream(self.method, self.tasks), self.config, workdir,
             run_results.identity(self.config, self.method, self.tasks),
@@ -114,11 +113,8 @@ class OnDeviceSession:
     def _plan_of_config(self, model_path, file_plan):
         """The config's plan (its Keras network built for layer names, sizes and FLOPs only);
         the file's where it has one, which must agree."""
-        network, full, full_filters = build_networks(self.config, self.tasks)
-        method = self.method
-        plan = build_plan(self.config, self.tasks, sparse_units(network, full_filters),
-                          full_filters, method.replay_draws if method.uses_buffer else 0,
-                          model=model_description(network, full, full_filters))
+        network, kind = build_networks(self.config, self.tasks)
+        plan = session_plan(self.config, self.tasks, network, kind, self.method)
         if file_plan is None:
             return plan
         differing = plan.differences(file_plan)

@@ -1,2 +1,2 @@
 """What a run reports: class-IL / task-IL accuracy (`evaluation`), the accuracy-matrix summaries
-(`metrics`), results.json (`results`) and its plots (`plots`)."""
+(`metrics`), training FLOPs (`flops`), results.json (`results`) and its plots (`plots`)."""

@@ -30,7 +30,8 @@ import math
 from sparcl_tf.errors import DataError
 from sparcl_tf.session import learning_rate
 from sparcl_tf.session import random as session_random
-from sparcl_tf.sparsity import schedule, structured
+from sparcl_tf.sparsity import schedule
+from sparcl_tf.sparsity.kind import sparsity_kind
 from sparcl_tf.sparsity.masks import active_count
 
 VERSION = 3
@@ -62,41 +63,28 @@ def removal_targets(num_examples, total_fraction, stages):
     return [(2 * total * k + stages) // (2 * stages) for k in range(1, stages + 1)]
 
 
-def event_schedule(config, layers, full_filters, horizon_tasks):
+def event_schedule(config, layers, kind, horizon_tasks):
     """The plan's `schedule`: the constants from which every task's events follow (the spec is
     `SessionPlan.task_events`)."""
     s, ddr = config.sparsity, config.ddr
-    names = [name for name, _ in layers]
     rule = s.schedule if s.schedule in ("tdm", "rigl") else "none"
-    entry = {"updates_per_task": int(s.updates_per_task), "mask_rule": rule,
-             "removal": {"fraction": float(ddr.total_fraction) if ddr.enabled else 0.0,
-                         "stages": int(ddr.stages) if ddr.enabled else 0}}
-    if full_filters is not None:
-        targets = structured.filter_targets(config, names)
-        entry["filter_counts"] = [list(structured.filter_counts(
-            full_filters[name], targets[name], s.open_fraction, s.swap_fraction))
-            for name in names]
-    else:
-        targets = schedule.layer_targets(config, names)
-        entry["layer_targets"] = [targets[name] for name in names]
-        entry["tdm"] = {"open_fraction": float(s.open_fraction),
-                        "swap_fraction": float(s.swap_fraction)}
-        entry["rigl"] = {"drop_fraction": float(s.rigl_drop_fraction),
-                         "end_fraction": float(s.rigl_end_fraction),
-                         "horizon_tasks": int(horizon_tasks)}
-    return entry
+    return {"updates_per_task": int(s.updates_per_task), "mask_rule": rule,
+            "removal": {"fraction": float(ddr.total_fraction) if ddr.enabled else 0.0,
+                        "stages": int(ddr.stages) if ddr.enabled else 0},
+            **kind.schedule_entry([name for name, _ in layers], horizon_tasks)}
 
 
-def build_plan(config, data, layers, full_filters=None, replay_draws=0, horizon_tasks=None,
+def build_plan(config, data, layers, kind=None, replay_draws=0, horizon_tasks=None,
                model=None):
     """The plan of `config` for sparse `layers` [(name, units)] of a model taking `data`'s images
-    (a `TaskSequence`: classes, image shape, normalisation; its tasks are not read);
-    `full_filters` (producer -> filters of the full layer) for a channel-structured model, whose
-    units are filter slots. `horizon_tasks`: the tasks RigL's run progress spans (default: the
-    config's task count, at least 1). `model`: what a host reports the model by
+    (a `TaskSequence`: classes, image shape, normalisation; its tasks are not read); `kind`: the
+    run's `sparsity.kind` (default: the config's, for weight granularity; a channel-structured
+    run's `FilterSlots` counts filter slots). `horizon_tasks`: the tasks RigL's run progress
+    spans (default: the config's task count, at least 1). `model`: what a host reports the model by
     (`engine.model_description`)."""
     if horizon_tasks is None:
         horizon_tasks = max(len(data.tasks), int(config.data.num_tasks), 1)
+    kind = kind or sparsity_kind(config)
     return SessionPlan(
         version=VERSION, seed=int(config.seed), epochs_per_task=int(config.epochs_per_task),
         batch_size=int(config.batch_size), num_classes=int(data.num_classes),
@@ -106,10 +94,10 @@ def build_plan(config, data, layers, full_filters=None, replay_draws=0, horizon_
                 "from_task": int(config.replay.from_task), "draws": int(replay_draws),
                 "batch_size": int(config.replay.batch_size) if replay_draws else 0},
         momentum_reset_per_task=True,
-        unit="filter_slots" if full_filters is not None else "weights",
+        unit=kind.unit,
         sparse_layers=[name for name, _ in layers], layer_units=[int(u) for _, u in layers],
         dgm_refresh_every=int(config.dgm.refresh_every) if config.dgm.enabled else 0,
-        schedule=event_schedule(config, layers, full_filters, horizon_tasks),
+        schedule=event_schedule(config, layers, kind, horizon_tasks),
         normalization={"mean": [float(m) for m in data.mean],
                        "std": [float(v) for v in data.std],
                        "formula": "(pixel / 255 - mean) / std, per channel"},

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from sparcl_tf.layers import channel_masks
+from sparcl_tf.layers import channel_masks, sparsifiable_layers
 from sparcl_tf.models import MODEL_SPECS
 from sparcl_tf.sparsity import growth
 from sparcl_tf.sparsity.masks import active_count
@@ -189,8 +189,11 @@ class ChannelUpdater:
             self.deactivate(group, order[target:])
 
     def update(self, prune_to, grow_to, seed, gradients):
-        """One TDM update on every group to the given active slot counts; `gradients`: producer
-        name -> last kernel gradient. Returns the active slot counts after."""
+        """One TDM update on every group to the given active slot counts; `gradients`: the last
+        kernel gradients of the network's sparsifiable layers, in order. Returns the active slot
+        counts after."""
+        gradients = dict(zip((layer.name for layer in sparsifiable_layers(self.network)),
+                             gradients))
         for index, group in enumerate(self.groups):
             kernel = self.network.get_layer(group.producer).kernel.numpy()
             scores = (np.abs(kernel) + np.float32(self.config.importance_lambda) * np.abs(

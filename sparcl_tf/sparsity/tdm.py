@@ -45,8 +45,10 @@ def prune_and_grow(kernel, mask, gradient, keep, active_after, seed, layer_index
 class MaskUpdater:
     """Owns the masks of `layers` (the model's sparsifiable layers) at per-layer `targets`."""
 
-    def __init__(self, layers, targets, optimizer, importance_lambda=0.5, grow="random"):
+    def __init__(self, layers, targets, optimizer, importance_lambda=0.5, grow="random",
+                 rule="tdm"):
         self.layers = layers
+        self.rule = rule  # "tdm" or "rigl"
         self.targets = targets  # layer name -> target sparsity
         self.optimizer = optimizer
         self.importance_lambda = importance_lambda
@@ -65,14 +67,14 @@ class MaskUpdater:
             self._write(layer, mask_math.magnitude_mask(layer.kernel.numpy(),
                                                         self.targets[layer.name]))
 
-    def update(self, prune_to, grow_to, seed, gradients, rule="tdm"):
+    def update(self, prune_to, grow_to, seed, gradients):
         """One prune-and-grow step on every layer to the given active counts; `gradients` are
         the layers' last dense kernel gradients (numpy). Returns the active counts after."""
         active = []
         for index, (layer, gradient) in enumerate(zip(self.layers, gradients)):
             pruned, grown = prune_and_grow(
                 layer.kernel.numpy(), layer.mask.numpy(), gradient, prune_to[index],
-                grow_to[index], seed, index, rule=rule, grow=self.grow,
+                grow_to[index], seed, index, rule=self.rule, grow=self.grow,
                 importance_lambda=self.importance_lambda)
             # Writing the pruned mask first zeroes the dropped weights and their slots, so every
             # grown position (even one dropped and regrown in this update) starts at exactly 0.

@@ -106,7 +106,7 @@ def litert_step_times(config_file, overrides, repeats, presets=("derpp", "sparcl
         config = config_for(config_file, preset, overrides)
         config.log.progress = False
         run = Experiment(config, tempfile.mkdtemp(prefix="sparcl_litert_"), verbose=0)
-        module = training_module(config, run.network)
+        module = training_module(config, run.network, run.kind)
         folder = tempfile.mkdtemp()
         content = convert(module, folder)
         path = os.path.join(folder, "model.tflite")
@@ -121,7 +121,7 @@ def litert_step_times(config_file, overrides, repeats, presets=("derpp", "sparcl
         arguments = [tf.constant(inputs[spec.name]) for spec in module.train.input_signature]
         # The same module with TF's kernels: a fresh tf.function traced without the builtins
         # gradients (its Flex ops run in TF, not in LiteRT).
-        stock = training_module(config, run.network)
+        stock = training_module(config, run.network, run.kind)
         use_builtin_gradients(stock._network, False)
         stock_train = tf.function(stock._train_signature,
                                   input_signature=module.train.input_signature)
