@@ -119,3 +119,20 @@ def test_edge_cnn_and_mlp_declare_their_sparse_layers():
 def test_unknown_model_name_is_a_config_error():
     with pytest.raises(ConfigError, match="model.name"):
         build_model("vgg", (28, 28, 1), 10)
+
+
+def test_small_cnn_is_the_readme_model_as_the_learner_masks_it():
+    from sparcl_tf.sparsify import default_sparsify
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Dense(128, activation="relu")(keras.layers.Flatten()(x))
+    readme = default_sparsify(keras.Model(inputs, keras.layers.Dense(10)(x)))
+    registry = build_model("small_cnn", (28, 28, 1), 10)
+
+    def outline(model):
+        return [(type(layer).__name__, tuple(layer.kernel.shape), layer.sparsifiable,
+                 layer.get_config().get("activation")) for layer in masked_layers(model)]
+
+    assert outline(registry) == outline(readme)
+    assert [layer.name for layer in sparsifiable_layers(registry)] == ["conv2", "fc1"]

@@ -9,6 +9,7 @@ from sparcl_tf.models.edge_cnn import edge_cnn
 from sparcl_tf.models.mlp import mlp
 from sparcl_tf.models.mobilenet_v2 import mobilenet_v2
 from sparcl_tf.models.resnet import resnet18
+from sparcl_tf.models.small_cnn import small_cnn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,7 @@ MODEL_SPECS = {
     "edge_cnn": ModelSpec(edge_cnn, producer_suffix="", chained_producers=True),
     "mlp": ModelSpec(mlp),
     "mobilenet_v2": ModelSpec(mobilenet_v2, producer_suffix="_expand"),
+    "small_cnn": ModelSpec(small_cnn),
 }
 MODELS = tuple(MODEL_SPECS)
 STRUCTURED_MODELS = tuple(name for name, spec in MODEL_SPECS.items()
