@@ -115,6 +115,7 @@ def base_config():
     config.method.alpha = 0.1
     config.method.beta = 0.5
     config.method.cl_mask = True  # current-batch loss over the current task's classes only
+    config.method.shared_draw = False  # DER++: both replay terms on one draw (one fewer forward)
 
     config.replay = ml_collections.ConfigDict()
     config.replay.buffer_size = 500
@@ -140,6 +141,9 @@ def base_config():
 
     config.sparsity = ml_collections.ConfigDict()
     config.sparsity.schedule = "none"     # none | static | tdm | rigl
+    # same | inverse_sqrt_density | inverse_density: a sparse layer of target density d learns at
+    # lr * d ** -p (p 0, 1/2, 1): a sparse network's fewer weights each need larger steps
+    config.sparsity.rate_scaling = "same"
     config.sparsity.granularity = "weight"  # weight | filter (compacted layers, structured)
     config.sparsity.structured_target = "weights"  # granularity filter: sparsity of weights|filters
     config.sparsity.weight_sparsity = 0.0
@@ -329,6 +333,11 @@ def validate(config):
                  f"one of {sorted(METHODS)}")
     _require(method.alpha >= 0, "method.alpha", method.alpha, ">= 0")
     _require(method.beta >= 0, "method.beta", method.beta, ">= 0")
+    shared = method.get("shared_draw", False)  # absent from older run configs
+    _require(isinstance(shared, bool), "method.shared_draw", shared, "true or false")
+    if registry and shared:
+        _require(len(METHODS[method.name].REPLAY_TERMS) > 1, "method.shared_draw", shared,
+                 f"false for method {method.name!r} (one replay term)")
     if registry and METHODS[method.name].uses_buffer:
         _require(config.replay.buffer_size > 0, "replay.buffer_size", config.replay.buffer_size,
                  f"> 0 for method {method.name!r}")

@@ -109,13 +109,15 @@ def export_initial(config, directory):
 
 
 def assert_litert_step_equals_keras(model_bytes, network, method, batch, learning_rate,
-                                    classes=(2, 3), seed=0, must_change=lambda variable: True):
+                                    classes=(2, 3), seed=0, must_change=lambda variable: True,
+                                    kind=None):
     """One `train` call of a training .tflite made from `network` (fresh state) against one
     Keras `ContinualModel` step from the same inputs: the loss within 1e-5 relative, every
     variable within 1e-5 of its largest value or of the step's largest update (a BatchNorm
     shift that the next BatchNorm cancels has a zero gradient, which both runtimes round to
     noise of their own), the trainable ones `must_change` picks changed, masked kernel entries
-    exactly zero. Trains `network`."""
+    exactly zero. `kind`: the run's sparsity kind (default fixed weight masks, gradients kept).
+    Trains `network`."""
     import keras
     from ai_edge_litert.interpreter import Interpreter
 
@@ -140,7 +142,7 @@ def assert_litert_step_equals_keras(model_bytes, network, method, batch, learnin
         inputs["refresh_gradient_masks"] = np.float32(0.0)
     lite = train(**inputs)
     after = interpreter.get_signature_runner("get_state")(dummy=np.int32(0))
-    trainer = ContinualModel(network, method, WeightMasks(mask_rule="tdm"))
+    trainer = ContinualModel(network, method, kind or WeightMasks(mask_rule="tdm"))
     trainer.compile(optimizer=keras.optimizers.SGD(learning_rate))
     before = {v.path: v.numpy() for v in network.variables}
     keras_loss = trainer.step(*(inputs[k] for k in (

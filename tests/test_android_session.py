@@ -213,16 +213,17 @@ def test_a_signature_the_java_api_cannot_call_is_refused(fmnist, tmp_path, sessi
     _refused(kotlin(target, tmp_path / "state"), "no inputs", "runSignature")
 
 
-@pytest.mark.parametrize("preset,augment,rate", [("sparcl_derpp_s90", "crop_flip", "cosine"),
-                                                 ("rigl_derpp_90", "crop", "step")])
+@pytest.mark.parametrize("preset,augment,rate,shared", [
+    ("sparcl_derpp_s90", "crop_flip", "cosine", False), ("rigl_derpp_90", "crop", "step", True)])
 def test_kotlin_follows_structured_and_rigl_plans_with_augmentation(idx_folder, tmp_path, preset,
-                                                                     augment, rate, session_build):
+                                                                     augment, rate, shared,
+                                                                     session_build):
     """Filter-slot counts (channel-structured SparCL) and RigL's per-task events, on augmented
-    current and replayed batches, under a learning-rate schedule: the same steps as the Python
-    session."""
+    current and replayed batches (DER++'s terms on one shared draw in the RigL case), under a
+    learning-rate schedule: the same steps as the Python session."""
     config = tiny_config(idx_folder, preset, data__num_tasks=2, data__augment=augment,
                          data__crop_padding=2, log__tensorboard=False, optimizer__schedule=rate,
-                         optimizer__milestones=(0.3, 0.6))
+                         optimizer__milestones=(0.3, 0.6), method__shared_draw=shared)
     model_dir = convert_with_data(config, tmp_path)
     python, _ = python_trace(model_dir, config, tmp_path / "python")
     kotlin_records, _ = kotlin_trace(model_dir, tmp_path / "kotlin")

@@ -551,7 +551,10 @@ LIBRARY_ROWS = [
     *(Row(name, argument, lambda c, name=name, argument=argument, value=value: _method(
         name, **{argument: value}), f"{argument}={value!r}", ValueError)
       for name in ("DERPP", "DER", "ER", "Finetune", "Joint")
-      for argument, value in (("cl_mask", "yes"), ("alpha", -1.0), ("beta", float("nan")))),
+      for argument, value in (("cl_mask", "yes"), ("alpha", -1.0), ("beta", float("nan")),
+                              ("shared_draw", "yes"))),
+    *(Row(name, "shared_draw", lambda c, name=name: _method(name, shared_draw=True),
+          "shared_draw=True is invalid", ValueError) for name in ("DER", "ER", "Finetune")),
 
     Row("sparsify", "model", lambda c: _sparsify("model.keras"), "Keras model, got str",
         ValueError),

@@ -5,6 +5,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from sparcl_tf.sparsity.gradient_masking import WeightMasking
+from sparcl_tf.sparsity.kind import WeightMasks
 from sparcl_tf.training.continual_model import ContinualModel
 from sparcl_tf.layers import sparsifiable_layers
 from sparcl_tf.methods import build_method
@@ -14,12 +16,12 @@ NUM_CLASSES, SHAPE, BATCH = 4, (12, 12, 1), 8
 CLASS_MASK = np.array([1, 1, 0, 0], np.float32)
 
 
-def _model(method="derpp", momentum=0.0):
+def _model(method="derpp", momentum=0.0, kind=None):
     keras.utils.set_random_seed(0)
     network = build_model("edge_cnn", SHAPE, NUM_CLASSES, width=0.25)
     method = build_method(ml_collections.ConfigDict(
         dict(name=method, alpha=0.1, beta=0.5, cl_mask=True)))
-    model = ContinualModel(network, method)
+    model = ContinualModel(network, method, kind)
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=momentum))
     model.optimizer.build(network.trainable_variables)
     return model
@@ -111,3 +113,36 @@ def test_reset_optimizer_zeroes_momentum_and_keeps_the_learning_rate():
         if "momentum" in variable.path:
             assert not np.any(variable.numpy())
     assert float(model.optimizer.learning_rate) == pytest.approx(0.1)
+
+
+class _Scaled(WeightMasks):
+    """Weight masks whose sparse layers learn at the given rate factors."""
+
+    def __init__(self, scales):
+        super().__init__()
+        self.scales = scales
+
+    def gradient_masking(self, network, mask_dtype="float32"):
+        return WeightMasking(sparsifiable_layers(network), rate_scales=self.scales)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_rate_scales_multiply_each_sparse_kernels_update_and_nothing_else(momentum):
+    scales = [10.0, 3.0, 2.0, 5.0]
+    updates, densities = [], []
+    for kind in (None, _Scaled(scales)):
+        model = _model(momentum=momentum, kind=kind)
+        masks = _prune_half(model)
+        before = [v.numpy() for v in model.network.trainable_variables]
+        out = model.step(*_batch(), replay_weight=1.0, refresh=False)
+        updates.append([v.numpy() - b for v, b in zip(model.network.trainable_variables, before)])
+        densities.append(out["gradient_density"].numpy())
+    np.testing.assert_array_equal(densities[0], densities[1])
+    factor = {id(layer.kernel): scale for layer, scale in zip(
+        sparsifiable_layers(model.network), scales)}
+    for variable, plain, scaled in zip(model.network.trainable_variables, *updates):
+        np.testing.assert_allclose(scaled, factor.get(id(variable), 1.0) * plain, rtol=1e-5,
+                                   atol=1e-7, err_msg=variable.path)
+    assert len(factor) == 4 and not any(np.any(u[m == 0]) for u, m in zip(
+        [updates[1][i] for i, v in enumerate(model.network.trainable_variables)
+         if id(v) in factor], masks.values()))

@@ -189,3 +189,45 @@ def test_state_round_trips_through_set_and_get(exported):
         np.testing.assert_array_equal(back[name], value)
     interpreter.get_signature_runner("set_state")(**state)
 
+
+
+def test_derpp_on_a_shared_draw_trains_in_litert_like_keras(tmp_path):
+    """One replay draw fed to both DER++ terms: the exported step takes one draw and equals the
+    Keras step."""
+    import keras
+
+    from sparcl_tf.export.module import TrainingModule, export_network
+    from sparcl_tf.methods import DERPP
+    from sparcl_tf.models import build_model
+    from sparcl_tf.sparsity.kind import WeightMasks
+    from tests.conftest import assert_litert_step_equals_keras
+    keras.utils.set_random_seed(1)
+    network = build_model("edge_cnn", (28, 28, 1), 10, width=0.25)
+    method, batch = DERPP(alpha=0.1, beta=0.5, shared_draw=True), 8
+    module = TrainingModule(export_network(network), method, batch, batch,
+                            WeightMasks(mask_rule="tdm"))
+    model = convert(module, str(tmp_path))
+    assert module.train.input_signature[3].shape[0] == 1  # replay_images: one draw
+    assert_litert_step_equals_keras(model, network, method, batch, 0.05)
+
+
+def test_rate_scaled_sparse_layers_train_in_litert_like_keras(tmp_path, idx_folder):
+    """sparsity.rate_scaling: the sparse kernels' factors are constants of the exported step."""
+    import keras
+
+    from sparcl_tf.config import validate
+    from sparcl_tf.export.module import TrainingModule, export_network
+    from sparcl_tf.methods import DERPP
+    from sparcl_tf.models import build_model
+    from sparcl_tf.sparsity.kind import WeightMasks
+    from tests.conftest import assert_litert_step_equals_keras, tiny_config
+    config = validate(tiny_config(idx_folder, "static_derpp_90",
+                                  sparsity__rate_scaling="inverse_density"))
+    kind = WeightMasks(config, mask_rule="tdm")
+    keras.utils.set_random_seed(2)
+    network = build_model("edge_cnn", (28, 28, 1), 10, width=0.25)
+    assert kind.gradient_masking(network).rate_scales == pytest.approx([10.0] * 4)
+    method, batch = DERPP(alpha=0.1, beta=0.5), 8
+    model = convert(TrainingModule(export_network(network), method, batch, batch, kind),
+                    str(tmp_path))
+    assert_litert_step_equals_keras(model, network, method, batch, 0.05, kind=kind)

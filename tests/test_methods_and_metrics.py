@@ -9,9 +9,9 @@ from sparcl_tf.methods import build_method
 from sparcl_tf.methods.base import cross_entropy
 
 
-def _method(name, alpha=0.1, beta=0.5, cl_mask=True):
+def _method(name, alpha=0.1, beta=0.5, cl_mask=True, shared_draw=False):
     return build_method(ml_collections.ConfigDict(
-        dict(name=name, alpha=alpha, beta=beta, cl_mask=cl_mask)))
+        dict(name=name, alpha=alpha, beta=beta, cl_mask=cl_mask, shared_draw=shared_draw)))
 
 
 LOGITS = tf.constant([[2.0, 1.0, -1.0, 3.0], [0.5, 0.2, 4.0, -2.0]])
@@ -62,6 +62,26 @@ def test_derpp_combines_mse_on_draw_a_and_ce_on_independent_draw_b():
     ce = cross_entropy(draw_b[1], _forward(draw_b[0])).numpy()
     np.testing.assert_allclose(_method("derpp", 0.1, 0.5).replay_loss(_forward, [draw_a, draw_b]),
                                0.1 * mse + 0.5 * ce, rtol=1e-6)
+
+
+def test_derpp_with_a_shared_draw_forwards_one_draw_once_for_both_terms():
+    images, labels, stored = draw = _draw(4, labels=(2, 1))
+    calls = []
+
+    def forward(x):
+        calls.append(x)
+        return _forward(x)
+
+    method = _method("derpp", 0.1, 0.5, shared_draw=True)
+    assert (method.replay_draws, method.term_draws) == (1, (0, 0))
+    mse = np.mean((_forward(images).numpy() - stored.numpy()) ** 2)
+    ce = cross_entropy(labels, _forward(images)).numpy()
+    np.testing.assert_allclose(method.replay_loss(forward, [draw]), 0.1 * mse + 0.5 * ce,
+                               rtol=1e-6)
+    assert len(calls) == 1
+    assert _method("derpp").replay_draws == 2
+    with pytest.raises(ConfigError, match="shared_draw=True is invalid: der has 1"):
+        _method("der", shared_draw=True)
 
 
 def test_joint_trains_on_the_union_of_seen_tasks_without_cl_mask(idx_folder, make_config):

@@ -93,7 +93,7 @@ class TrainingModule(tf.Module):
         images = tf.TensorSpec((batch_size,) + shape, tf.float32, name="images")
         train_inputs = [images, tf.TensorSpec((batch_size,), tf.int32, name="labels"),
                         tf.TensorSpec((classes,), tf.float32, name="class_mask")]
-        self._replay_draws = method.replay_draws if method.uses_buffer else 0
+        self._replay_draws = method.replay_draws
         if self._replay_draws:
             draws = (self._replay_draws, replay_batch_size)
             train_inputs += [

@@ -16,4 +16,5 @@ def build_method(method_config):
         raise ConfigError(f"method.name={method_config.name!r} is unknown; choose one of "
                           f"{sorted(METHODS)}")
     return METHODS[method_config.name](
-        cl_mask=method_config.cl_mask, alpha=method_config.alpha, beta=method_config.beta)
+        cl_mask=method_config.cl_mask, alpha=method_config.alpha, beta=method_config.beta,
+        shared_draw=method_config.get("shared_draw", False))  # absent from older run configs

@@ -35,10 +35,11 @@ REPLAY_LOSSES = {"mse": logit_matching, "ce": replayed_cross_entropy}
 class ContinualMethod:
     """Fine-tuning: train on each task in turn with nothing against forgetting (the lower bound).
 
-    A method is data where it can be: `REPLAY_TERMS` lists its replay terms, one independent
-    replay draw each, as (kind of `REPLAY_LOSSES`, the attribute holding its weight, or None for
-    an unweighted term); the Keras step, the exported train signature and the micro head all
-    read them."""
+    A method is data where it can be: `REPLAY_TERMS` lists its replay terms as (kind of
+    `REPLAY_LOSSES`, the attribute holding its weight, or None for an unweighted term), each on
+    an independent replay draw, or with `shared_draw` all on one draw (one forward and backward
+    of the replayed batch instead of one per term, as Avalanche's DER++); the Keras step, the
+    exported train signature and the micro head all read them."""
 
     name = "finetune"
     REPLAY_TERMS = ()
@@ -49,23 +50,31 @@ class ContinualMethod:
         super().__init_subclass__(**kwargs)
         cls.replay_draws, cls.uses_buffer = len(cls.REPLAY_TERMS), bool(cls.REPLAY_TERMS)
 
-    def __init__(self, cl_mask=True, alpha=None, beta=None):
+    def __init__(self, cl_mask=True, alpha=None, beta=None, shared_draw=False):
         who = type(self).__name__
-        if not isinstance(cl_mask, bool):
-            raise ConfigError(f"{who}: cl_mask={cl_mask!r} is invalid: must be True or False")
+        for name, value in (("cl_mask", cl_mask), ("shared_draw", shared_draw)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{who}: {name}={value!r} is invalid: must be True or False")
+        if shared_draw and len(self.REPLAY_TERMS) < 2:
+            raise ConfigError(f"{who}: shared_draw=True is invalid: {self.name} has "
+                              f"{len(self.REPLAY_TERMS)} replay term(s), nothing to share")
         for name, value in (("alpha", alpha), ("beta", beta)):
             if value is not None and not (isinstance(value, (int, float)) and not isinstance(
                     value, bool) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{who}: {name}={value!r} is invalid: must be a finite "
                                   f"number >= 0 or None")
-        self.cl_mask = cl_mask
+        self.cl_mask, self.shared_draw = cl_mask, shared_draw
         self.alpha = self.default_alpha if alpha is None else alpha
         self.beta = self.default_beta if beta is None else beta
+        # The draw each replay term reads; the step is fed one draw per distinct entry.
+        self.term_draws = tuple(0 if shared_draw else i for i in range(len(self.REPLAY_TERMS)))
+        self.replay_draws = len(set(self.term_draws))
 
     def overrides(self):
         """This method as config fields (what results record and a resume checks)."""
         return {"method.name": self.name, "method.alpha": float(self.alpha),
-                "method.beta": float(self.beta), "method.cl_mask": bool(self.cl_mask)}
+                "method.beta": float(self.beta), "method.cl_mask": bool(self.cl_mask),
+                "method.shared_draw": bool(self.shared_draw)}
 
     def current_loss(self, labels, logits, class_mask):
         """CE on the current batch; with the CL mask, over the current task's classes only."""
@@ -79,11 +88,14 @@ class ContinualMethod:
                 for kind, weight in self.REPLAY_TERMS]
 
     def replay_loss(self, forward, draws):
-        """The replay terms on their draws [(images, labels, stored_logits)], in order;
-        `forward` -> logits."""
-        terms = []
-        for (kind, weight), (images, labels, stored) in zip(self.REPLAY_TERMS, draws):
-            term = REPLAY_LOSSES[kind](forward(images), labels, stored)
+        """The replay terms on their draws [(images, labels, stored_logits)], in order, each draw
+        forwarded once; `forward` -> logits."""
+        terms, logits = [], {}
+        for (kind, weight), draw in zip(self.REPLAY_TERMS, self.term_draws):
+            images, labels, stored = draws[draw]
+            if draw not in logits:
+                logits[draw] = forward(images)
+            term = REPLAY_LOSSES[kind](logits[draw], labels, stored)
             terms.append(term if weight is None else getattr(self, weight) * term)
         return sum(terms[1:], terms[0]) if terms else tf.constant(0.0)
 

@@ -91,6 +91,12 @@ class MicroSession:
         if self.method.name not in ("finetune", "er", "der", "derpp"):
             raise ConfigError(f"the micro path supports method.name finetune, er, der or derpp, "
                               f"got {self.method.name!r}")
+        if self.method.shared_draw:
+            raise ConfigError("method.shared_draw=true is not on the micro path yet: the board's "
+                              "head reads one replay draw per term")
+        if config.sparsity.rate_scaling != "same":
+            raise ConfigError(f"sparsity.rate_scaling={config.sparsity.rate_scaling!r} is not on "
+                              f"the micro path yet: must be 'same'")
         if config.data.augment != "none":
             raise ConfigError(f"data.augment={config.data.augment!r} is invalid for the micro "
                               f"path, whose head learns from backbone features: must be 'none'")

@@ -79,17 +79,27 @@ class GradientMasking:
 class WeightMasking(GradientMasking):
     """Weight masks (TDM): kernel gradients times the mask, kernels re-masked after the update;
     with `gradient_masks` (DGM settings: `gradient_sparsity`, `threshold`) also times a gradient
-    mask recomputed from the step's masked gradients at a refresh, stored as `mask_dtype`."""
+    mask recomputed from the step's masked gradients at a refresh, stored as `mask_dtype`;
+    `rate_scales`: per layer, a factor on its kernel gradient (for SGD, on its learning rate)."""
 
-    def __init__(self, layers, track=False, gradient_masks=None, mask_dtype="float32"):
+    def __init__(self, layers, track=False, gradient_masks=None, mask_dtype="float32",
+                 rate_scales=None):
         super().__init__(layers, track)
         self.settings = gradient_masks
+        self.rate_scales = None if rate_scales is None else [float(s) for s in rate_scales]
         if gradient_masks is not None:
             self._add_group("gradient_mask", lambda layer: tf.ones(layer.kernel.shape, mask_dtype))
             self.keep = [active_count(int(np.prod(layer.kernel.shape)),
                                       gradient_masks.gradient_sparsity) for layer in self.layers]
 
     def multipliers(self, gradients, refresh):
+        masks = self._masks(gradients, refresh)
+        if self.rate_scales is None:
+            return masks
+        return [mask * scale for mask, scale in zip(masks, self.rate_scales)]
+
+    def _masks(self, gradients, refresh):
+        """Per layer, 1 where its kernel entry is updated this step, else 0."""
         weight_masks = [tf.cast(layer.mask, tf.float32) for layer in self.layers]
         if self.settings is None:
             return weight_masks
@@ -111,6 +121,8 @@ class WeightMasking(GradientMasking):
 
     def density(self, multipliers, refresh):
         del refresh
+        if self.rate_scales is not None:
+            multipliers = [tf.cast(m > 0, tf.float32) for m in multipliers]
         return tf.stack([tf.reduce_mean(m) for m in multipliers]) if multipliers \
             else tf.zeros((0,))
 

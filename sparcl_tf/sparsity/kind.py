@@ -15,7 +15,7 @@ from sparcl_tf.layers import channel_masks, skip_masks, sparsifiable_layers
 from sparcl_tf.models import structured_producers
 from sparcl_tf.sparsity import structured
 from sparcl_tf.sparsity.gradient_masking import FilterSelection, GradientMasking, WeightMasking
-from sparcl_tf.sparsity.schedule import layer_targets
+from sparcl_tf.sparsity.schedule import layer_targets, rate_scales
 from sparcl_tf.sparsity.tdm import MaskUpdater
 
 DEVICE_RULES = ("tdm", "rigl")  # weight-mask schedules whose masks change during a run
@@ -104,8 +104,10 @@ class WeightMasks(SparsityKind):
         self.mask_rule, self.gradient_masks = mask_rule, gradient_masks
 
     def gradient_masking(self, network, mask_dtype="float32"):
-        return WeightMasking(sparsifiable_layers(network), self.tracks_gradients,
-                             self.gradient_masks, mask_dtype)
+        layers = sparsifiable_layers(network)
+        return WeightMasking(layers, self.tracks_gradients, self.gradient_masks, mask_dtype,
+                             rate_scales(self.config, [layer.name for layer in layers])
+                             if self.config else None)
 
     def updater(self, network, optimizer):
         layers = sparsifiable_layers(network)

@@ -11,6 +11,8 @@ import math
 from sparcl_tf.errors import ConfigError
 
 SCHEDULES = ("none", "static", "tdm", "rigl")
+# sparsity.rate_scaling -> p: a sparse layer of target density d learns at the run's rate * d ** -p
+RATE_SCALING_POWERS = {"same": 0.0, "inverse_sqrt_density": 0.5, "inverse_density": 1.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,16 @@ def rigl_targets(run_progress, sparsity, drop_fraction, end_fraction):
     return sparsity + drop * (1 - sparsity), sparsity
 
 
+def rate_scales(config, layer_names):
+    """Per sparse layer, the factor on its learning rate (`sparsity.rate_scaling`), or None when
+    every layer learns at the run's rate."""
+    power = RATE_SCALING_POWERS[config.sparsity.get("rate_scaling", "same")]
+    if not power:
+        return None
+    targets = layer_targets(config, layer_names)
+    return [(1.0 - targets[name]) ** -power for name in layer_names]
+
+
 def layer_targets(config, layer_names):
     """Sparse layer name -> target sparsity (`sparsity.layer_sparsity` or the global target)."""
     s = config.sparsity
@@ -99,6 +111,10 @@ def validate(sparsity_config):
         if s.schedule not in ("tdm", "static"):
             raise ConfigError(f"sparsity.granularity=filter needs sparsity.schedule tdm or "
                               f"static, got {s.schedule!r}")
+    scaling = s.get("rate_scaling", "same")  # absent from older run configs
+    if scaling not in RATE_SCALING_POWERS:
+        raise ConfigError(f"sparsity.rate_scaling={scaling!r} is unknown; choose one of "
+                          f"{list(RATE_SCALING_POWERS)}")
     if s.grow not in ("random", "gradient"):
         raise ConfigError(f"sparsity.grow={s.grow!r} must be 'random' or 'gradient'")
     if s.updates_per_task < 2:
