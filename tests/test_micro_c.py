@@ -18,12 +18,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MICRO = os.path.join(ROOT, "tflite", "micro")
 F, H, C, B, R = 32, 48, 10, 16, 16
 TERMS = [("mse", 0.1), ("ce", 0.5)]
+W1_RATE = 2.5  # sparsity.rate_scaling's factor on the sparse kernel's rate (density 0.4)
 GROWTH_SEED = 102700  # a growth seed of the session policy: growth_seed(42, 3, 9)
 UPDATE_BYTES = 4 * 4 + F * H * (4 + 1 + 4 + 1)  # the mask-update block after the step
 
 
 def _golden(path, refresh):
-    head = Head(F, H, C, 0.04, -128, B, R, TERMS, gradient_keep=600)
+    head = Head(F, H, C, 0.04, -128, B, R, TERMS, gradient_keep=600, w1_rate_scale=W1_RATE)
     rng = np.random.default_rng(3)
     params = head.initial_parameters(1)
     mask = (rng.random((F, H)) < 0.5).astype(np.float32)
@@ -47,7 +48,7 @@ def _golden(path, refresh):
     out = {k: v.numpy() for k, v in out.items()}
     with open(path, "wb") as handle:
         for array in (np.array([F, H, C, B, R, 2, -128, 600, refresh], np.int32),
-                      np.array([0.04, 0.05, 1.0], np.float32)):
+                      np.array([0.04, 0.05, 1.0, W1_RATE], np.float32)):
             handle.write(array.tobytes())
         for kind, weight in TERMS:
             handle.write(np.int32(0 if kind == "mse" else 1).tobytes())

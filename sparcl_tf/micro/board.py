@@ -8,7 +8,7 @@ its test set. Lines of numbers (floats in shortest round-trip form, which strtod
 exactly):
 
   sparcl_board_session 1
-  head F H C scale zero_point gradient_keep
+  head F H C scale zero_point gradient_keep w1_rate_scale
   policy seed epochs updates rule stages fraction open swap drop end horizon layers
   units F*H
   targets target
@@ -27,7 +27,7 @@ import numpy as np
 
 from sparcl_tf.errors import ConfigError
 
-FORMAT = "sparcl_board_session 1"
+FORMAT = "sparcl_board_session 2"
 RULES = {"none": 0, "tdm": 1, "rigl": 2}  # sparcl_policy.h's SPARCL_RULE_*
 RATE_SCHEDULES = {"constant": 0, "cosine": 1, "step": 2}  # sparcl_session.h's SPARCL_LR_*
 TERM_KINDS = {"mse": 0, "ce": 1}  # sparcl_micro.h's SPARCL_TERM_*
@@ -69,7 +69,7 @@ def write_board_session(path, session):
     importance = 0.0 if engine.rule == "rigl" else engine.importance_lambda
     lines = [FORMAT, f"head {head.features} {head.hidden} {head.classes} "
                      f"{repr(float(np.float32(head.scale)))} {head.zero_point} "
-                     f"{head.gradient_keep}"]
+                     f"{head.gradient_keep} {repr(float(np.float32(head.w1_rate_scale)))}"]
     lines += policy_lines(plan.to_json())
     lines.append(" ".join(str(v) for v in (
         "rate", RATE_SCHEDULES[rate["schedule"]], repr(rate["base"]),

@@ -43,16 +43,18 @@ def _log_softmax(logits):
 
 class Head:
     """Shapes and hyper-parameters of a head: F features (int8, `scale`, `zero_point`), H hidden
-    units, C classes; batch B; one replay draw of R examples per (kind, weight) replay term."""
+    units, C classes; batch B; one replay draw of R examples per (kind, weight) replay term;
+    `w1_rate_scale`: the sparse hidden kernel learns at the step's rate times this."""
 
     def __init__(self, features, hidden, classes, scale, zero_point, batch_size,
-                 replay_batch_size, replay_terms, gradient_keep):
+                 replay_batch_size, replay_terms, gradient_keep, w1_rate_scale=1.0):
         self.features, self.hidden, self.classes = features, hidden, classes
         self.scale, self.zero_point = float(scale), int(zero_point)
         self.batch_size, self.replay_batch_size = batch_size, replay_batch_size
         self.replay_terms = list(replay_terms)
         self.replay_draws = len(self.replay_terms)
         self.gradient_keep = gradient_keep  # entries of the hidden kernel a step updates (DGM)
+        self.w1_rate_scale = float(w1_rate_scale)
 
     def parameter_shapes(self):
         return {"w1": (self.features, self.hidden), "b1": (self.hidden,),
@@ -116,6 +118,8 @@ class Head:
         recomputed = dgm.gradient_mask(grads["w1"] * active, self.gradient_keep, "bisection")
         gradient_mask = refresh * recomputed + (1.0 - refresh) * gradient_mask
         update = dict(grads, w1=grads["w1"] * active * gradient_mask)
+        if self.w1_rate_scale != 1.0:
+            update["w1"] = update["w1"] * self.w1_rate_scale
         new = {k: p[k] - learning_rate * update[k] for k in PARAMETERS}
         new["w1"] = new["w1"] * mask
         predicted = tf.argmax(logits, axis=1, output_type=tf.int32)

@@ -94,9 +94,6 @@ class MicroSession:
         if self.method.shared_draw:
             raise ConfigError("method.shared_draw=true is not on the micro path yet: the board's "
                               "head reads one replay draw per term")
-        if config.sparsity.rate_scaling != "same":
-            raise ConfigError(f"sparsity.rate_scaling={config.sparsity.rate_scaling!r} is not on "
-                              f"the micro path yet: must be 'same'")
         if config.data.augment != "none":
             raise ConfigError(f"data.augment={config.data.augment!r} is invalid for the micro "
                               f"path, whose head learns from backbone features: must be 'none'")
@@ -113,7 +110,8 @@ class MicroSession:
             if kind.gradient_masks else size
         self.head = Head(features.size, config.micro.hidden_units, num_classes,
                          features.scale, features.zero_point, config.batch_size,
-                         config.replay.batch_size, self.method.replay_terms(), keep)
+                         config.replay.batch_size, self.method.replay_terms(), keep,
+                         (schedule.rate_scales(config, [HEAD_LAYER]) or [1.0])[0])
         self.models = {"train": convert_function(self.head.train_function()),
                        "infer": convert_function(self.head.infer_function())}
         self.arena_bytes = {key: minimum_arena_bytes(m) for key, m in self.models.items()}

@@ -132,14 +132,15 @@ int main(int argc, char **argv) {
   char format[64];
   int version;
   if (fscanf(f, "%63s %d", format, &version) != 2 || strcmp(format, "sparcl_board_session") ||
-      version != 1)
-    fail("not a board session (version 1)");
+      version != 2)
+    fail("not a board session (version 2)");
   sparcl_head_config hc;
   memset(&hc, 0, sizeof(hc));
-  if (!read_word(f, "head") || fscanf(f, "%d %d %d %f %d %d", &hc.features, &hc.hidden,
+  if (!read_word(f, "head") || fscanf(f, "%d %d %d %f %d %d %f", &hc.features, &hc.hidden,
                                       &hc.classes, &hc.scale, &hc.zero_point,
-                                      &hc.gradient_keep) != 6 ||
-      hc.features < 1 || hc.hidden < 1 || hc.classes < 1 || hc.classes > 64)
+                                      &hc.gradient_keep, &hc.w1_rate_scale) != 7 ||
+      hc.features < 1 || hc.hidden < 1 || hc.classes < 1 || hc.classes > 64 ||
+      !(hc.w1_rate_scale > 0.0f) || isinf(hc.w1_rate_scale))
     fail("head");
   sparcl_session_config config;
   memset(&config, 0, sizeof(config));

@@ -175,9 +175,10 @@ float sparcl_head_train_step(sparcl_head *head, const int8_t *features, const in
       head->gradient_mask[i] = m >= threshold && m > 0.0f;
     }
   }
+  float w1_rate = c->learning_rate * c->w1_rate_scale;
   for (int i = 0; i < n; ++i)
     head->w1[i] = (head->mask[i] && head->gradient_mask[i])
-                      ? head->w1[i] - c->learning_rate * gw1[i] : (head->mask[i] ? head->w1[i] : 0.0f);
+                      ? head->w1[i] - w1_rate * gw1[i] : (head->mask[i] ? head->w1[i] : 0.0f);
   for (int h = 0; h < c->hidden; ++h) head->b1[h] -= c->learning_rate * w.gb1[h];
   for (int i = 0; i < c->hidden * c->classes; ++i) head->w2[i] -= c->learning_rate * w.gw2[i];
   for (int k = 0; k < c->classes; ++k) head->b2[k] -= c->learning_rate * w.gb2[k];

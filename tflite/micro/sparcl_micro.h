@@ -28,6 +28,7 @@ typedef struct {
   float learning_rate; /* of the next step: set it before each step from the session plan's
                           learning_rate schedule (sparcl_tf/session/learning_rate.py) */
   int gradient_keep; /* entries of w1 a step updates (DGM); features * hidden = no DGM */
+  float w1_rate_scale; /* w1 learns at learning_rate * this (sparsity.rate_scaling); 1 = same */
 } sparcl_head_config;
 
 typedef struct {

@@ -46,8 +46,8 @@ static void test_golden_step(const char *path) {
   if (!f) { fprintf(stderr, "cannot open %s\n", path); exit(2); }
   int32_t *h = read_exact(f, 9 * sizeof(int32_t));
   int F = h[0], H = h[1], C = h[2], B = h[3], R = h[4], D = h[5], refresh = h[8];
-  float *fl = read_exact(f, 3 * sizeof(float));
-  sparcl_head_config config = {F, H, C, fl[0], h[6], fl[1], h[7]};
+  float *fl = read_exact(f, 4 * sizeof(float));
+  sparcl_head_config config = {F, H, C, fl[0], h[6], fl[1], h[7], fl[3]};
   float replay_weight = fl[2];
   sparcl_replay_term terms[4];
   for (int d = 0; d < D; ++d) {
@@ -281,7 +281,7 @@ static void test_synthetic_head(void) {
   for (int i = 0; i < H * C; ++i) w2[i] = (float)((int)(xorshift(&rng) % 2001) - 1000) / 3000.0f;
   for (int i = 0; i < B * F; ++i) x[i] = (int8_t)((int)(xorshift(&rng) % 255) - 127);
   for (int r = 0; r < B; ++r) labels[r] = r % 2;
-  sparcl_head_config config = {F, H, C, 0.05f, 0, 0.1f, F * H / 4};
+  sparcl_head_config config = {F, H, C, 0.05f, 0, 0.1f, F * H / 4, 1.0f};
   sparcl_head head = {config, w1, b1, w2, b2, mask, gmask, last};
   CHECK(sparcl_scratch_floats(&config, B) == sizeof(scratch) / sizeof(float), "scratch size");
   float first = 0, loss = 0;
@@ -390,7 +390,8 @@ static void test_synthetic_session(void) {
     for (int f = 0; f < F; ++f)
       x[r * F + f] = (int8_t)((f % 2 == labels[r] ? 60 : -60) + (int)(xorshift(&rng) % 41) - 20);
   }
-  sparcl_head head = {{F, H, C, 0.02f, 0, 0.0f, F * H / 2}, w1, b1, w2, b2, mask, gmask, last};
+  sparcl_head head = {{F, H, C, 0.02f, 0, 0.0f, F * H / 2, 1.0f}, w1, b1, w2, b2, mask, gmask,
+                      last};
   int32_t units[1] = {F * H};
   double targets[1] = {0.5};
   sparcl_session_config config;
