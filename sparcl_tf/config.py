@@ -116,6 +116,7 @@ def base_config():
     config.method.beta = 0.5
     config.method.cl_mask = True  # current-batch loss over the current task's classes only
     config.method.shared_draw = False  # DER++: both replay terms on one draw (one fewer forward)
+    config.method.masked_logits = "excluded"  # CL mask: other classes' logits excluded | constant
 
     config.replay = ml_collections.ConfigDict()
     config.replay.buffer_size = 500
@@ -300,6 +301,7 @@ def validate(config):
     from sparcl_tf.data.sources import SOURCES
     from sparcl_tf.data.tasks import SCENARIOS
     from sparcl_tf.methods import METHODS
+    from sparcl_tf.methods.base import MASKED_LOGITS
     from sparcl_tf.models import MODELS
     from sparcl_tf.session import learning_rate
     from sparcl_tf.sparsity import ddr, dgm, schedule
@@ -333,7 +335,10 @@ def validate(config):
                  f"one of {sorted(METHODS)}")
     _require(method.alpha >= 0, "method.alpha", method.alpha, ">= 0")
     _require(method.beta >= 0, "method.beta", method.beta, ">= 0")
-    shared = method.get("shared_draw", False)  # absent from older run configs
+    masked_logits = method.get("masked_logits", "excluded")  # absent from older run configs
+    _require(masked_logits in MASKED_LOGITS, "method.masked_logits", masked_logits,
+             f"one of {list(MASKED_LOGITS)}")
+    shared = method.get("shared_draw", False)
     _require(isinstance(shared, bool), "method.shared_draw", shared, "true or false")
     if registry and shared:
         _require(len(METHODS[method.name].REPLAY_TERMS) > 1, "method.shared_draw", shared,

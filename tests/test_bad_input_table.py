@@ -552,7 +552,7 @@ LIBRARY_ROWS = [
         name, **{argument: value}), f"{argument}={value!r}", ValueError)
       for name in ("DERPP", "DER", "ER", "Finetune", "Joint")
       for argument, value in (("cl_mask", "yes"), ("alpha", -1.0), ("beta", float("nan")),
-                              ("shared_draw", "yes"))),
+                              ("shared_draw", "yes"), ("masked_logits", "soft"))),
     *(Row(name, "shared_draw", lambda c, name=name: _method(name, shared_draw=True),
           "shared_draw=True is invalid", ValueError) for name in ("DER", "ER", "Finetune")),
 

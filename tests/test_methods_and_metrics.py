@@ -32,6 +32,20 @@ def test_cl_mask_restricts_the_current_loss_to_the_task_classes():
                                cross_entropy(LABELS, LOGITS), rtol=1e-6)
 
 
+def test_cl_mask_with_constant_other_logits_moves_only_the_task_classes():
+    method = build_method(ml_collections.ConfigDict(dict(
+        name="derpp", alpha=0.1, beta=0.5, cl_mask=True, masked_logits="constant")))
+    logits = tf.Variable(LOGITS)
+    with tf.GradientTape() as tape:
+        loss = method.current_loss(LABELS, logits, CLASS_MASK)
+    gradient = tape.gradient(loss, logits).numpy()
+    np.testing.assert_allclose(loss, cross_entropy(LABELS, LOGITS), rtol=1e-6)
+    assert np.all(gradient[:, 2:] == 0) and np.all(gradient[:, :2] != 0)
+    with pytest.raises(ConfigError, match="masked_logits='soft' is invalid"):
+        build_method(ml_collections.ConfigDict(dict(
+            name="derpp", alpha=0.1, beta=0.5, cl_mask=True, masked_logits="soft")))
+
+
 def _draw(seed, labels=(0, 3)):
     rng = np.random.default_rng(seed)
     images = tf.constant(rng.normal(size=(2, 4)).astype(np.float32))

@@ -110,6 +110,9 @@ def test_micro_path_refuses_other_models_and_no_tasks_left(idx_folder, tmp_path)
         run_micro(_config(idx_folder, model__name="mlp"), str(tmp_path), verbose=0)
     with pytest.raises(ConfigError, match="micro.pretrain_tasks=3 must be below"):
         run_micro(_config(idx_folder, micro__pretrain_tasks=3), str(tmp_path), verbose=0)
+    with pytest.raises(ConfigError, match="method.masked_logits 'excluded'"):
+        run_micro(_config(idx_folder, method__masked_logits="constant"), str(tmp_path),
+                  verbose=0)
     with pytest.raises(ConfigError, match="method.shared_draw=true is not on the micro path"):
         run_micro(_config(idx_folder, method__shared_draw=True), str(tmp_path), verbose=0)
 

@@ -17,4 +17,6 @@ def build_method(method_config):
                           f"{sorted(METHODS)}")
     return METHODS[method_config.name](
         cl_mask=method_config.cl_mask, alpha=method_config.alpha, beta=method_config.beta,
-        shared_draw=method_config.get("shared_draw", False))  # absent from older run configs
+        # fields absent from older run configs
+        shared_draw=method_config.get("shared_draw", False),
+        masked_logits=method_config.get("masked_logits", "excluded"))

@@ -11,6 +11,10 @@ import tensorflow as tf
 from sparcl_tf.errors import ConfigError
 
 NEG_INF_LOGIT = -1e9  # finite, so masked classes give exact zeros in softmax without NaN gradients
+# What the CL mask does with the other classes' logits in the current batch's loss: leaves them
+# out of the softmax, or keeps them in as constants (the current classes learn to beat them, and
+# no gradient pushes them down).
+MASKED_LOGITS = ("excluded", "constant")
 
 
 def cross_entropy(labels, logits):
@@ -50,11 +54,15 @@ class ContinualMethod:
         super().__init_subclass__(**kwargs)
         cls.replay_draws, cls.uses_buffer = len(cls.REPLAY_TERMS), bool(cls.REPLAY_TERMS)
 
-    def __init__(self, cl_mask=True, alpha=None, beta=None, shared_draw=False):
+    def __init__(self, cl_mask=True, alpha=None, beta=None, shared_draw=False,
+                 masked_logits="excluded"):
         who = type(self).__name__
         for name, value in (("cl_mask", cl_mask), ("shared_draw", shared_draw)):
             if not isinstance(value, bool):
                 raise ConfigError(f"{who}: {name}={value!r} is invalid: must be True or False")
+        if masked_logits not in MASKED_LOGITS:
+            raise ConfigError(f"{who}: masked_logits={masked_logits!r} is invalid: must be one "
+                              f"of {list(MASKED_LOGITS)}")
         if shared_draw and len(self.REPLAY_TERMS) < 2:
             raise ConfigError(f"{who}: shared_draw=True is invalid: {self.name} has "
                               f"{len(self.REPLAY_TERMS)} replay term(s), nothing to share")
@@ -63,7 +71,7 @@ class ContinualMethod:
                     value, bool) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{who}: {name}={value!r} is invalid: must be a finite "
                                   f"number >= 0 or None")
-        self.cl_mask, self.shared_draw = cl_mask, shared_draw
+        self.cl_mask, self.shared_draw, self.masked_logits = cl_mask, shared_draw, masked_logits
         self.alpha = self.default_alpha if alpha is None else alpha
         self.beta = self.default_beta if beta is None else beta
         # The draw each replay term reads; the step is fed one draw per distinct entry.
@@ -74,12 +82,16 @@ class ContinualMethod:
         """This method as config fields (what results record and a resume checks)."""
         return {"method.name": self.name, "method.alpha": float(self.alpha),
                 "method.beta": float(self.beta), "method.cl_mask": bool(self.cl_mask),
-                "method.shared_draw": bool(self.shared_draw)}
+                "method.shared_draw": bool(self.shared_draw),
+                "method.masked_logits": self.masked_logits}
 
     def current_loss(self, labels, logits, class_mask):
-        """CE on the current batch; with the CL mask, over the current task's classes only."""
+        """CE on the current batch; with the CL mask, only the current task's classes' logits
+        learn from it (the others out of the softmax, or in it as constants: `masked_logits`)."""
         if self.cl_mask:
-            logits = tf.where(class_mask[None, :], logits, NEG_INF_LOGIT)
+            others = tf.stop_gradient(logits) if self.masked_logits == "constant" \
+                else NEG_INF_LOGIT
+            logits = tf.where(class_mask[None, :], logits, others)
         return cross_entropy(labels, logits)
 
     def replay_terms(self):

@@ -91,6 +91,10 @@ class MicroSession:
         if self.method.name not in ("finetune", "er", "der", "derpp"):
             raise ConfigError(f"the micro path supports method.name finetune, er, der or derpp, "
                               f"got {self.method.name!r}")
+        if not self.method.cl_mask or self.method.masked_logits != "excluded":
+            raise ConfigError("the micro path's head always excludes the other classes' logits "
+                              "(CL mask): method.cl_mask must be true and method.masked_logits "
+                              "'excluded'")
         if self.method.shared_draw:
             raise ConfigError("method.shared_draw=true is not on the micro path yet: the board's "
                               "head reads one replay draw per term")
