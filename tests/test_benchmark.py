@@ -9,7 +9,8 @@ from tools.benchmark import report, runs as benchmark_runs
 def _run(class_il, flops, seconds):
     return {"class_il": class_il, "task_il": class_il + 20, "forgetting": 100 - class_il,
             "training_flops": flops, "wall_clock_s": seconds, "peak_rss_mib": 700.0,
-            "removed_fraction": 0.3}
+            "removed_fraction": 0.3, "same_draw_flops_ratio": 9.0,
+            "new_task_class_il": class_il - 30}
 
 
 def test_summary_is_mean_and_sample_std_with_ratios_paired_by_seed():
@@ -44,3 +45,19 @@ def test_bad_seeds_are_one_error_line(values, message, monkeypatch):
         benchmark_runs.parse_seeds(values)
     assert exit_info.value.code == 2
     assert errors.getvalue().count("\n") == 1 and message in errors.getvalue()
+
+
+def test_a_runs_row_carries_the_same_draw_ratio_and_its_worst_new_task(tmp_path):
+    import json
+    folder = tmp_path / "derpp" / "seed_0"
+    folder.mkdir(parents=True)
+    (folder / "peak_rss.json").write_text(json.dumps({"peak_rss_mib": 700.0}))
+    (folder / "results.json").write_text(json.dumps({
+        "class_il": 60.0, "examples_removed": 0, "training_examples": 100,
+        "training_flops": 10.0, "dense_training_flops": 75.0,
+        "class_il_matrix": [[90.0, 0.0, 0.0], [40.0, 26.5, 0.0], [50.0, 30.0, 80.0]]}))
+    row = benchmark_runs.run_preset("unused.py", "derpp", 0, str(tmp_path), [])
+    assert row["same_draw_flops_ratio"] == 7.5 and row["new_task_class_il"] == 26.5
+    table = report.table(benchmark_runs.summarize({("derpp", 0): dict(
+        row, task_il=90.0, forgetting=5.0, wall_clock_s=3.0)}, ["derpp"], [0]))
+    assert "| 26.50 +- 0.00 | 10 | 1.0x fewer | 7.5x fewer |" in table

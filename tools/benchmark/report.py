@@ -25,15 +25,17 @@ def ratio_text(value, digits):
     return f"{mean:.{digits}f}x{spread}"
 
 def table(summary):
-    lines = ["| preset | class-IL | vs DER++ | task-IL | forgetting | training FLOPs | "
-             "FLOPs vs DER++ | wall-clock (s) | wall-clock vs DER++ | peak RSS (MiB) | "
-             "data removed |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| preset | class-IL | vs DER++ | task-IL | forgetting | worst task when new | "
+             "training FLOPs | FLOPs vs DER++ | FLOPs vs dense, same draws | wall-clock (s) | "
+             "wall-clock vs DER++ | peak RSS (MiB) | data removed |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for entry in summary.values():
         lines.append(
             f"| {entry['preset']} | {pm(entry['class_il'])} | {pm(entry['class_il_delta'])} | "
             f"{pm(entry['task_il'])} | {pm(entry['forgetting'])} | "
+            f"{pm(entry['new_task_class_il'])} | "
             f"{entry['training_flops'][0]:.3g} | {ratio_text(entry['flops_ratio'], 1)} fewer | "
+            f"{ratio_text(entry['same_draw_flops_ratio'], 1)} fewer | "
             f"{pm(entry['wall_clock_s'], 0)} | {ratio_text(entry['speedup'], 2)} faster | "
             f"{entry['peak_rss_mib'][0]:.0f} | {100 * entry['removed_fraction'][0]:.0f} % |")
     return "\n".join(lines)

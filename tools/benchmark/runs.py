@@ -50,6 +50,12 @@ def run_preset(config_file, preset, seed, workdir, overrides):
         results = json.load(handle)
         results["peak_rss_mib"] = json.load(memory)["peak_rss_mib"]
     results["removed_fraction"] = results["examples_removed"] / results["training_examples"]
+    # The same-draw dense count: the ledger charges a dense model for the examples this run
+    # processed, so a run with fewer replay draws is not credited for them twice.
+    results["same_draw_flops_ratio"] = (results["dense_training_flops"]
+                                        / results["training_flops"])
+    matrix = results["class_il_matrix"]  # row t: after task t
+    results["new_task_class_il"] = min(matrix[t][t] for t in range(len(matrix)))
     print(f"[benchmark] {preset} seed {seed}: class-IL {results['class_il']:.2f}", flush=True)
     return results
 
@@ -72,7 +78,8 @@ def mean_std(values):
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 SUMMARY_FIELDS = ("class_il", "task_il", "forgetting", "training_flops", "wall_clock_s",
-                  "peak_rss_mib", "removed_fraction")
+                  "peak_rss_mib", "removed_fraction", "same_draw_flops_ratio",
+                  "new_task_class_il")
 
 def summarize(runs, presets, seeds, reference=REFERENCE):
     """Per preset, over `seeds`: (mean, std) of SUMMARY_FIELDS, of the paired ratios
