@@ -7,6 +7,7 @@ allowed values.
 """
 
 import dataclasses
+from typing import Union
 import math
 
 import ml_collections
@@ -27,11 +28,12 @@ METHOD_PRESETS = {
 class SparCL:
     """SparCL's settings: TDM weight masks at `weight_sparsity` (pruned and regrown
     `updates_per_task` times a task), DGM gradient masks at total sparsity `gradient_sparsity`
-    (None: off; refreshed every `refresh_every` steps) and DDR removal of a `removal` share of
+    (None: off; "paired": the paper's pairing w + (1 - w) / 5, 0.80 at 0.75, 0.92 at 0.90, 0.96
+    at 0.95; refreshed every `refresh_every` steps) and DDR removal of a `removal` share of
     each task's data (0: off) in `removal_stages` stages; `structured`: by whole filters on the
     physically compacted model (registry models only). `overrides()` is its config."""
     weight_sparsity: float = 0.75
-    gradient_sparsity: float = 0.80
+    gradient_sparsity: Union[float, str, None] = "paired"
     removal: float = 0.3
     updates_per_task: int = 10
     refresh_every: int = 30
@@ -44,14 +46,20 @@ class SparCL:
         if not isinstance(self.structured, bool):
             raise ConfigError(f"SparCL: structured={self.structured!r} is invalid: must be True "
                               f"or False")
+        if isinstance(self.gradient_sparsity, str) and self.gradient_sparsity != "paired":
+            raise ConfigError(f"SparCL: gradient_sparsity={self.gradient_sparsity!r} is invalid: "
+                              f"must be a number, 'paired' or None")
 
     def overrides(self):
         dgm = self.gradient_sparsity is not None
+        gradient_sparsity = self.gradient_sparsity
+        if gradient_sparsity == "paired" and isinstance(self.weight_sparsity, (int, float)):
+            gradient_sparsity = round(self.weight_sparsity + (1 - self.weight_sparsity) / 5, 6)
         return {"sparsity.schedule": "tdm", "sparsity.weight_sparsity": self.weight_sparsity,
                 "sparsity.updates_per_task": self.updates_per_task,
                 "sparsity.granularity": "filter" if self.structured else "weight",
                 "dgm.enabled": dgm, "dgm.refresh_every": self.refresh_every,
-                **({"dgm.gradient_sparsity": self.gradient_sparsity} if dgm else {}),
+                **({"dgm.gradient_sparsity": gradient_sparsity} if dgm else {}),
                 "ddr.enabled": self.removal > 0, "ddr.stages": self.removal_stages,
                 **({"ddr.total_fraction": self.removal} if self.removal > 0 else {})}
 

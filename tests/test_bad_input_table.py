@@ -538,6 +538,8 @@ LIBRARY_ROWS = [
         "weight_sparsity=1.5", ValueError),
     Row("SparCL", "gradient_sparsity", lambda c: _learner(
         c, sparcl=_sparcl(gradient_sparsity=-0.1)), "gradient_sparsity=-0.1", ValueError),
+    Row("SparCL", "gradient_sparsity", lambda c: _sparcl(gradient_sparsity="auto"),
+        "gradient_sparsity='auto' is invalid: must be a number, 'paired' or None", ValueError),
     Row("SparCL", "removal", lambda c: _learner(c, sparcl=_sparcl(removal=1.0)),
         "total_fraction=1.0", ValueError),
     Row("SparCL", "updates_per_task", lambda c: _learner(c, sparcl=_sparcl(updates_per_task=0)),

@@ -101,3 +101,14 @@ def test_finetune_needs_no_buffer():
     config = importlib.import_module("configs.split_fmnist").get_config("finetune")
     config.replay.buffer_size = 0
     validate(config)
+
+
+def test_sparcl_pairs_its_gradient_sparsity_with_the_weight_sparsity_as_the_paper():
+    from sparcl_tf.config import SPARCL_PRESETS, SparCL
+    for weight, gradient, preset in ((0.75, 0.80, "sparcl_derpp"),
+                                     (0.90, 0.92, "sparcl_derpp_90"),
+                                     (0.95, 0.96, "sparcl_derpp_95")):
+        paired = SparCL(weight_sparsity=weight).overrides()
+        assert paired == SparCL(weight, gradient).overrides()
+        assert {k: v for k, v in SPARCL_PRESETS[preset].items() if k in paired} == paired
+    assert SparCL(gradient_sparsity=None).overrides()["dgm.enabled"] is False
