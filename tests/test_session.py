@@ -113,6 +113,15 @@ def _record(monkeypatch):
     return record
 
 
+def test_the_step_time_leaves_out_each_process_first_step_which_traces(idx_folder, tmp_path):
+    config = tiny_config(idx_folder, "derpp", data__num_tasks=2, log__tensorboard=False)
+    run = Experiment(config, str(tmp_path), verbose=0)
+    results = run.run()
+    assert run.progress.first_steps == 1 and 0 < results["first_step_s"] < results["train_time_s"]
+    assert results["train_step_ms"] == pytest.approx(
+        1000.0 * (results["train_time_s"] - results["first_step_s"]) / (results["steps"] - 1))
+
+
 @pytest.mark.parametrize("preset", ["sparcl_derpp_90", "sparcl_derpp_s75"])
 def test_keras_and_litert_sessions_take_the_same_steps(parity_folder, tmp_path, monkeypatch,
                                                       preset):

@@ -66,6 +66,7 @@ class SessionLoop:
         self.plan, self.engine, self.stream, self.config = plan, engine, stream, config
         self.read_only = read_only
         self.trace = trace or (lambda record: None)  # `session.trace` records
+        self._stepped = False  # whether this process has taken a step (traced the graph)
         self.workdir, self.identity, self.ledger, self.verbose = workdir, identity, ledger, verbose
         tasks = stream.tasks
         replay = plan.replay
@@ -189,7 +190,12 @@ class SessionLoop:
         progress.refresh_pending = False
         started = time.perf_counter()
         out = self.engine.train(inputs, refresh)
-        progress.train_time_s += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        progress.train_time_s += seconds
+        if not self._stepped:  # this process's first step: tracing, not training
+            self._stepped = True
+            progress.first_step_s += seconds
+            progress.first_steps += 1
         loss = float(out["loss"])
         if not np.isfinite(loss):  # raised before any save: the checkpoints stay good
             raise DivergedError(f"task {task_index + 1} epoch {progress.epoch + 1} step "
