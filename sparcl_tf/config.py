@@ -170,11 +170,13 @@ def base_config():
     config.dgm.gradient_sparsity = 0.80   # total sparsity of the kernel update
     config.dgm.refresh_every = 30
     config.dgm.threshold = "topk"         # topk | bisection
+    config.dgm.min_epochs = 0             # off for runs of fewer epochs a task (see dgm.active)
 
     config.ddr = ml_collections.ConfigDict()
     config.ddr.enabled = False
     config.ddr.total_fraction = 0.3       # of each task's training data
     config.ddr.stages = 4                 # at the task's mask updates 1..stages
+    config.ddr.min_epochs = 0             # off for runs of fewer epochs a task (see ddr.active)
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "edge_cnn"

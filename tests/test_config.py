@@ -75,6 +75,9 @@ def test_invalid_field_is_named_in_the_error(path, value, field):
     ({"ddr.total_fraction": 1.2}, "ddr.total_fraction"),
     ({"ddr.stages": 10}, "ddr.stages"),
     ({"sparsity.schedule": "none"}, "dgm.enabled"),  # gradient masks need weight masks
+    ({"ddr.min_epochs": -1}, "ddr.min_epochs"),
+    ({"dgm.min_epochs": -2}, "dgm.min_epochs"),
+    ({"sparsity.rate_scaling": "inverse"}, "sparsity.rate_scaling"),
 ])
 def test_invalid_sparcl_field_is_named_in_the_error(overrides, field):
     config = importlib.import_module("configs.split_fmnist").get_config("sparcl_derpp_90")

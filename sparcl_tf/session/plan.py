@@ -30,7 +30,8 @@ import math
 from sparcl_tf.errors import DataError
 from sparcl_tf.session import learning_rate
 from sparcl_tf.session import random as session_random
-from sparcl_tf.sparsity import schedule
+from sparcl_tf.sparsity import ddr as data_removal
+from sparcl_tf.sparsity import dgm, schedule
 from sparcl_tf.sparsity.kind import sparsity_kind
 from sparcl_tf.sparsity.masks import active_count
 
@@ -66,11 +67,11 @@ def removal_targets(num_examples, total_fraction, stages):
 def event_schedule(config, layers, kind, horizon_tasks):
     """The plan's `schedule`: the constants from which every task's events follow (the spec is
     `SessionPlan.task_events`)."""
-    s, ddr = config.sparsity, config.ddr
+    s, ddr, removes = config.sparsity, config.ddr, data_removal.active(config)
     rule = s.schedule if s.schedule in ("tdm", "rigl") else "none"
     return {"updates_per_task": int(s.updates_per_task), "mask_rule": rule,
-            "removal": {"fraction": float(ddr.total_fraction) if ddr.enabled else 0.0,
-                        "stages": int(ddr.stages) if ddr.enabled else 0},
+            "removal": {"fraction": float(ddr.total_fraction) if removes else 0.0,
+                        "stages": int(ddr.stages) if removes else 0},
             **kind.schedule_entry([name for name, _ in layers], horizon_tasks)}
 
 
@@ -96,7 +97,7 @@ def build_plan(config, data, layers, kind=None, replay_draws=0, horizon_tasks=No
         momentum_reset_per_task=True,
         unit=kind.unit,
         sparse_layers=[name for name, _ in layers], layer_units=[int(u) for _, u in layers],
-        dgm_refresh_every=int(config.dgm.refresh_every) if config.dgm.enabled else 0,
+        dgm_refresh_every=int(config.dgm.refresh_every) if dgm.active(config) else 0,
         schedule=event_schedule(config, layers, kind, horizon_tasks),
         normalization={"mean": [float(m) for m in data.mean],
                        "std": [float(v) for v in data.std],

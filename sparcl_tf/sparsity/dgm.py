@@ -53,10 +53,19 @@ def gradient_mask(masked_gradient, keep, method="topk", active=None):
     return tf.reshape(kept, tf.shape(masked_gradient))
 
 
+def active(config):
+    """Whether a run of `config` masks gradients: DGM enabled and at least `dgm.min_epochs` epochs
+    a task (its saving is small, and on a short task its masks cost the steps that matter)."""
+    return bool(config.dgm.enabled) and config.epochs_per_task >= config.dgm.get("min_epochs", 0)
+
+
 def validate(dgm_config, sparsity_config):
     """ConfigError for the first `dgm` field a run cannot use (its sparsity is the update's
     total, so it must exceed the weight sparsity)."""
     s = sparsity_config
+    min_epochs = dgm_config.get("min_epochs", 0)
+    if not (isinstance(min_epochs, int) and min_epochs >= 0):
+        raise ConfigError(f"dgm.min_epochs={min_epochs!r} must be an integer >= 0")
     if dgm_config.enabled:
         if s.schedule == "none":
             raise ConfigError("dgm.enabled needs a sparsity.schedule other than 'none'")

@@ -13,7 +13,7 @@ import numpy as np
 
 from sparcl_tf.layers import channel_masks, skip_masks, sparsifiable_layers
 from sparcl_tf.models import structured_producers
-from sparcl_tf.sparsity import structured
+from sparcl_tf.sparsity import dgm, structured
 from sparcl_tf.sparsity.gradient_masking import FilterSelection, GradientMasking, WeightMasking
 from sparcl_tf.sparsity.schedule import layer_targets, rate_scales
 from sparcl_tf.sparsity.tdm import MaskUpdater
@@ -148,7 +148,7 @@ class FilterSlots(SparsityKind):
 
     def gradient_masking(self, network, mask_dtype="float32"):
         layers = sparsifiable_layers(network)
-        if not self.config.dgm.enabled:
+        if not dgm.active(self.config):
             return GradientMasking(layers, self.tracks_gradients)
         targets = structured.gradient_filter_targets(self.config, [layer.name for layer in layers])
         slot_masks = {group.producer: group.mask for group in channel_masks(network)}
@@ -193,7 +193,7 @@ def sparsity_kind(config, full_network=None):
     if s.schedule == "none":
         return Dense(config)
     return WeightMasks(config, s.schedule if s.schedule in DEVICE_RULES else None,
-                       config.dgm if config.dgm.enabled else None)
+                       config.dgm if dgm.active(config) else None)
 
 
 def described_kind(config, model):

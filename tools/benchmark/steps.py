@@ -15,6 +15,7 @@ def step_times(config_file, overrides, repeats):
     import numpy as np
 
     from sparcl_tf.experiment import Experiment
+    from sparcl_tf.sparsity import dgm
 
     variants = {"dense DER++": "derpp", "SparCL-DER++ 0.90 (masks + DGM)": "sparcl_derpp_90",
                 "SparCL-DER++ 0.90 (masks only)": "sparcl_derpp_90_no_dgm"}
@@ -25,7 +26,7 @@ def step_times(config_file, overrides, repeats):
         run = Experiment(config, tempfile.mkdtemp(prefix="sparcl_step_"), verbose=0)
         if batches is None:
             batches = _host_batches(run, steps)
-        every = config.dgm.refresh_every if config.dgm.enabled else 0
+        every = config.dgm.refresh_every if dgm.active(config) else 0
         engines[label] = (run.engine, every)
         for _ in range(2):  # trace and warm up
             _train_steps(run.engine, batches, every)
