@@ -1,8 +1,8 @@
 """Runs bad-input rows through one `tools.*` binary inside this one process (a process per row
 would pay TensorFlow's import for each): `python tests/binary_rows.py tools.train ROWS.json
 SANDBOX`. ROWS.json is a list of argument lists; for each, prints one JSON line: the exit code,
-what the binary wrote to its error stream, and every path under SANDBOX (and every `sparcl_*` in TMPDIR)
-that the row created, removed or changed. The first line lists the flags the binary
+what the binary wrote to its error stream, and every path under SANDBOX (and every `sparcl_*` in
+TMPDIR) that the row created, removed or changed. The first line lists the flags the binary
 defines, for the table's coverage check."""
 
 import hashlib

@@ -57,10 +57,10 @@ def test_apply_mask_to_kernel_zeroes_exactly_the_masked_entries():
 def test_masked_layers_survive_keras_serialization():
     model = build_model("edge_cnn", (28, 28, 1), 10, width=0.25)
     clone = keras.Model.from_config(model.get_config())
-    assert [type(l).__name__ for l in masked_layers(clone)] == [
-        type(l).__name__ for l in masked_layers(model)]
-    assert [l.sparsifiable for l in masked_layers(clone)] == [
-        l.sparsifiable for l in masked_layers(model)]
+    assert [type(layer).__name__ for layer in masked_layers(clone)] == [
+        type(layer).__name__ for layer in masked_layers(model)]
+    assert [layer.sparsifiable for layer in masked_layers(clone)] == [
+        layer.sparsifiable for layer in masked_layers(model)]
 
 
 def test_resnet18_matches_the_cifar_architecture():
@@ -68,11 +68,12 @@ def test_resnet18_matches_the_cifar_architecture():
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     assert trainable == 11_173_962  # torchvision-style CIFAR ResNet-18 with a 10-way head
     sparse = sparsifiable_layers(model)
-    assert len(sparse) == 16 and all(l.kernel_size == (3, 3) for l in sparse)
-    dense = [l.name for l in masked_layers(model) if not l.sparsifiable]
+    assert len(sparse) == 16 and all(layer.kernel_size == (3, 3) for layer in sparse)
+    dense = [layer.name for layer in masked_layers(model) if not layer.sparsifiable]
     assert dense == ["stem_conv", "stage2_block1_shortcut", "stage3_block1_shortcut",
                      "stage4_block1_shortcut", "head"]
-    assert all(not l.use_bias for l in masked_layers(model) if isinstance(l, MaskedConv2D))
+    assert all(not layer.use_bias for layer in masked_layers(model)
+               if isinstance(layer, MaskedConv2D))
     assert model.get_layer("stage1_block1_bn1").momentum == 0.9
     assert model.get_layer("stage1_block1_bn1").epsilon == 1e-5
     assert model.get_layer("stage2_block1_conv1").padding == "valid"  # explicit symmetric pad
@@ -108,11 +109,11 @@ def test_mobilenet_v2_matches_keras_applications_and_takes_small_inputs(shape, w
 
 def test_edge_cnn_and_mlp_declare_their_sparse_layers():
     cnn = build_model("edge_cnn", (28, 28, 1), 10)
-    assert [l.name for l in sparsifiable_layers(cnn)] == ["conv2", "conv3", "conv4", "fc1"]
+    assert [layer.name for layer in sparsifiable_layers(cnn)] == ["conv2", "conv3", "conv4", "fc1"]
     assert cnn(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
     mlp = build_model("mlp", (28, 28, 1), 10)
-    assert [l.units for l in masked_layers(mlp)] == [100, 100, 10]
-    assert [l.name for l in sparsifiable_layers(mlp)] == ["fc1", "fc2"]
+    assert [layer.units for layer in masked_layers(mlp)] == [100, 100, 10]
+    assert [layer.name for layer in sparsifiable_layers(mlp)] == ["fc1", "fc2"]
     assert sum(int(np.prod(v.shape)) for v in mlp.trainable_variables) == 89_610
 
 

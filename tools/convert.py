@@ -12,7 +12,8 @@ that repeats the run. --flex adds save/restore signatures that need the Select-T
 --with_state also writes W/state, the run's whole state (replay buffer, example statistics, tasks
 seen, accuracy so far) as the folder a `sparcl_tf.ondevice.DeviceLearner` continues from, so a
 device goes on where the host stopped. --task_data also writes task_data.npz (the run's task
-stream, for the Kotlin session on a desktop JVM). A graph that would need a Flex op without --flex fails with one line naming the op. A run
+stream, for the Kotlin session on a desktop JVM). A graph that would need a Flex op without
+--flex fails with one line naming the op. A run
 trained under `distribute.strategy` is read on one device. The
 run is read, never written (no config.json, events or folders appear in W when --output_dir
 points elsewhere); a run with a config but no checkpoint is refused unless --state=initial.

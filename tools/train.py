@@ -13,7 +13,7 @@ one device (README, "Scale-out on tf.distribute"); of several workers only the c
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from tools import cli
 

@@ -89,7 +89,8 @@ def export_training_files(config, network, kind, plan, output_dir, method=None, 
         except Exception as error:  # the converter raises its own types
             needs = flex_ops_by_layer(error, [layer.name for layer in network.layers])
             one_line = " ".join(str(error).split())[:300]
-            raise ExportError("the training graph needs ops outside the TFLite builtins: " + "; ".join(
-                f"{op} (layers {', '.join(layers)})" for op, layers in needs.items())
+            raise ExportError("the training graph needs ops outside the TFLite builtins: "
+                              + "; ".join(f"{op} (layers {', '.join(layers)})"
+                                          for op, layers in needs.items())
                 if needs else f"conversion failed: {one_line}") from None
     return write_model_files(model, module, plan, output_dir)

@@ -8,6 +8,9 @@ from sparcl_tf.methods.er import ER
 from sparcl_tf.methods.finetune import Finetune
 from sparcl_tf.methods.joint import Joint
 
+__all__ = ["DER", "DERPP", "ER", "METHODS", "ContinualMethod", "Finetune", "Joint",
+           "build_method"]
+
 METHODS = {cls.name: cls for cls in (Finetune, Joint, ER, DER, DERPP)}
 
 
