@@ -78,6 +78,8 @@ def test_invalid_field_is_named_in_the_error(path, value, field):
     ({"ddr.min_epochs": -1}, "ddr.min_epochs"),
     ({"dgm.min_epochs": -2}, "dgm.min_epochs"),
     ({"sparsity.rate_scaling": "inverse"}, "sparsity.rate_scaling"),
+    ({"sparsity.rate_scaling": "inverse_density", "sparsity.granularity": "filter"},
+     "sparsity.rate_scaling"),
 ])
 def test_invalid_sparcl_field_is_named_in_the_error(overrides, field):
     config = importlib.import_module("configs.split_fmnist").get_config("sparcl_derpp_90")

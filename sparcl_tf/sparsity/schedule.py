@@ -115,6 +115,9 @@ def validate(sparsity_config):
     if scaling not in RATE_SCALING_POWERS:
         raise ConfigError(f"sparsity.rate_scaling={scaling!r} is unknown; choose one of "
                           f"{list(RATE_SCALING_POWERS)}")
+    if scaling != "same" and s.granularity == "filter":
+        raise ConfigError(f"sparsity.rate_scaling={scaling!r} applies to weight masks; a "
+                          f"granularity=filter run trains dense compacted layers: must be 'same'")
     if s.grow not in ("random", "gradient"):
         raise ConfigError(f"sparsity.grow={s.grow!r} must be 'random' or 'gradient'")
     if s.updates_per_task < 2:
