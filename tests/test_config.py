@@ -117,3 +117,13 @@ def test_sparcl_pairs_its_gradient_sparsity_with_the_weight_sparsity_as_the_pape
         assert paired == SparCL(weight, gradient).overrides()
         assert {k: v for k, v in SPARCL_PRESETS[preset].items() if k in paired} == paired
     assert SparCL(gradient_sparsity=None).overrides()["dgm.enabled"] is False
+
+
+@pytest.mark.parametrize("module", ["configs.ablations.own_model", "configs.ablations.edge_cnn",
+                                    "configs.ablations.mlp"])
+def test_every_ablation_variant_validates(module):
+    ablation = importlib.import_module(module)
+    for preset in ablation.PRESETS:
+        config = validate(ablation.get_config(preset))
+        assert config.preset == preset
+    assert ablation.get_config("static90_layer").sparsity.rate_scaling == "inverse_density"

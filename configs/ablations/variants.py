@@ -1,0 +1,54 @@
+"""The edge-schedule ablation's variants (issue 28), shared by the setting files beside it: each
+a preset of configs/split_fmnist.py plus config fields."""
+
+STATIC = {"sparsity.schedule": "static", "sparsity.weight_sparsity": 0.9}
+TDM2 = {"sparsity.schedule": "tdm", "sparsity.weight_sparsity": 0.9,
+        "sparsity.updates_per_task": 2}
+LAYER = {"sparsity.rate_scaling": "inverse_density"}
+SQRT = {"sparsity.rate_scaling": "inverse_sqrt_density"}
+SHARED = {"method.shared_draw": True}
+CONSTANT = {"method.masked_logits": "constant"}
+GATED = {"ddr.min_epochs": 6, "dgm.min_epochs": 6}
+
+VARIANTS = {
+    "derpp": ("derpp", {}),
+    "derpp_lr06": ("derpp", {"optimizer.learning_rate": 0.06}),
+    "derpp_lr10": ("derpp", {"optimizer.learning_rate": 0.1}),
+    "derpp_lr30": ("derpp", {"optimizer.learning_rate": 0.3}),
+    "derpp_shared": ("derpp", SHARED),
+    "derpp_shared_lr06": ("derpp", {**SHARED, "optimizer.learning_rate": 0.06}),
+    "derpp_nocl": ("derpp", {"method.cl_mask": False}),
+    "derpp_const": ("derpp", CONSTANT),
+    "sparcl_derpp_90": ("sparcl_derpp_90", {}),
+    "sparcl90_layer": ("sparcl_derpp_90", LAYER),
+    "sparcl90_layer_gated": ("sparcl_derpp_90", {**LAYER, **GATED}),
+    "sparcl90_layer_gated_shared": ("sparcl_derpp_90", {**LAYER, **GATED, **SHARED}),
+    "static90": ("derpp", STATIC),
+    "static90_lr10": ("derpp", {**STATIC, "optimizer.learning_rate": 0.1}),
+    "static90_lr30": ("derpp", {**STATIC, "optimizer.learning_rate": 0.3}),
+    "static90_layer": ("derpp", {**STATIC, **LAYER}),
+    "static90_layer_shared": ("derpp", {**STATIC, **LAYER, **SHARED}),
+    "static90_layer_const": ("derpp", {**STATIC, **LAYER, **CONSTANT}),
+    "static90_sqrt": ("derpp", {**STATIC, **SQRT}),
+    "static90_sqrt_lr10": ("derpp", {**STATIC, **SQRT, "optimizer.learning_rate": 0.1}),
+    "static90_sqrt_shared": ("derpp", {**STATIC, **SQRT, **SHARED}),
+    "static75_layer_shared": ("derpp", {**STATIC, **LAYER, **SHARED,
+                                        "sparsity.weight_sparsity": 0.75}),
+    "static75_sqrt_shared": ("derpp", {**STATIC, **SQRT, **SHARED,
+                                       "sparsity.weight_sparsity": 0.75}),
+    "tdm2_90_layer": ("derpp", {**TDM2, **LAYER}),
+    "tdm2_90_layer_grad": ("derpp", {**TDM2, **LAYER, "sparsity.grow": "gradient"}),
+    "tdm2_90_layer_const": ("derpp", {**TDM2, **LAYER, **CONSTANT}),
+    "sparcl_derpp_s90": ("sparcl_derpp_s90", {}),
+    "s90_gated": ("sparcl_derpp_s90", GATED),
+}
+
+
+def variant_config(setting, preset):
+    """`setting(preset)`'s config (a config file's get_config) with the variant's fields."""
+    from sparcl_tf.config import apply_overrides
+    base, fields = VARIANTS[preset]
+    config = setting(base)
+    apply_overrides(config, fields)
+    config.preset = preset
+    return config
