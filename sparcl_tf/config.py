@@ -6,9 +6,10 @@ preset: a preset is a flat dict of dotted-path overrides, so presets are data, n
 allowed values.
 """
 
+import copy
 import dataclasses
-from typing import Union
 import math
+from typing import Union
 
 import ml_collections
 
@@ -301,8 +302,21 @@ def _finite_numbers(config, prefix=""):
 USER_MODEL = "user_model"   # model.name (and data.source "arrays") of a ContinualLearner run
 
 
+def _complete(config, defaults):
+    """Adds to `config` every field of `defaults` it lacks (a run config written before the
+    field existed), so every reader finds each field with the one default `base_config` gives."""
+    for key, value in defaults.items():
+        if key not in config:
+            with config.unlocked():
+                config[key] = copy.deepcopy(value)
+        elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+                config[key], ml_collections.ConfigDict):
+            _complete(config[key], value)
+
+
 def validate(config):
-    """Raises `ConfigError` for the first field a run cannot use. A `ContinualLearner` run
+    """Raises `ConfigError` for the first field a run cannot use; completes a config an older
+    version wrote with the fields it lacks (their defaults). A `ContinualLearner` run
     (model.name USER_MODEL) brings its own model, data and method object: no registry lookups."""
     # Imported here, not above, for time alone (they load TensorFlow, and a config file or a
     # binary refusing a flag should not wait for it); none of them imports this module.
@@ -315,6 +329,7 @@ def validate(config):
     from sparcl_tf.models import MODELS
     from sparcl_tf.session import learning_rate
     from sparcl_tf.sparsity import ddr, dgm, schedule
+    _complete(config, base_config())
     def integer(field, minimum):
         value = _get(config, field)
         _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
@@ -345,14 +360,13 @@ def validate(config):
                  f"one of {sorted(METHODS)}")
     _require(method.alpha >= 0, "method.alpha", method.alpha, ">= 0")
     _require(method.beta >= 0, "method.beta", method.beta, ">= 0")
-    masked_logits = method.get("masked_logits", "excluded")  # absent from older run configs
-    _require(masked_logits in MASKED_LOGITS, "method.masked_logits", masked_logits,
-             f"one of {list(MASKED_LOGITS)}")
-    shared = method.get("shared_draw", False)
-    _require(isinstance(shared, bool), "method.shared_draw", shared, "true or false")
-    if registry and shared:
-        _require(len(METHODS[method.name].REPLAY_TERMS) > 1, "method.shared_draw", shared,
-                 f"false for method {method.name!r} (one replay term)")
+    _require(method.masked_logits in MASKED_LOGITS, "method.masked_logits",
+             method.masked_logits, f"one of {list(MASKED_LOGITS)}")
+    _require(isinstance(method.shared_draw, bool), "method.shared_draw", method.shared_draw,
+             "true or false")
+    if registry and method.shared_draw:
+        _require(len(METHODS[method.name].REPLAY_TERMS) > 1, "method.shared_draw",
+                 method.shared_draw, f"false for method {method.name!r} (one replay term)")
     if registry and METHODS[method.name].uses_buffer:
         _require(config.replay.buffer_size > 0, "replay.buffer_size", config.replay.buffer_size,
                  f"> 0 for method {method.name!r}")

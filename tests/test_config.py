@@ -127,3 +127,18 @@ def test_every_ablation_variant_validates(module):
         config = validate(ablation.get_config(preset))
         assert config.preset == preset
     assert ablation.get_config("static90_layer").sparsity.rate_scaling == "inverse_density"
+
+
+def test_a_run_config_written_before_a_field_existed_takes_its_default():
+    import json
+
+    import ml_collections
+    data = json.loads(importlib.import_module("configs.split_fmnist").get_config(
+        "sparcl_derpp_90").to_json())
+    for section, field in (("method", "shared_draw"), ("method", "masked_logits"),
+                           ("sparsity", "rate_scaling"), ("ddr", "min_epochs"),
+                           ("dgm", "min_epochs")):
+        del data[section][field]
+    config = validate(ml_collections.ConfigDict(data))
+    assert (config.method.shared_draw, config.method.masked_logits, config.sparsity.rate_scaling,
+            config.ddr.min_epochs, config.dgm.min_epochs) == (False, "excluded", "same", 0, 0)

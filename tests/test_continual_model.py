@@ -20,7 +20,8 @@ def _model(method="derpp", momentum=0.0, kind=None):
     keras.utils.set_random_seed(0)
     network = build_model("edge_cnn", SHAPE, NUM_CLASSES, width=0.25)
     method = build_method(ml_collections.ConfigDict(
-        dict(name=method, alpha=0.1, beta=0.5, cl_mask=True)))
+        dict(name=method, alpha=0.1, beta=0.5, cl_mask=True, shared_draw=False,
+             masked_logits="excluded")))
     model = ContinualModel(network, method, kind)
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=momentum))
     model.optimizer.build(network.trainable_variables)

@@ -9,9 +9,11 @@ from sparcl_tf.methods import build_method
 from sparcl_tf.methods.base import cross_entropy
 
 
-def _method(name, alpha=0.1, beta=0.5, cl_mask=True, shared_draw=False):
-    return build_method(ml_collections.ConfigDict(
-        dict(name=name, alpha=alpha, beta=beta, cl_mask=cl_mask, shared_draw=shared_draw)))
+def _method(name, alpha=0.1, beta=0.5, cl_mask=True, shared_draw=False,
+            masked_logits="excluded"):
+    return build_method(ml_collections.ConfigDict(dict(
+        name=name, alpha=alpha, beta=beta, cl_mask=cl_mask, shared_draw=shared_draw,
+        masked_logits=masked_logits)))
 
 
 LOGITS = tf.constant([[2.0, 1.0, -1.0, 3.0], [0.5, 0.2, 4.0, -2.0]])
@@ -33,8 +35,7 @@ def test_cl_mask_restricts_the_current_loss_to_the_task_classes():
 
 
 def test_cl_mask_with_constant_other_logits_moves_only_the_task_classes():
-    method = build_method(ml_collections.ConfigDict(dict(
-        name="derpp", alpha=0.1, beta=0.5, cl_mask=True, masked_logits="constant")))
+    method = _method("derpp", masked_logits="constant")
     logits = tf.Variable(LOGITS)
     with tf.GradientTape() as tape:
         loss = method.current_loss(LABELS, logits, CLASS_MASK)
@@ -42,8 +43,7 @@ def test_cl_mask_with_constant_other_logits_moves_only_the_task_classes():
     np.testing.assert_allclose(loss, cross_entropy(LABELS, LOGITS), rtol=1e-6)
     assert np.all(gradient[:, 2:] == 0) and np.all(gradient[:, :2] != 0)
     with pytest.raises(ConfigError, match="masked_logits='soft' is invalid"):
-        build_method(ml_collections.ConfigDict(dict(
-            name="derpp", alpha=0.1, beta=0.5, cl_mask=True, masked_logits="soft")))
+        _method("derpp", masked_logits="soft")
 
 
 def _draw(seed, labels=(0, 3)):

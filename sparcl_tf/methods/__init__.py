@@ -20,6 +20,4 @@ def build_method(method_config):
                           f"{sorted(METHODS)}")
     return METHODS[method_config.name](
         cl_mask=method_config.cl_mask, alpha=method_config.alpha, beta=method_config.beta,
-        # fields absent from older run configs
-        shared_draw=method_config.get("shared_draw", False),
-        masked_logits=method_config.get("masked_logits", "excluded"))
+        shared_draw=method_config.shared_draw, masked_logits=method_config.masked_logits)

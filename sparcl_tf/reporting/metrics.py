@@ -46,6 +46,11 @@ def learning_accuracy(matrix):
     return _nanmean(np.diag(np.asarray(matrix, float)))
 
 
+def worst_learning_accuracy(matrix):
+    """The lowest accuracy of a task right after it was trained (the newest task's share)."""
+    return float(np.nanmin(np.diag(np.asarray(matrix, float))))
+
+
 def summarize(matrix):
     return {"average": average_accuracy(matrix), "forgetting": forgetting(matrix),
             "backward_transfer": backward_transfer(matrix),

@@ -14,6 +14,7 @@ never offered to the replay buffer); the buffer itself is never filtered.
 import numpy as np
 
 from sparcl_tf.errors import ConfigError
+from sparcl_tf.sparsity import schedule
 
 
 def removal_order(example_ids, stats, tie_break):
@@ -41,15 +42,13 @@ def active(config):
     task. Its ranking reads forgetting counts and margins that one or two presentations hardly
     inform (the official code waits five presentations before each stage), so a short schedule
     can leave it off."""
-    return bool(config.ddr.enabled) and config.epochs_per_task >= config.ddr.get("min_epochs", 0)
+    return bool(config.ddr.enabled) and schedule.long_enough(config, config.ddr)
 
 
 def validate(ddr_config, updates_per_task):
     """ConfigError for the first `ddr` field a run cannot use: removal stages sit at mask-update
     slots 1 .. stages, so there must be fewer stages than update slots."""
-    min_epochs = ddr_config.get("min_epochs", 0)
-    if not (isinstance(min_epochs, int) and min_epochs >= 0):
-        raise ConfigError(f"ddr.min_epochs={min_epochs!r} must be an integer >= 0")
+    schedule.validate_min_epochs(ddr_config, "ddr")
     if ddr_config.enabled:
         if not 0.0 < ddr_config.total_fraction < 1.0:
             raise ConfigError(f"ddr.total_fraction={ddr_config.total_fraction} must be in (0, 1)")

@@ -12,6 +12,7 @@ what makes either cheap (an exact top-k every step triples the step time).
 import tensorflow as tf
 
 from sparcl_tf.errors import ConfigError
+from sparcl_tf.sparsity import schedule
 
 BISECTION_STEPS = 16
 
@@ -56,16 +57,14 @@ def gradient_mask(masked_gradient, keep, method="topk", active=None):
 def active(config):
     """Whether a run of `config` masks gradients: DGM enabled and at least `dgm.min_epochs` epochs
     a task (its saving is small, and on a short task its masks cost the steps that matter)."""
-    return bool(config.dgm.enabled) and config.epochs_per_task >= config.dgm.get("min_epochs", 0)
+    return bool(config.dgm.enabled) and schedule.long_enough(config, config.dgm)
 
 
 def validate(dgm_config, sparsity_config):
     """ConfigError for the first `dgm` field a run cannot use (its sparsity is the update's
     total, so it must exceed the weight sparsity)."""
     s = sparsity_config
-    min_epochs = dgm_config.get("min_epochs", 0)
-    if not (isinstance(min_epochs, int) and min_epochs >= 0):
-        raise ConfigError(f"dgm.min_epochs={min_epochs!r} must be an integer >= 0")
+    schedule.validate_min_epochs(dgm_config, "dgm")
     if dgm_config.enabled:
         if s.schedule == "none":
             raise ConfigError("dgm.enabled needs a sparsity.schedule other than 'none'")

@@ -35,11 +35,13 @@ class GradientMasking:
         self.layers = list(layers)
         self.groups = {}
         if track:
-            self._add_group("last_gradient", lambda layer: tf.zeros(layer.kernel.shape))
+            self._add_group("last_gradient", [tf.zeros(layer.kernel.shape)
+                                              for layer in self.layers])
 
-    def _add_group(self, group, initial_value):
-        self.groups[group] = [_state_variable(initial_value(layer), f"{group}__{layer.name}")
-                              for layer in self.layers]
+    def _add_group(self, group, initial_values):
+        """A state variable per sparse layer, named `group__layer`."""
+        self.groups[group] = [_state_variable(value, f"{group}__{layer.name}")
+                              for layer, value in zip(self.layers, initial_values)]
 
     @property
     def refreshes(self):
@@ -88,7 +90,8 @@ class WeightMasking(GradientMasking):
         self.settings = gradient_masks
         self.rate_scales = None if rate_scales is None else [float(s) for s in rate_scales]
         if gradient_masks is not None:
-            self._add_group("gradient_mask", lambda layer: tf.ones(layer.kernel.shape, mask_dtype))
+            self._add_group("gradient_mask", [tf.ones(layer.kernel.shape, mask_dtype)
+                                              for layer in self.layers])
             self.keep = [active_count(int(np.prod(layer.kernel.shape)),
                                       gradient_masks.gradient_sparsity) for layer in self.layers]
 
@@ -136,8 +139,9 @@ class FilterSelection(GradientMasking):
     def __init__(self, layers, keep, slot_masks, track=False):
         super().__init__(layers, track)
         self.keep, self.slot_masks = list(keep), list(slot_masks)
-        self._add_group("filter_selection", lambda layer: tf.cast(
-            tf.range(layer.kernel.shape[-1]) < self.keep[self.layers.index(layer)], tf.float32))
+        self._add_group("filter_selection", [
+            tf.cast(tf.range(layer.kernel.shape[-1]) < keep, tf.float32)
+            for layer, keep in zip(self.layers, self.keep)])
 
     @contextlib.contextmanager
     def selecting(self, refresh):

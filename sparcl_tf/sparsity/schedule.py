@@ -70,10 +70,21 @@ def rigl_targets(run_progress, sparsity, drop_fraction, end_fraction):
     return sparsity + drop * (1 - sparsity), sparsity
 
 
+def long_enough(config, part):
+    """Whether a run of `config` has the epochs a task that `part` (its ddr or dgm section)
+    needs before it acts (`min_epochs`)."""
+    return config.epochs_per_task >= part.min_epochs
+
+
+def validate_min_epochs(part, name):
+    if not (isinstance(part.min_epochs, int) and part.min_epochs >= 0):
+        raise ConfigError(f"{name}.min_epochs={part.min_epochs!r} must be an integer >= 0")
+
+
 def rate_scales(config, layer_names):
     """Per sparse layer, the factor on its learning rate (`sparsity.rate_scaling`), or None when
     every layer learns at the run's rate."""
-    power = RATE_SCALING_POWERS[config.sparsity.get("rate_scaling", "same")]
+    power = RATE_SCALING_POWERS[config.sparsity.rate_scaling]
     if not power:
         return None
     targets = layer_targets(config, layer_names)
@@ -111,7 +122,7 @@ def validate(sparsity_config):
         if s.schedule not in ("tdm", "static"):
             raise ConfigError(f"sparsity.granularity=filter needs sparsity.schedule tdm or "
                               f"static, got {s.schedule!r}")
-    scaling = s.get("rate_scaling", "same")  # absent from older run configs
+    scaling = s.rate_scaling
     if scaling not in RATE_SCALING_POWERS:
         raise ConfigError(f"sparsity.rate_scaling={scaling!r} is unknown; choose one of "
                           f"{list(RATE_SCALING_POWERS)}")
