@@ -120,7 +120,7 @@ def test_sparcl_pairs_its_gradient_sparsity_with_the_weight_sparsity_as_the_pape
 
 
 @pytest.mark.parametrize("module", ["configs.ablations.own_model", "configs.ablations.edge_cnn",
-                                    "configs.ablations.mlp"])
+                                    "configs.ablations.mlp", "configs.ablations.resnet"])
 def test_every_ablation_variant_validates(module):
     ablation = importlib.import_module(module)
     for preset in ablation.PRESETS:
