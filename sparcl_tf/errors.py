@@ -5,6 +5,7 @@ names the field or file and what was allowed. The binaries print the message as 
 """
 
 
+import importlib
 import sys
 
 # Where a line goes that cannot be raised (the cluster start-up watcher of `distribute`, which
@@ -44,3 +45,17 @@ class ExportError(SparclError):
 class TaskCancelled(Exception):
     """A task stopped by its cancellation hook between two steps, its state saved: the next call
     with the same task goes on from there. Not a SparclError: nothing was wrong."""
+
+
+class MissingExtraError(SparclError, ImportError):
+    """A part of sparcl-tf whose optional dependencies (a pip extra) are not installed."""
+
+
+def import_extra(module, extra):
+    """`module`, which only the `extra` of the package installs, imported where it is needed (so
+    the rest of the library runs without it); one clear line naming the extra when it is missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingExtraError(f"{module.partition('.')[0]} is not installed: this needs "
+                                f"pip install 'sparcl-tf[{extra}]'") from error

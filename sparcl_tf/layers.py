@@ -124,8 +124,13 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Layer):
     """2-D convolution with a masked kernel (`keras.layers.Conv2D` semantics, channels last).
 
     Args:
-      filters, kernel_size, strides, padding, use_bias: as in `keras.layers.Conv2D`; padding is
-        "same" or "valid" (use an explicit `ZeroPadding2D` for PyTorch-style stride-2 padding).
+      filters: as in `keras.layers.Conv2D`.
+      kernel_size: as in `keras.layers.Conv2D`.
+      strides: as in `keras.layers.Conv2D`.
+      padding: "same" or "valid" (use an explicit `ZeroPadding2D` for PyTorch-style stride-2
+        padding).
+      use_bias: as in `keras.layers.Conv2D`.
+      kernel_initializer: as in `keras.layers.Conv2D`.
       sparsifiable: whether the sparsity schedule may prune this layer. Dense-only layers (stems,
         shortcuts, heads in the paper's setting) carry an all-ones mask that their forward skips.
       mask_dtype: dtype of the stored mask; None = the layer's dtype. Exported models use "bool"

@@ -103,8 +103,13 @@ class ContinualLearner:
       buffer_size: replay buffer slots (reservoir sampling over every example offered).
       sparcl: `SparCL(...)` for TDM + DGM + DDR, None for dense training. Its targets decide
         each masked layer's sparsity (`sparsify` only chooses which layers are masked).
-      epochs_per_task, batch_size, replay_batch_size (default: batch_size), learning_rate,
-        momentum (SGD), augment ('none' | 'crop_flip'), seed: as in the run config.
+      epochs_per_task: epochs over each task, as in the run config.
+      batch_size: examples of the current task a step.
+      replay_batch_size: examples of each replay draw a step (default: batch_size).
+      learning_rate: SGD's rate (see `learning_rate_schedule`).
+      momentum: SGD's momentum.
+      augment: 'none' or 'crop_flip'.
+      seed: the run seed (every random stream derives from it).
       learning_rate_schedule: per task, 'constant', 'cosine' or 'step', or a dict with
         `schedule` and any of `final_fraction` (cosine), `milestones`, `gamma` (step), as the
         config's optimizer fields (`sparcl_tf/session/learning_rate.py`).

@@ -22,6 +22,7 @@ from sparcl_tf.layers import (MASKED_LAYER_TYPES, MaskedConv2D, MaskedDense,
 from sparcl_tf.sparsity.masks import magnitude_mask
 
 SUPPORTED_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
+"""The Keras layer types `sparsify` masks; any other layer stays as it is."""
 _STOCK = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
           keras.layers.Dense)
 

@@ -17,7 +17,7 @@ import tempfile
 from absl import flags
 
 from sparcl_tf import errors as sparcl_errors
-from tools import cli
+from sparcl_tf.cli import app as cli
 
 
 def snapshot(root):
@@ -63,7 +63,7 @@ def run_row(module, argv, sandbox):
     signal.signal(signal.SIGALRM, _took_too_long)
     signal.alarm(ROW_LIMIT_S)
     try:
-        cli.run_app(module.main)
+        cli.run_app(module.main, module.__doc__)
         code = 0
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else 1
@@ -75,13 +75,19 @@ def run_row(module, argv, sandbox):
                                                                           snapshot(sandbox))}
 
 
+def binary_module(shim):
+    """The module that defines the flags of the binary `python -m SHIM` runs (tools.X is a shim)."""
+    name = shim.replace("tools.", "sparcl_tf.cli.", 1)
+    return importlib.import_module(name + ".main" if name.endswith(".benchmark") else name)
+
+
 def main():
     module_name, rows_file, sandbox = sys.argv[1:4]
-    module = importlib.import_module(module_name)
+    module = binary_module(module_name)
     with open(rows_file) as handle:
         rows = json.load(handle)
     own = {flag.name for flag in flags.FLAGS.get_key_flags_for_module(module)} | {"verbose"}
-    if "config" in flags.FLAGS:  # defined for the binary by tools.cli.define_config_flag
+    if "config" in flags.FLAGS:  # defined for the binary by cli.define_config_flag
         own.add("config")
     print(json.dumps(sorted(own)), flush=True)
     real_stdout = sys.stdout

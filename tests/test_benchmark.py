@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tools.benchmark import report, runs as benchmark_runs
+from sparcl_tf.cli.benchmark import report, runs as benchmark_runs
 
 
 def _run(class_il, flops, seconds):
@@ -38,7 +38,7 @@ def test_summary_is_mean_and_sample_std_with_ratios_paired_by_seed():
 def test_bad_seeds_are_one_error_line(values, message, monkeypatch):
     import io
 
-    from tools import cli
+    from sparcl_tf.cli import app as cli
     errors = io.StringIO()
     monkeypatch.setattr(cli, "ERRORS", errors)
     with pytest.raises(SystemExit) as exit_info:

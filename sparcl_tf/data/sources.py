@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 
 from sparcl_tf.data.idx import find_idx_file, read_idx
-from sparcl_tf.errors import ConfigError, DataError
+from sparcl_tf.errors import ConfigError, DataError, import_extra
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 TFDS_NAMES = {"cifar10": ("cifar10", 10), "cifar100": ("cifar100", 100)}
@@ -110,7 +110,7 @@ def load_tfds(name, data_dir=None, download=False):
     `download` defaults to False: without network TFDS retries for minutes before failing.
     """
     tfds_name, num_classes = TFDS_NAMES[name]
-    import tensorflow_datasets as tfds  # Imported here: it is slow and only these sources need it.
+    tfds = import_extra("tensorflow_datasets", "tfds")  # here: it is slow, only these need it
     try:
         splits = tfds.load(tfds_name, split=["train", "test"], data_dir=data_dir or None,
                            as_supervised=True, download=download)

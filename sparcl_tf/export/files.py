@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 
-from sparcl_tf.errors import ExportError
+from sparcl_tf.errors import ExportError, import_extra
 from sparcl_tf.export import model_file
 from sparcl_tf.export.audit import flex_ops_by_layer, op_audit
 from sparcl_tf.export.conversion import convert
@@ -45,7 +45,7 @@ MEANINGS = {
 
 def describe(model, sparse_layers, plan):
     """signatures.json's content for the .tflite bytes `model`."""
-    from ai_edge_litert.interpreter import Interpreter
+    Interpreter = import_extra("ai_edge_litert.interpreter", "litert").Interpreter
     interpreter = Interpreter(model_content=model)
     described = {"sparse_layers": sparse_layers, "session_plan": plan.to_json(),
                  "model_sha256": model_file.checksum(model)}

@@ -43,7 +43,16 @@ class ContinualMethod:
     `REPLAY_LOSSES`, the attribute holding its weight, or None for an unweighted term), each on
     an independent replay draw, or with `shared_draw` all on one draw (one forward and backward
     of the replayed batch instead of one per term, as Avalanche's DER++); the Keras step, the
-    exported train signature and the micro head all read them."""
+    exported train signature and the micro head all read them.
+
+    Args:
+      cl_mask: the current batch's loss over the current task's classes only.
+      alpha: weight of the first replay term (None: the method's default).
+      beta: weight of the second replay term (None: the method's default).
+      shared_draw: every replay term on one replay draw (DER++ only).
+      masked_logits: with the CL mask, the other classes' logits are 'excluded' from the softmax
+        or kept in it as 'constant's (no gradient).
+    """
 
     name = "finetune"
     REPLAY_TERMS = ()

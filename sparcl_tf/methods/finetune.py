@@ -4,4 +4,6 @@ from sparcl_tf.methods.base import ContinualMethod
 
 
 class Finetune(ContinualMethod):
+    """Fine-tuning, the lower bound: each task in turn, nothing against forgetting."""
+
     name = "finetune"

@@ -6,6 +6,8 @@ from sparcl_tf.methods.base import ContinualMethod, cross_entropy
 
 
 class Joint(ContinualMethod):
+    """Joint training, the upper bound: task t trains on tasks 0..t together, over all logits."""
+
     name = "joint"
 
     def current_loss(self, labels, logits, class_mask):

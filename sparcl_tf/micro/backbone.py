@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sparcl_tf.errors import ConfigError
+from sparcl_tf.errors import ConfigError, import_extra
 from sparcl_tf.layers import skip_masks
 from sparcl_tf.models import build_model
 
@@ -69,7 +69,7 @@ def convert_int8(backbone, representative, batch_size=1):
 
 def quantization(model_bytes, side):
     """(scale, zero point) of the model's single input or output ('input' / 'output')."""
-    from ai_edge_litert.interpreter import Interpreter
+    Interpreter = import_extra("ai_edge_litert.interpreter", "micro").Interpreter
     interpreter = Interpreter(model_content=model_bytes)
     details = (interpreter.get_input_details() if side == "input"
                else interpreter.get_output_details())[0]

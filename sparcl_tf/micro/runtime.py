@@ -12,7 +12,7 @@ import os
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from sparcl_tf.errors import DataError
+from sparcl_tf.errors import DataError, import_extra
 
 
 def _plain(name):
@@ -59,7 +59,7 @@ def _quiet():
 
 
 def _tflm(model_bytes, arena_size):
-    from tflite_micro.python.tflite_micro import runtime
+    runtime = import_extra("tflite_micro.python.tflite_micro.runtime", "micro")
     with _quiet():
         return runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena_size)
 
@@ -107,7 +107,8 @@ class LiteModel:
     runtime = "litert"
 
     def __init__(self, model_bytes, output_names, reference_kernels=False):
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        litert = import_extra("ai_edge_litert.interpreter", "micro")
+        Interpreter, OpResolverType = litert.Interpreter, litert.OpResolverType
         resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if reference_kernels \
             else OpResolverType.AUTO
         self._interpreter = Interpreter(model_content=bytes(model_bytes),

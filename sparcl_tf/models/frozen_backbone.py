@@ -18,14 +18,14 @@ import warnings
 
 import numpy as np
 
-from sparcl_tf.errors import DataError
+from sparcl_tf.errors import DataError, import_extra
 
 
 class FrozenBackbone:
     """`features(images)` of an inference .tflite at `model_path` (one input)."""
 
     def __init__(self, model_path, feature_tensor=None, threads=2):
-        from ai_edge_litert.interpreter import Interpreter
+        Interpreter = import_extra("ai_edge_litert.interpreter", "litert").Interpreter
         if not os.path.isfile(model_path):
             raise DataError(f"backbone {model_path} does not exist")
         try:

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from sparcl_tf.errors import DataError
+from sparcl_tf.errors import DataError, import_extra
 from sparcl_tf.export.audit import op_audit
 from sparcl_tf.export import model_file
 
@@ -37,7 +37,7 @@ def read_signatures(model_path):
 
 class DeviceModel:
     def __init__(self, path, threads=DEFAULT_THREADS):
-        from ai_edge_litert.interpreter import Interpreter
+        Interpreter = import_extra("ai_edge_litert.interpreter", "litert").Interpreter
         try:
             with open(path, "rb") as handle:
                 content = handle.read()

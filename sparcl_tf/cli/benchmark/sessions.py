@@ -7,8 +7,8 @@ import subprocess
 import sys
 import time
 
-from tools import cli
-from tools.benchmark.report import write_report
+from sparcl_tf.cli import app as cli
+from sparcl_tf.cli.benchmark.report import write_report
 
 
 # The session the host comparison runs (the Kotlin parity test's: tests/test_android_session.py).
@@ -26,15 +26,15 @@ def host_session_times(workdir, config_file, repeats):
     model_dir = os.path.join(workdir, "session_model")
     model = os.path.join(model_dir, "model.tflite")
     if not os.path.exists(os.path.join(model_dir, "task_data.npz")):
-        subprocess.run([sys.executable, "-m", "tools.convert", f"--workdir={model_dir}",
+        subprocess.run([sys.executable, "-m", "sparcl_tf.cli.convert", f"--workdir={model_dir}",
                         f"--config={config_file}:sparcl_derpp_90", "--state=initial",
                         "--task_data", *[f"--config.{k}={v}" for k, v in SESSION_SIZE.items()]],
                        check=True, capture_output=True)
     subprocess.run(["bash", "tflite/android/build.sh"], check=True, capture_output=True)
     commands = {
         "Python LiteRT session": lambda state: [
-            sys.executable, "-m", "tools.ondevice", f"--model={model}", f"--workdir={state}",
-            "--quiet"],
+            sys.executable, "-m", "sparcl_tf.cli.ondevice", f"--model={model}",
+            f"--workdir={state}", "--quiet"],
         "Kotlin session (JVM)": lambda state: [
             "bash", "tflite/android/session.sh", f"--model={model}",
             f"--data={model_dir}/task_data.npz", f"--state_dir={state}"],

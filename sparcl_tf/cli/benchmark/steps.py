@@ -4,7 +4,7 @@ batches, and the exported train signature in TF and in LiteRT under each setting
 import os
 import time
 
-from tools.benchmark.runs import config_for
+from sparcl_tf.cli.benchmark.runs import config_for
 
 
 def step_times(config_file, overrides, repeats):

@@ -5,9 +5,9 @@ import json
 import os
 import time
 
-from tools import cli
-from tools.benchmark.report import write_report
-from tools.benchmark.runs import config_for
+from sparcl_tf.cli import app as cli
+from sparcl_tf.cli.benchmark.report import write_report
+from sparcl_tf.cli.benchmark.runs import config_for
 
 
 def op_block_times(config_file, overrides, repeats, calls=20):

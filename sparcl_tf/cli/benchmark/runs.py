@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 
-from tools import cli  # first: it keeps TensorFlow's start-up lines off the binary's stderr
+# first: it keeps TensorFlow's start-up lines off the binary's stderr
+from sparcl_tf.cli import app as cli
 from sparcl_tf.reporting import metrics
 
 
@@ -33,7 +34,7 @@ def run_preset(config_file, preset, seed, workdir, overrides):
     memory_file = os.path.join(run_dir, "peak_rss.json")
     results_file = os.path.join(run_dir, "results.json")
     if not (os.path.exists(results_file) and os.path.exists(memory_file)):
-        command = [sys.executable, "-m", "tools.train", f"--config={config_file}:{preset}",
+        command = [sys.executable, "-m", "sparcl_tf.cli.train", f"--config={config_file}:{preset}",
                    f"--workdir={run_dir}", "--quiet", f"--config.seed={seed}"] + [
                        f"--config.{o}" for o in overrides]
         print(f"[benchmark] {preset} seed {seed}: {' '.join(command[2:])}", flush=True)

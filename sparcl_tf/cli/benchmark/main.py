@@ -47,14 +47,14 @@ import sys
 
 from absl import flags
 
-from tools import cli
-from tools.benchmark.distributed import distribute_report
-from tools.benchmark.ops import ops_report
-from tools.benchmark.report import plot, table, targets, write_report
-from tools.benchmark.runs import (MODES, PRESETS, REFERENCE, config_for, parse_seeds, run_preset,
-                                  summarize)
-from tools.benchmark.sessions import sessions_report
-from tools.benchmark.steps import litert_lines, litert_step_times, step_times
+from sparcl_tf.cli import app as cli
+from sparcl_tf.cli.benchmark.distributed import distribute_report
+from sparcl_tf.cli.benchmark.ops import ops_report
+from sparcl_tf.cli.benchmark.report import plot, table, targets, write_report
+from sparcl_tf.cli.benchmark.runs import (MODES, PRESETS, REFERENCE, config_for, parse_seeds,
+                                          run_preset, summarize)
+from sparcl_tf.cli.benchmark.sessions import sessions_report
+from sparcl_tf.cli.benchmark.steps import litert_lines, litert_step_times, step_times
 
 _MODE = flags.DEFINE_enum("mode", "quick", list(MODES), "Benchmark size.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Benchmark folder.", required=True)
@@ -170,5 +170,10 @@ def main(argv):
     return write_report(workdir, "benchmark.md", lines)
 
 
+def run():
+    """The console script's entry point."""
+    sys.exit(cli.run_app(main, __doc__))
+
+
 if __name__ == "__main__":
-    sys.exit(cli.run_app(main))
+    run()

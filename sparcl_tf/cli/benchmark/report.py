@@ -3,7 +3,7 @@ plot."""
 
 import os
 
-from tools.benchmark.steps import best_litert_ms
+from sparcl_tf.cli.benchmark.steps import best_litert_ms
 
 
 def write_report(workdir, name, lines):

@@ -1,6 +1,7 @@
 """What the absl binaries share: the --config flag, one-line errors, the results table.
 
-A binary's stderr carries its one error line and nothing else: imported by a `tools.*` binary,
+A binary's stderr carries its one error line and nothing else: imported by a binary (a console
+script `sparcl-*`, `python -m sparcl_tf.cli.*` or its `python -m tools.*` shim in a checkout),
 this module sends file descriptor 2 to /dev/null before TensorFlow loads (TensorFlow's C++
 start-up lines come from absl logging before any flag could silence them; LiteRT's native INFO
 lines and Python warnings follow the same way) and keeps the real stderr for `fail`. `--verbose`
@@ -17,7 +18,9 @@ def _binary_without_verbose():
     spec = getattr(main, "__spec__", None)
     verbose = any(arg in ("--verbose", "--verbose=true", "--verbose=True", "--verbose=1")
                   for arg in sys.argv[1:])
-    return bool(spec and spec.name.startswith("tools.")) and not verbose
+    binary = (spec and spec.name.startswith(("tools.", "sparcl_tf.cli."))) or \
+        os.path.basename(sys.argv[0]).startswith("sparcl-")
+    return bool(binary) and not verbose
 
 
 ERRORS = sys.stderr  # where the one error line goes
@@ -118,24 +121,58 @@ def fail(message, code=USAGE_ERROR):
     sys.exit(code)
 
 
-def _check_config_path(argv):
-    """--config's file checked before config_flags reads it (its own words for a missing file or
-    a folder are a Python traceback's)."""
-    for arg in argv[1:] if "config" in flags.FLAGS else ():
+# An installed wheel carries the checkout's configs/ here (pyproject.toml), so the commands of the
+# README run the same from anywhere: a --config path missing from the working folder is looked up
+# in this folder too.
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shipped")
+
+
+def _import_root(path):
+    """The folder above the outermost package holding the file `path`: on sys.path while the config
+    loads, a config file can import its package's siblings (`from configs import split_fmnist`)
+    whatever the working folder, as pytest's rootdir rule does for test files."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while os.path.isfile(os.path.join(folder, "__init__.py")):
+        folder = os.path.dirname(folder)
+    return folder
+
+
+def _resolve_config_path(argv):
+    """argv with --config's file found (the working folder first, then SHIPPED) and its import
+    root on sys.path; the file checked before config_flags reads it (its own words for a missing
+    file or a folder are a Python traceback's)."""
+    if "config" not in flags.FLAGS:
+        return argv
+    resolved = list(argv)
+    for index, arg in enumerate(argv[1:], start=1):
         if arg.startswith("--config="):
-            path = arg[len("--config="):].partition(":")[0]
+            path, colon, preset = arg[len("--config="):].partition(":")
             if os.path.isdir(path):
                 fail(f"--config {path} cannot be used: it is a folder, not a file")
+            if not os.path.isfile(path) and not os.path.isabs(path) and \
+                    os.path.isfile(os.path.join(SHIPPED, path)):
+                path = os.path.join(SHIPPED, path)
+                resolved[index] = f"--config={path}{colon}{preset}"
             if not os.path.isfile(path):
                 fail(f"--config {path} cannot be used: no such file")
+            if _import_root(path) not in sys.path:
+                sys.path.insert(0, _import_root(path))
+    return resolved
+
+
+_HELP = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
 def _parse_flags(argv):
-    _check_config_path(argv)
+    argv = _resolve_config_path(argv)
     try:
         remaining = flags.FLAGS(argv)
         if "config" in flags.FLAGS and flags.FLAGS["config"].present:
             flags.FLAGS["config"].value.keys()  # config_flags defers load errors to first use
+    except SystemExit:  # absl's --help and its kin print the usage and exit 1: asked for, it is 0
+        if any(arg in _HELP for arg in argv[1:]):
+            sys.exit(0)
+        raise
     except Exception as error:  # flag errors, and whatever a config file raises while loading
         fail(one_line(error))
     if len(remaining) > 1:  # absl hands words without -- to main, which takes none
@@ -143,9 +180,19 @@ def _parse_flags(argv):
     return remaining
 
 
-def run_app(main):
+def run_app(main, usage):
     """absl `app.run` whose flag, config and user errors are one line on stderr and exit code 2;
-    anything unforeseen is one line and exit code 1 (the traceback with --verbose)."""
+    anything unforeseen is one line and exit code 1 (the traceback with --verbose). `usage` (the
+    binary's docstring) heads --help, which absl takes from `__main__`: a console script's
+    `__main__` is pip's wrapper and a checkout's is the `tools.X` shim."""
+    main_module = sys.modules["__main__"]
+    if not getattr(main_module, "__doc__", None):
+        main_module.__doc__ = usage
+    # --help lists the flags absl files under the program's path: those of the module that
+    # defines them (the binary's, and --verbose here), as when that module was run as __main__.
+    for module in (main.__module__, __name__):
+        for flag in flags.FLAGS.get_key_flags_for_module(module):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     def guarded(argv):
         try:
             return main(argv)

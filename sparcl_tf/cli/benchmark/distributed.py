@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from tools import cli
-from tools.benchmark.report import write_report
+from sparcl_tf.cli import app as cli
+from sparcl_tf.cli.benchmark.report import write_report
 
 
 # The run the distribution comparison trains (the --override flags apply on top).
@@ -61,7 +61,7 @@ def distribute_times(workdir, config_file, overrides, repeats):
         for folder, (label, workers, variant) in DISTRIBUTE_VARIANTS.items():
             run_dir = os.path.join(workdir, f"repeat_{repeat}", folder)
             shutil.rmtree(run_dir, ignore_errors=True)  # timed from scratch, never resumed
-            command = [sys.executable, "-m", "tools.train",
+            command = [sys.executable, "-m", "sparcl_tf.cli.train",
                        f"--config={config_file}:sparcl_derpp_90", f"--workdir={run_dir}",
                        "--quiet", *fields, *[f"--config.{v}" for v in variant]]
             clusters = local_cluster(workers) if workers > 1 else [None]
