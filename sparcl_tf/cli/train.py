@@ -7,7 +7,7 @@ Writes WORKDIR/results.json, config.json, accuracy_matrix.png, task_accuracy.png
 events under WORKDIR/tensorboard and checkpoints under WORKDIR/checkpoints; running again with the
 same workdir resumes. A bad config, data file or checkpoint prints one line and exits 2.
 `--config.distribute.strategy=mirrored|multi_worker` trains data-parallel on tf.distribute, equal to
-one device (README, "Scale-out on tf.distribute"); of several workers only the chief writes.
+one device (docs/scale-out.md); of several workers only the chief writes.
 """
 
 import os

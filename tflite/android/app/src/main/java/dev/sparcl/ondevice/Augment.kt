@@ -13,6 +13,7 @@ class Augment(private val plan: SessionPlan) {
     private val channels = plan.imageShape[2]
     private val fill = FloatArray(channels) { -plan.mean[it] / plan.std[it] }
 
+    /** [count] normalised images augmented as the plan says (random crop and flip drawn from the session stream for [step] and [batch]); the images themselves when the plan has none. */
     fun apply(images: FloatArray, count: Int, step: Long, batch: Int): FloatArray {
         if (plan.augmentation == "none" || count == 0) return images
         val stream = SessionRandom(plan.seed, SessionRandom.AUGMENT, step, batch.toLong())

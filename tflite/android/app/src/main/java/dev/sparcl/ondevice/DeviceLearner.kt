@@ -137,6 +137,7 @@ class DeviceLearner(
     /** The results so far (the session's: accuracy matrices, steps, removals, ...). */
     fun results(): JSONObject = session.results()
 
+    /** The classes the model's logits cover. */
     val numClasses: Int get() = plan.numClasses
 
     private fun checkExamples(images: ImageSet, labels: IntArray, what: String) {
@@ -148,6 +149,7 @@ class DeviceLearner(
             throw SessionError("$what: labels lie in [${labels.min()}, ${labels.max()}]; the model has classes 0..${plan.numClasses - 1}")
     }
 
+    /** Releases the model and the state folder's lock; the learner cannot be used afterwards. */
     override fun close() {
         if (lockChannel.isOpen) {
             lock.release()

@@ -20,6 +20,7 @@ class ExampleStats(size: Int) {
         forgettingEvents = forgettingEvents.copyOf(ids); lastMargin = lastMargin.copyOf(ids)
     }
 
+    /** Records one step's outcome for examples [ids]: correct or not (argmax over all logits) and the margin. */
     fun observe(ids: IntArray, isCorrect: BooleanArray, margins: FloatArray) {
         for ((i, id) in ids.withIndex()) {
             val now = if (isCorrect[i]) 1 else 0
@@ -31,6 +32,7 @@ class ExampleStats(size: Int) {
         }
     }
 
+    /** Forgets every statistic (a new removal stage counts afresh). */
     fun reset() {
         presentations.fill(0); correct.fill(0); lastCorrect.fill(0); forgettingEvents.fill(0); lastMargin.fill(0f)
     }

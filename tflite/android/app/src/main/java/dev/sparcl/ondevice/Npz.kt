@@ -9,6 +9,7 @@ import java.util.zip.ZipFile
 class NpyArray(val shape: IntArray, val dtype: String, val data: ByteBuffer) {
     val count: Int get() = shape.fold(1) { product, dimension -> product * dimension }
 
+    /** The values as ints (int32, int64 that fit, or uint8 arrays; a [SessionError] otherwise). */
     fun ints(): IntArray = when (dtype) {
         "<i4" -> IntArray(count) { data.getInt(it * 4) }
         "<i8" -> IntArray(count) { i -> data.getLong(i * 8).let { if (it in Int.MIN_VALUE..Int.MAX_VALUE) it.toInt() else throw SessionError("value $it does not fit an int") } }
@@ -16,11 +17,13 @@ class NpyArray(val shape: IntArray, val dtype: String, val data: ByteBuffer) {
         else -> throw SessionError("array of dtype $dtype where integers were expected")
     }
 
+    /** The values of a float32 array (a [SessionError] for other dtypes). */
     fun floats(): FloatArray = when (dtype) {
         "<f4" -> FloatArray(count) { data.getFloat(it * 4) }
         else -> throw SessionError("array of dtype $dtype where float32 was expected")
     }
 
+    /** The values as longs (int64 arrays, or what [ints] reads). */
     fun longs(): LongArray = when (dtype) {
         "<i8" -> LongArray(count) { data.getLong(it * 8) }
         else -> ints().map { it.toLong() }.toLongArray()
@@ -29,6 +32,7 @@ class NpyArray(val shape: IntArray, val dtype: String, val data: ByteBuffer) {
     /** The raw little-endian bytes (a model variable's, as `get_state` gives them). */
     fun bytes(): ByteArray = ByteArray(data.remaining()).also { data.duplicate().get(it) }
 
+    /** The values as images of [imageSize] values (uint8 pixels or float32 in [0, 1]; a [SessionError] otherwise). */
     fun images(imageSize: Int): ImageSet = when (dtype) {
         "|u1" -> ImageSet.ofBytes(ByteArray(count).also { data.duplicate().get(it) }, imageSize)
         "<f4" -> ImageSet.ofFloats(FloatArray(count) { data.getFloat(it * 4) }, imageSize)

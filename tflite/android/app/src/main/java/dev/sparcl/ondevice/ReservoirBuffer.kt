@@ -17,6 +17,7 @@ class ReservoirBuffer(val capacity: Int, private val imageSize: Int, private val
 
     val size: Int get() = minOf(seen, capacity.toLong()).toInt()
 
+    /** Offers a batch (images, labels, the logits the step returned, its task, example ids) to the reservoir: the example seen p-th takes a slot while there are free ones, then slot `below(p, p + 1)` of the buffer's stream if that is one. */
     fun add(batchImages: FloatArray, batchLabels: IntArray, batchLogits: FloatArray, task: Int, ids: IntArray) {
         if (capacity == 0) return
         for (row in batchLabels.indices) {

@@ -42,6 +42,7 @@ class TaskSchedule(
  */
 class LearningRate(val schedule: String, val base: Double, val finalFraction: Double,
                    val milestones: DoubleArray, val gamma: Double) {
+    /** The rate at [progress] (0 to 1) through the task. */
     fun value(progress: Double): Double = when (schedule) {
         "cosine" -> base * (finalFraction + (1.0 - finalFraction) * 0.5 * (1.0 + StrictMath.cos(Math.PI * progress)))
         "step" -> milestones.fold(base) { rate, milestone -> if (progress >= milestone) rate * gamma else rate }
@@ -74,8 +75,11 @@ class SessionPlan(
     var modelSha256: String? = null
         private set
 
+    /** Values in one image (height x width x channels). */
     val imageSize: Int get() = imageShape.fold(1) { product, dimension -> product * dimension }
+    /** Channels of an image. */
     val channels: Int get() = imageShape.last()
+    /** Whether the plan updates masks during a task. */
     val hasMaskUpdates: Boolean get() = schedule.maskRule != "none"
 
     /**

@@ -15,6 +15,7 @@ class SessionRandom(seed: Long, purpose: Int, vararg fields: Long) {
         key = k
     }
 
+    /** The stream's [n]th 64-bit output. */
     fun output(n: Long): ULong = mix(key + GAMMA * (n.toULong() + 1uL))
 
     /** below(output n, bound) = floor(double(u >> 11) * 2^-53 * bound), in [0, bound). */

@@ -2,6 +2,7 @@ package dev.sparcl.ondevice
 
 import java.nio.ByteBuffer
 
+/** What one `train` call returns: the step's loss, the current batch's logits and per-example correctness, and each sparse layer's gradient density. */
 class StepOutputs(val loss: Float, val logits: FloatArray, val correct: FloatArray, val gradientDensity: FloatArray)
 
 /**
@@ -11,7 +12,9 @@ class StepOutputs(val loss: Float, val logits: FloatArray, val correct: FloatArr
  */
 class SparclModel(private val model: TrainingModel, private val plan: SessionPlan) {
     private val signatures = model.signatures
+    /** Every variable `get_state` returns, by name, with its shape and element type. */
     val stateSpec: Map<String, TensorSpec>
+    /** Whether `train` takes the DGM refresh input (the model was exported with gradient masks). */
     val hasGradientMasks: Boolean
     private val trainInputs: Map<String, ByteBuffer>
     private val inferInputs: Map<String, ByteBuffer>
@@ -74,6 +77,7 @@ class SparclModel(private val model: TrainingModel, private val plan: SessionPla
             floats(out.getValue("gradient_density")))
     }
 
+    /** Runs `update_masks` with per-layer active counts [pruneTo] then [growTo] and the growth [seed]; returns the active counts after it. */
     fun updateMasks(pruneTo: IntArray, growTo: IntArray, seed: Int): IntArray {
         val out = model.run("update_masks", mapOf(
             "prune_to" to directBuffer(pruneTo.size * 4).also { put(it, pruneTo) },
@@ -98,6 +102,7 @@ class SparclModel(private val model: TrainingModel, private val plan: SessionPla
         return logits
     }
 
+    /** Every variable's bytes, by name (what a state file stores). */
     fun getState(): Map<String, ByteArray> =
         model.run("get_state", mapOf("dummy" to directBuffer(4))).mapValues { (_, buffer) ->
             ByteArray(buffer.capacity()).also { buffer.get(it) } }

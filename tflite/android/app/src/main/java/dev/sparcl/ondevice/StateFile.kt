@@ -51,8 +51,10 @@ class StateFiles(private val folder: File, private val planFingerprint: Long, pr
         .mapNotNull { file -> NAME.matchEntire(file.name)?.let { it.groupValues[1].toLong() to file } }
         .sortedBy { it.first }
 
+    /** The newest complete state file, or null when the folder has none. */
     fun latest(): File? = files().lastOrNull()?.second
 
+    /** Writes [records] as the next state file: a temporary file, synced, then renamed, so a kill leaves the previous one whole; keeps the last two. */
     fun save(records: Records) {
         if (!folder.isDirectory && !folder.mkdirs()) throw SessionError("cannot create the state folder $folder")
         val number = (files().lastOrNull()?.first ?: 0L) + 1

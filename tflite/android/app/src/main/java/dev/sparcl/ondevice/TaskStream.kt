@@ -10,7 +10,9 @@ import java.security.MessageDigest
  */
 class ImageSet private constructor(val count: Int, private val bytes: ByteArray?, private val floats: FloatArray?, val size: Int) {
     companion object {
+        /** [pixels] as uint8 images of [size] values each (a [SessionError] when they do not divide). */
         fun ofBytes(pixels: ByteArray, size: Int) = ImageSet(checkedCount(pixels.size, size), pixels, null, size)
+        /** [pixels] in [0, 1] as images of [size] values each (a [SessionError] when they do not divide). */
         fun ofFloats(pixels: FloatArray, size: Int) = ImageSet(checkedCount(pixels.size, size), null, pixels, size)
 
         /** Images written by [write]; a [SessionError] when they are not images of [size] values. */
@@ -83,8 +85,11 @@ class TaskExamples(val images: ImageSet, val labels: IntArray, val ids: IntArray
 
 /** Where a session's data comes from: the app's own store on a phone, a data file on a desktop. */
 interface TaskStream {
+    /** How many tasks the stream holds. */
     val numTasks: Int
+    /** Task [task]'s training examples (0-based). */
     fun training(task: Int): TaskExamples
+    /** Task [task]'s test examples (empty when it has none). */
     fun test(task: Int): TaskExamples
     /** The task's classes (its current-task CL mask and task-IL evaluation), ascending. */
     fun classes(task: Int): IntArray

@@ -13,12 +13,14 @@ class TaskCancelled(message: String) : SessionError(message)
 /** Element types LiteRT's Java API can exchange (its DataType), with their byte widths. */
 enum class ElementType(val bytes: Int) { FLOAT32(4), INT32(4), INT64(8), UINT8(1), INT8(1), INT16(2), BOOL(1) }
 
+/** A signature tensor's static [shape] and element [type]. */
 class TensorSpec(val shape: IntArray, val type: ElementType) {
     val elements: Int get() = shape.fold(1) { product, dimension -> product * dimension }
     val bytes: Int get() = elements * type.bytes
     override fun toString() = "${type.name.lowercase()}${shape.contentToString()}"
 }
 
+/** A signature's inputs and outputs, by name. */
 class Signature(val inputs: Map<String, TensorSpec>, val outputs: Map<String, TensorSpec>)
 
 /**
@@ -34,6 +36,7 @@ interface TrainingModel : AutoCloseable {
     fun run(key: String, inputs: Map<String, ByteBuffer>): Map<String, ByteBuffer>
 }
 
+/** A direct buffer of [bytes] bytes in the platform's byte order, as the runtime's inputs must be. */
 fun directBuffer(bytes: Int): ByteBuffer = ByteBuffer.allocateDirect(bytes).order(ByteOrder.nativeOrder())
 
 /**
@@ -42,6 +45,7 @@ fun directBuffer(bytes: Int): ByteBuffer = ByteBuffer.allocateDirect(bytes).orde
  * not be null or empty."), dynamic shapes, and buffers that are not exactly the tensor's bytes.
  */
 object JavaApiRules {
+    /** A [SessionError] when signature [key] has no inputs or outputs, or a tensor of dynamic shape. */
     fun checkSignature(key: String, signature: Signature) {
         if (signature.inputs.isEmpty() || signature.outputs.isEmpty())
             throw SessionError("signature '$key' has no ${if (signature.inputs.isEmpty()) "inputs" else "outputs"}: " +
@@ -51,6 +55,7 @@ object JavaApiRules {
                 throw SessionError("signature '$key' tensor '$name' has a dynamic shape ${spec.shape.contentToString()}")
     }
 
+    /** A [SessionError] when [inputs] for signature [key] are empty, do not match its inputs, or are not direct native-order buffers of the right size. */
     fun checkInputs(key: String, signature: Signature, inputs: Map<String, ByteBuffer>) {
         if (inputs.isEmpty()) throw SessionError("'$key': Input error: Inputs should not be null or empty.")
         val unknown = inputs.keys - signature.inputs.keys
