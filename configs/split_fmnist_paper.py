@@ -6,8 +6,9 @@ images per task, buffer 500, DER++ alpha 0.1 / beta 0.5. Offline like split_fmni
 dataset-fashion-mnist); days on two CPU cores, meant for a GPU:
 
   python -m tools.benchmark --config_file=configs/split_fmnist_paper.py --mode=config \
-      --seeds=0,1,2 --presets=derpp,sparcl_derpp,sparcl_derpp_90,sparcl_derpp_s90 \
-      --step_repeats=0 --litert_presets= --workdir=runs/paper_fmnist
+      --seeds=0,1,2 --presets=derpp,paper_sparcl_derpp,paper_sparcl_derpp_90,\
+paper_sparcl_derpp_s90,sparcl_derpp_90 --step_repeats=0 --litert_presets= \
+      --workdir=runs/paper_fmnist
 """
 
 from configs import split_cifar10

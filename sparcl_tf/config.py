@@ -9,7 +9,7 @@ allowed values.
 import copy
 import dataclasses
 import math
-from typing import Union
+from typing import Optional, Union
 
 import ml_collections
 
@@ -32,7 +32,14 @@ class SparCL:
     (None: off; "paired": the paper's pairing w + (1 - w) / 5, 0.80 at 0.75, 0.92 at 0.90, 0.96
     at 0.95; refreshed every `refresh_every` steps) and DDR removal of a `removal` share of
     each task's data (0: off) in `removal_stages` stages; `structured`: by whole filters on the
-    physically compacted model (registry models only). `overrides()` is its config."""
+    physically compacted model (registry models only). `overrides()` is its config.
+
+    The defaults are for schedules where devices learn, measured in issue 28's ablation
+    (docs/results.md, "Edge schedules"): sparse layers learn at a rate scaled by their density
+    (`rate_scaling`; None: `inverse_density` for weight masks, `same` for filters, whose compacted
+    layers are dense), and DDR and DGM act only in runs of at least `min_epochs` epochs a task
+    (they were built to pay back over many presentations; on one or a few they cost accuracy).
+    `SparCL.paper(...)` gives the paper's rules (the same rate everywhere, DDR and DGM always)."""
     weight_sparsity: float = 0.75
     gradient_sparsity: Union[float, str, None] = "paired"
     removal: float = 0.3
@@ -40,6 +47,15 @@ class SparCL:
     refresh_every: int = 30
     removal_stages: int = 4
     structured: bool = False
+    rate_scaling: Optional[str] = None
+    min_epochs: int = 6
+
+    @classmethod
+    def paper(cls, weight_sparsity=0.75, gradient_sparsity="paired", **settings):
+        """The paper's SparCL (Wang et al. 2022): every layer at the run's rate, DDR and DGM
+        whatever the schedule; `settings`: any other field."""
+        return cls(weight_sparsity, gradient_sparsity,
+                   **{"rate_scaling": "same", "min_epochs": 0, **settings})
 
     def __post_init__(self):
         """The switch is checked here (any value would pick a granularity); the numbers are
@@ -56,42 +72,57 @@ class SparCL:
         gradient_sparsity = self.gradient_sparsity
         if gradient_sparsity == "paired" and isinstance(self.weight_sparsity, (int, float)):
             gradient_sparsity = round(self.weight_sparsity + (1 - self.weight_sparsity) / 5, 6)
+        rate_scaling = self.rate_scaling
+        if rate_scaling is None:
+            rate_scaling = "same" if self.structured else "inverse_density"
         return {"sparsity.schedule": "tdm", "sparsity.weight_sparsity": self.weight_sparsity,
                 "sparsity.updates_per_task": self.updates_per_task,
                 "sparsity.granularity": "filter" if self.structured else "weight",
+                "sparsity.rate_scaling": rate_scaling,
                 "dgm.enabled": dgm, "dgm.refresh_every": self.refresh_every,
+                "dgm.min_epochs": self.min_epochs,
                 **({"dgm.gradient_sparsity": gradient_sparsity} if dgm else {}),
                 "ddr.enabled": self.removal > 0, "ddr.stages": self.removal_stages,
+                "ddr.min_epochs": self.min_epochs,
                 **({"ddr.total_fraction": self.removal} if self.removal > 0 else {})}
 
 
-def _sparcl(weight_sparsity, gradient_sparsity, method=None, structured=False):
-    """SparCL: TDM weight masks + DGM gradient masks + DDR data removal on a replay method."""
-    return {**(method or _DERPP),
-            **SparCL(weight_sparsity, gradient_sparsity, structured=structured).overrides()}
+def _sparcl(weight_sparsity, method=None, structured=False, paper=False):
+    """SparCL: TDM weight masks + DGM gradient masks (the paired sparsity) + DDR data removal on
+    a replay method; the edge defaults, or the paper's rules."""
+    settings = SparCL.paper(weight_sparsity, structured=structured) if paper else \
+        SparCL(weight_sparsity, structured=structured)
+    return {**(method or _DERPP), **settings.overrides()}
 
 
-_SPARCL_90 = _sparcl(0.90, 0.92)
+_PAPER_90 = _sparcl(0.90, paper=True)
 SPARCL_PRESETS = {
-    "sparcl_er": _sparcl(0.75, 0.80, method={"method.name": "er"}),
-    "sparcl_derpp": _sparcl(0.75, 0.80),
-    "sparcl_derpp_90": _SPARCL_90,
-    "sparcl_derpp_95": _sparcl(0.95, 0.96),
+    "sparcl_er": _sparcl(0.75, method={"method.name": "er"}),
+    "sparcl_derpp": _sparcl(0.75),
+    "sparcl_derpp_90": _sparcl(0.90),
+    "sparcl_derpp_95": _sparcl(0.95),
+    # The paper's rules (SparCL.paper): the same rate in every layer, DDR and DGM at any schedule.
+    "paper_sparcl_er": _sparcl(0.75, method={"method.name": "er"}, paper=True),
+    "paper_sparcl_derpp": _sparcl(0.75, paper=True),
+    "paper_sparcl_derpp_90": _PAPER_90,
+    "paper_sparcl_derpp_95": _sparcl(0.95, paper=True),
     # Sparse-training baselines on DER++, at the 0.90 of the main comparison.
     "static_derpp_90": {**_DERPP, "sparsity.schedule": "static", "sparsity.weight_sparsity": 0.9},
     "rigl_derpp_90": {**_DERPP, "sparsity.schedule": "rigl", "sparsity.weight_sparsity": 0.9,
                       "sparsity.grow": "gradient"},
-    # Ablations: SparCL-DER++ 0.90 with one part switched off (TDM off = the initial mask stays).
-    "sparcl_derpp_90_no_tdm": {**_SPARCL_90, "sparsity.schedule": "static"},
-    "sparcl_derpp_90_no_ddr": {**_SPARCL_90, "ddr.enabled": False},
-    "sparcl_derpp_90_no_dgm": {**_SPARCL_90, "dgm.enabled": False},
+    # Ablations of the paper's SparCL-DER++ 0.90, one part switched off (TDM off = the initial
+    # mask stays).
+    "paper_sparcl_derpp_90_no_tdm": {**_PAPER_90, "sparsity.schedule": "static"},
+    "paper_sparcl_derpp_90_no_ddr": {**_PAPER_90, "ddr.enabled": False},
+    "paper_sparcl_derpp_90_no_dgm": {**_PAPER_90, "dgm.enabled": False},
     # Channel-structured SparCL: filter-level TDM on physically compacted layers, DGM on whole
     # filters (kernel gradients computed for the selected filters only), DDR. sNN: NN % fewer
     # weights in the pruned layers (the filter sparsity is derived, `structured.filter_sparsity`);
     # f90: filter sparsity 0.90 in every pruned layer.
-    **{f"sparcl_derpp_s{round(100 * s)}": _sparcl(s, g, structured=True)
-       for s, g in ((0.75, 0.80), (0.90, 0.92), (0.95, 0.96))},
-    "sparcl_derpp_f90": {**_sparcl(0.90, 0.92, structured=True),
+    **{f"sparcl_derpp_s{round(100 * s)}": _sparcl(s, structured=True) for s in (0.75, 0.90, 0.95)},
+    **{f"paper_sparcl_derpp_s{round(100 * s)}": _sparcl(s, structured=True, paper=True)
+       for s in (0.75, 0.90, 0.95)},
+    "sparcl_derpp_f90": {**_sparcl(0.90, structured=True),
                          "sparsity.structured_target": "filters"},
 }
 ALL_PRESETS = {**METHOD_PRESETS, **SPARCL_PRESETS}
@@ -99,7 +130,7 @@ ALL_PRESETS = {**METHOD_PRESETS, **SPARCL_PRESETS}
 # The microcontroller path (tools.micro): int8 frozen edge-CNN backbone, SparCL-DER++ on a small
 # sparse head over latent replay (batches of 16 keep the TFLM arena small).
 MICRO_PRESETS = {
-    "micro": {**_sparcl(0.5, 0.6), "model.width": 0.5, "batch_size": 16,
+    "micro": {**_sparcl(0.5, paper=True), "model.width": 0.5, "batch_size": 16,
               "replay.batch_size": 16},
 }
 

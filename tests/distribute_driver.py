@@ -108,7 +108,7 @@ def learner_main(out, strategy_name):
         x = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(x))
         model = keras.Model(inputs, keras.layers.Dense(4)(x))
     learner = ContinualLearner(model, buffer_size=40, batch_size=16, learning_rate=0.05,
-                               sparcl=SparCL(weight_sparsity=0.9, gradient_sparsity=0.92),
+                               sparcl=SparCL(weight_sparsity=0.9),
                                strategy=strategy, verbose=0)
     rng = np.random.default_rng(0)
     for classes in ((0, 1), (2, 3)):

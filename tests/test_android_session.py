@@ -52,7 +52,7 @@ def kotlin_trace(model_dir, workdir, *flags):
 
 def fmnist_config():
     from configs.split_fmnist import get_config
-    config = get_config("sparcl_derpp_90")
+    config = get_config("paper_sparcl_derpp_90")
     config.data.dir = FASHION_MNIST_DIR
     config.data.num_tasks = 3
     config.data.train_per_task = 300
@@ -214,7 +214,8 @@ def test_a_signature_the_java_api_cannot_call_is_refused(fmnist, tmp_path, sessi
 
 
 @pytest.mark.parametrize("preset,augment,rate,shared", [
-    ("sparcl_derpp_s90", "crop_flip", "cosine", False), ("rigl_derpp_90", "crop", "step", True)])
+    ("paper_sparcl_derpp_s90", "crop_flip", "cosine", False),
+    ("rigl_derpp_90", "crop", "step", True)])
 def test_kotlin_follows_structured_and_rigl_plans_with_augmentation(idx_folder, tmp_path, preset,
                                                                      augment, rate, shared,
                                                                      session_build):

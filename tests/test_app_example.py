@@ -20,7 +20,7 @@ from test_policy import write_unseen_tasks
 @pytest.fixture(scope="module")
 def app(idx_folder, tmp_path_factory, session_build):
     directory = tmp_path_factory.mktemp("app_example")
-    config = tiny_config(idx_folder, "sparcl_derpp_90", data__num_tasks=2,
+    config = tiny_config(idx_folder, "paper_sparcl_derpp_90", data__num_tasks=2,
                          sparsity__updates_per_task=4, ddr__stages=2, log__tensorboard=False,
                          checkpoint__every_steps=10)
     model = export_initial(config, directory / "model")
@@ -150,7 +150,7 @@ def test_a_host_run_goes_on_alike_in_the_python_and_kotlin_device_learners(tmp_p
         host_tasks = [(arrays[f"train_images_{t}"], arrays[f"train_labels_{t}"],
                        arrays[f"test_images_{t}"], arrays[f"test_labels_{t}"]) for t in range(2)]
     host = ContinualLearner(small_own_model(), method=DERPP(), buffer_size=60, batch_size=16,
-                            sparcl=SparCL(weight_sparsity=0.9, gradient_sparsity=0.92,
+                            sparcl=SparCL.paper(weight_sparsity=0.9, gradient_sparsity=0.92,
                                           updates_per_task=4, removal_stages=2),
                             learning_rate=0.05, normalization=(0.2, 0.3), verbose=0)
     for x, y, x_test, y_test in host_tasks:
@@ -174,7 +174,7 @@ def test_a_kotlin_learners_folder_loads_into_a_keras_learner(tmp_path, session_b
 
     def learner():
         return ContinualLearner(small_own_model(), method=DERPP(), buffer_size=60,
-                                batch_size=16, sparcl=SparCL(weight_sparsity=0.9,
+                                batch_size=16, sparcl=SparCL.paper(weight_sparsity=0.9,
                                                              gradient_sparsity=0.92,
                                                              updates_per_task=4,
                                                              removal_stages=2),

@@ -89,7 +89,7 @@ def test_a_head_on_frozen_features_trains_and_exports_for_the_device(converted, 
     head = keras.Sequential([keras.Input(backbone.feature_shape),
                              keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4)])
     learner = ContinualLearner(head, method=DERPP(), buffer_size=20, batch_size=8,
-                               sparcl=SparCL(weight_sparsity=0.5, gradient_sparsity=0.6),
+                               sparcl=SparCL.paper(weight_sparsity=0.5, gradient_sparsity=0.6),
                                epochs_per_task=2, verbose=0)
     for task in range(2):
         labels = rng.choice([2 * task, 2 * task + 1], 40)
@@ -153,7 +153,7 @@ def test_keras_applications_mobilenet_v2_trains_one_litert_step_equal_to_keras(t
         if isinstance(layer, keras.layers.ReLU) else layer.__class__.from_config(
             layer.get_config())))
     learner = ContinualLearner(model, method=DERPP(), buffer_size=32, batch_size=8,
-                               sparcl=SparCL(weight_sparsity=0.5, gradient_sparsity=0.6),
+                               sparcl=SparCL.paper(weight_sparsity=0.5, gradient_sparsity=0.6),
                                verbose=0)
     assert len(learner.model.sparse) == 34  # the 1x1 convs; stem, depthwise convs, head dense
     path, audit = learner.export(str(tmp_path))

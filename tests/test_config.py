@@ -2,7 +2,7 @@ import importlib
 
 import pytest
 
-from sparcl_tf.config import validate
+from sparcl_tf.config import SparCL, validate
 from sparcl_tf.errors import ConfigError
 
 CONFIG_FILES = ("configs.split_fmnist", "configs.split_mnist", "configs.split_cifar10",
@@ -94,8 +94,8 @@ def test_invalid_sparcl_field_is_named_in_the_error(overrides, field):
 def test_every_config_file_has_the_sparcl_presets(module):
     get_config = importlib.import_module(module).get_config
     for preset in ("sparcl_er", "sparcl_derpp", "sparcl_derpp_90", "sparcl_derpp_95",
-                   "static_derpp_90", "rigl_derpp_90", "sparcl_derpp_90_no_tdm",
-                   "sparcl_derpp_90_no_ddr", "sparcl_derpp_90_no_dgm"):
+                   "static_derpp_90", "rigl_derpp_90", "paper_sparcl_derpp_90_no_tdm",
+                   "paper_sparcl_derpp_90_no_ddr", "paper_sparcl_derpp_90_no_dgm"):
         validate(get_config(preset))
     config = get_config("sparcl_derpp_95")
     assert (config.sparsity.weight_sparsity, config.dgm.gradient_sparsity) == (0.95, 0.96)
@@ -109,7 +109,7 @@ def test_finetune_needs_no_buffer():
 
 
 def test_sparcl_pairs_its_gradient_sparsity_with_the_weight_sparsity_as_the_paper():
-    from sparcl_tf.config import SPARCL_PRESETS, SparCL
+    from sparcl_tf.config import SPARCL_PRESETS
     for weight, gradient, preset in ((0.75, 0.80, "sparcl_derpp"),
                                      (0.90, 0.92, "sparcl_derpp_90"),
                                      (0.95, 0.96, "sparcl_derpp_95")):
@@ -142,3 +142,28 @@ def test_a_run_config_written_before_a_field_existed_takes_its_default():
     config = validate(ml_collections.ConfigDict(data))
     assert (config.method.shared_draw, config.method.masked_logits, config.sparsity.rate_scaling,
             config.ddr.min_epochs, config.dgm.min_epochs) == (False, "excluded", "same", 0, 0)
+
+
+def test_the_measured_winners_are_the_presets_defaults():
+    """The ablation variants the edge-schedule measurements chose are the presets now, field for
+    field, and the paper's rules stay runnable as paper_* presets."""
+    from configs.ablations import own_model as ablation
+
+    def fields(preset):
+        config = validate(ablation.get_config(preset)).to_dict()
+        config.pop("preset")
+        return config
+
+    assert fields("sparcl90_layer_gated") == fields("sparcl_derpp_90")
+    assert fields("s90_gated") == fields("sparcl_derpp_s90")
+    get_config = importlib.import_module("configs.split_fmnist").get_config
+    edge, paper = validate(get_config("sparcl_derpp_90")), validate(get_config(
+        "paper_sparcl_derpp_90"))
+    assert (edge.sparsity.rate_scaling, edge.ddr.min_epochs, edge.dgm.min_epochs) == \
+        ("inverse_density", 6, 6)
+    assert (paper.sparsity.rate_scaling, paper.ddr.min_epochs, paper.dgm.min_epochs) == \
+        ("same", 0, 0)
+    assert validate(get_config("sparcl_derpp_s90")).sparsity.rate_scaling == "same"
+    assert SparCL(0.9).overrides() == {**SparCL.paper(0.9).overrides(),
+                                       "sparsity.rate_scaling": "inverse_density",
+                                       "ddr.min_epochs": 6, "dgm.min_epochs": 6}

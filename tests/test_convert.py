@@ -25,7 +25,7 @@ def test_convert_writes_a_builtins_only_model_with_its_interface(tmp_path, idx_f
     from sparcl_tf.experiment import run_experiment
     from tests.conftest import tiny_config
     workdir = tmp_path / "run"
-    run_experiment(tiny_config(idx_folder, "sparcl_derpp_90", data__train_per_task=48,
+    run_experiment(tiny_config(idx_folder, "paper_sparcl_derpp_90", data__train_per_task=48,
                                data__num_tasks=2, batch_size=32, replay__batch_size=32,
                                replay__buffer_size=500, log__tensorboard=False),
                    str(workdir), verbose=0)
@@ -103,7 +103,7 @@ def test_flex_save_and_restore_round_trip_in_tensorflow(idx_folder, tmp_path):
     from sparcl_tf.experiment import Experiment
     from sparcl_tf.export import training_module
     from tests.conftest import tiny_config
-    config = tiny_config(idx_folder, "sparcl_derpp")
+    config = tiny_config(idx_folder, "paper_sparcl_derpp")
     run = Experiment(config, str(tmp_path / "run"), verbose=0)
     module = training_module(config, run.network, run.kind, flex=True)
     path = tf.constant(str(tmp_path / "state.ckpt"))

@@ -34,7 +34,7 @@ def unseen_tasks(sizes=SIZES, seed=5, first_class=0):
 
 @pytest.fixture(scope="module")
 def model(idx_folder, tmp_path_factory):
-    config = tiny_config(idx_folder, "sparcl_derpp_90", data__num_tasks=2,
+    config = tiny_config(idx_folder, "paper_sparcl_derpp_90", data__num_tasks=2,
                          sparsity__updates_per_task=4, ddr__stages=2, log__tensorboard=False,
                          checkpoint__every_steps=5)
     return export_initial(config, tmp_path_factory.mktemp("device_learner_model"))
@@ -136,7 +136,7 @@ def test_a_learner_stopped_in_a_task_and_made_again_ends_as_an_uninterrupted_one
 def _learner(seed=0):
     from sparcl_tf.keras import DERPP, ContinualLearner, SparCL
     return ContinualLearner(small_own_model(), method=DERPP(), buffer_size=60, batch_size=16,
-                            sparcl=SparCL(weight_sparsity=0.9, gradient_sparsity=0.92,
+                            sparcl=SparCL.paper(weight_sparsity=0.9, gradient_sparsity=0.92,
                                           updates_per_task=4, removal_stages=2),
                             learning_rate=0.05, normalization=(0.2, 0.3), seed=seed, verbose=0)
 

@@ -25,7 +25,7 @@ def exported(tmp_path_factory, idx_folder):
 
     from sparcl_tf.experiment import Experiment
     from tests.conftest import tiny_config
-    config = tiny_config(idx_folder, "sparcl_derpp_90", optimizer__momentum=0.5)
+    config = tiny_config(idx_folder, "paper_sparcl_derpp_90", optimizer__momentum=0.5)
     run = Experiment(config, str(tmp_path_factory.mktemp("run")), verbose=0)
     module = training_module(config, run.network, run.kind)
     model = convert(module, str(tmp_path_factory.mktemp("saved")))

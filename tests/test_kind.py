@@ -28,11 +28,12 @@ def _config(preset, **fields):
 @pytest.mark.parametrize("preset, fields, kind_type, rule, masking_type, refreshes", [
     ("derpp", {}, Dense, None, GradientMasking, False),
     ("static_derpp_90", {}, WeightMasks, None, WeightMasking, False),
-    ("sparcl_derpp_90", {}, WeightMasks, "tdm", WeightMasking, True),
-    ("sparcl_derpp_90_no_dgm", {}, WeightMasks, "tdm", WeightMasking, False),
+    ("paper_sparcl_derpp_90", {}, WeightMasks, "tdm", WeightMasking, True),
+    ("paper_sparcl_derpp_90_no_dgm", {}, WeightMasks, "tdm", WeightMasking, False),
     ("rigl_derpp_90", {}, WeightMasks, "rigl", WeightMasking, False),
-    ("sparcl_derpp_s90", {}, FilterSlots, "slots", FilterSelection, True),
-    ("sparcl_derpp_s90", {"dgm.enabled": False}, FilterSlots, "slots", GradientMasking, False),
+    ("paper_sparcl_derpp_s90", {}, FilterSlots, "slots", FilterSelection, True),
+    ("paper_sparcl_derpp_s90", {"dgm.enabled": False}, FilterSlots, "slots", GradientMasking,
+     False),
 ])
 def test_each_preset_has_one_kind_and_its_masking(preset, fields, kind_type, rule,
                                                   masking_type, refreshes):
@@ -49,7 +50,7 @@ def test_each_preset_has_one_kind_and_its_masking(preset, fields, kind_type, rul
 
 
 def test_filter_slots_build_the_compacted_network_from_the_full_one():
-    network, kind = build_networks(_config("sparcl_derpp_s90"), TASKS)
+    network, kind = build_networks(_config("paper_sparcl_derpp_s90"), TASKS)
     capacities = kind.capacities()
     for name, slots in kind.units(network):
         assert slots == capacities[name] == int(network.get_layer(name).kernel.shape[-1])
@@ -58,7 +59,7 @@ def test_filter_slots_build_the_compacted_network_from_the_full_one():
 
 
 def test_exported_masks_are_stored_as_bool_and_the_keras_ones_as_float():
-    config = _config("sparcl_derpp_90")
+    config = _config("paper_sparcl_derpp_90")
     network, kind = build_networks(config, TASKS)
     for dtype in ("float32", "bool"):
         state = kind.gradient_masking(network, mask_dtype=dtype).state()

@@ -9,7 +9,7 @@ import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = os.path.join(ROOT, "tflite", "android", "app", "src", "main", "java")
-TOP_LEVEL = re.compile(r"^(?:(?:data|sealed|abstract|open|enum|fun) )*(?:class|interface|object|fun) ")
+TOP_LEVEL = re.compile(r"^(?:(?:data|sealed|abstract|open|enum) )*(?:class|interface|object|fun) ")
 MEMBER_FUN = re.compile(r"^ {4}(?:(?:open|abstract|inline|operator) )*fun ")  # class bodies
 
 
@@ -20,7 +20,8 @@ def _undocumented(path):
         if not stripped:
             continue
         public = not re.match(r"^\s*(?:private|internal|protected|override)\b", line)
-        if re.match(r"^(?:private |internal )?\w", line) and not line.startswith(("import", "package")):
+        top_level = re.match(r"^(?:private |internal )?\w", line)
+        if top_level and not line.startswith(("import", "package")):
             public_owner = public  # a top-level declaration: are its members public API?
         if public and (TOP_LEVEL.match(line) or (public_owner and MEMBER_FUN.match(line))):
             if not previous.endswith("*/"):

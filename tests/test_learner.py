@@ -24,7 +24,7 @@ def _learner_like(config, tasks, **extra):
     return ContinualLearner(
         model, method=DERPP(alpha=config.method.alpha, beta=config.method.beta),
         buffer_size=config.replay.buffer_size,
-        sparcl=SparCL(weight_sparsity=0.9, gradient_sparsity=0.92, removal=0.3),
+        sparcl=SparCL.paper(weight_sparsity=0.9, gradient_sparsity=0.92, removal=0.3),
         epochs_per_task=config.epochs_per_task, batch_size=config.batch_size,
         replay_batch_size=config.replay.batch_size,
         learning_rate=config.optimizer.learning_rate, normalization=(tasks.mean, tasks.std),
@@ -50,7 +50,7 @@ def _same_run(first, second):
 
 
 def test_a_learner_trains_exactly_what_the_binary_trains(tmp_path, make_config):
-    config = make_config("sparcl_derpp_90", data__num_tasks=3, epochs_per_task=2)
+    config = make_config("paper_sparcl_derpp_90", data__num_tasks=3, epochs_per_task=2)
     binary = Experiment(config, None, verbose=0)
     expected = binary.run()
     learner = _learner_like(config, binary.tasks)
@@ -88,7 +88,7 @@ def test_sparcl_on_an_own_model_in_two_calls(idx_folder, tmp_path):
     counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: batches.append(
         logs["loss"]))
     learner = ContinualLearner(_user_model(), method=DERPP(), buffer_size=40,
-                               sparcl=SparCL(weight_sparsity=0.9, gradient_sparsity=0.92),
+                               sparcl=SparCL.paper(weight_sparsity=0.9, gradient_sparsity=0.92),
                                epochs_per_task=2, batch_size=16, verbose=0,
                                workdir=str(tmp_path))
     for x, y, x_test, y_test in _user_tasks(idx_folder):
@@ -174,7 +174,7 @@ def test_bad_models_and_data_get_one_clear_error(idx_folder):
     with pytest.raises(ValueError, match="method must be a sparcl_tf.keras method object"):
         ContinualLearner(_user_model(), method="derpp")
     with pytest.raises(ConfigError, match="registry model"):
-        ContinualLearner(_user_model(), sparcl=SparCL(structured=True))
+        ContinualLearner(_user_model(), sparcl=SparCL.paper(structured=True))
     with pytest.raises(ConfigError, match="learning_rate"):
         ContinualLearner(_user_model(), learning_rate=-1.0)
     with pytest.raises(ConfigError, match="optimizer.schedule='linear'"):
@@ -207,7 +207,7 @@ def _raise(*_):
 
 def _rollback_learner():
     return ContinualLearner(_user_model(), method=DERPP(), buffer_size=40, batch_size=16,
-                            sparcl=SparCL(weight_sparsity=0.9, gradient_sparsity=0.92,
+                            sparcl=SparCL.paper(weight_sparsity=0.9, gradient_sparsity=0.92,
                                           updates_per_task=4, removal_stages=2),
                             epochs_per_task=2, verbose=0)
 

@@ -14,7 +14,7 @@ from sparcl_tf.sparsity.masks import active_count
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _config(idx_folder, preset="sparcl_derpp_90", **overrides):
+def _config(idx_folder, preset="paper_sparcl_derpp_90", **overrides):
     from tests.conftest import tiny_config
     return tiny_config(idx_folder, preset, data__num_tasks=2, data__train_per_task=96,
                        log__tensorboard=False, **overrides)
@@ -150,9 +150,10 @@ def test_a_model_converted_for_another_config_is_a_config_error(model_path, idx_
     with pytest.raises(ConfigError, match="batch_size: model 16, plan 8"):
         OnDeviceSession(model_path, config, str(tmp_path), verbose=0)
     with pytest.raises(ConfigError, match="replay draws: model 2, plan 1"):
-        OnDeviceSession(model_path, _config(idx_folder, "sparcl_er"), str(tmp_path), verbose=0)
+        OnDeviceSession(model_path, _config(idx_folder, "paper_sparcl_er"), str(tmp_path),
+                        verbose=0)
 
 
 def test_results_file_is_valid_json(finished):
     _, workdir = finished
-    assert json.loads((workdir / "results.json").read_text())["preset"] == "sparcl_derpp_90"
+    assert json.loads((workdir / "results.json").read_text())["preset"] == "paper_sparcl_derpp_90"

@@ -88,7 +88,8 @@ def kotlin_trace(model, data, workdir):
         return read_trace(str(workdir / "trace.jsonl")), json.load(handle)
 
 
-@pytest.mark.parametrize("preset", ["sparcl_derpp_90", "sparcl_derpp_s90", "rigl_derpp_90"])
+@pytest.mark.parametrize("preset", ["paper_sparcl_derpp_90", "paper_sparcl_derpp_s90",
+                                    "rigl_derpp_90"])
 def test_a_model_exported_before_any_task_learns_unseen_tasks_of_any_size_alike_on_both_hosts(
         preset, idx_folder, tmp_path, session_build):
     config = tiny_config(idx_folder, preset, data__num_tasks=2, sparsity__updates_per_task=4,
@@ -117,7 +118,7 @@ def test_an_own_model_exported_before_any_task_learns_a_file_through_both_binari
         tmp_path, session_build):
     from sparcl_tf.keras import DERPP, ContinualLearner, SparCL
     learner = ContinualLearner(small_own_model(), method=DERPP(), buffer_size=60, batch_size=16,
-                               sparcl=SparCL(weight_sparsity=0.9, gradient_sparsity=0.92,
+                               sparcl=SparCL.paper(weight_sparsity=0.9, gradient_sparsity=0.92,
                                              updates_per_task=4, removal_stages=2),
                                learning_rate=0.05, normalization=(0.2, 0.3), verbose=0)
     model, _ = learner.export(str(tmp_path / "model"))
@@ -187,7 +188,7 @@ def test_bad_task_data_is_one_clear_error(idx_folder, tmp_path, change, message)
 
 def _plan(idx_folder):
     from sparcl_tf.experiment import Experiment
-    return Experiment(tiny_config(idx_folder, "sparcl_derpp_90"), None, verbose=0).plan
+    return Experiment(tiny_config(idx_folder, "paper_sparcl_derpp_90"), None, verbose=0).plan
 
 
 def _write_png(path, pixels):
@@ -231,7 +232,7 @@ def test_tasks_as_image_files_read_as_the_data_file_and_bad_ones_are_one_line(
 
 @pytest.fixture(scope="module")
 def initial_model(idx_folder, tmp_path_factory):
-    config = tiny_config(idx_folder, "sparcl_derpp_90", data__num_tasks=2,
+    config = tiny_config(idx_folder, "paper_sparcl_derpp_90", data__num_tasks=2,
                          log__tensorboard=False)
     return export_initial(config, tmp_path_factory.mktemp("initial") / "model")
 

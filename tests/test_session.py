@@ -122,7 +122,7 @@ def test_the_step_time_leaves_out_each_process_first_step_which_traces(idx_folde
         1000.0 * (results["train_time_s"] - results["first_step_s"]) / (results["steps"] - 1))
 
 
-@pytest.mark.parametrize("preset", ["sparcl_derpp_90", "sparcl_derpp_s75"])
+@pytest.mark.parametrize("preset", ["paper_sparcl_derpp_90", "paper_sparcl_derpp_s75"])
 def test_keras_and_litert_sessions_take_the_same_steps(parity_folder, tmp_path, monkeypatch,
                                                       preset):
     # Filter sparsity 0.75 as before sNN meant weights: removal ranks by margin, and on a run
@@ -153,7 +153,7 @@ def test_keras_and_litert_sessions_take_the_same_steps(parity_folder, tmp_path, 
 
 def test_a_structured_run_refreshes_filter_gradients_after_every_slot_update(
         parity_folder, tmp_path, monkeypatch):
-    config = _parity_config(parity_folder, "sparcl_derpp_s75", data__num_tasks=1)
+    config = _parity_config(parity_folder, "paper_sparcl_derpp_s75", data__num_tasks=1)
     log, train, update = [], KerasEngine.train, KerasEngine.update_masks
     monkeypatch.setattr(KerasEngine, "train", lambda self, inputs, refresh: (
         log.append(("step", bool(refresh))), train(self, inputs, refresh))[1])
@@ -166,7 +166,7 @@ def test_a_structured_run_refreshes_filter_gradients_after_every_slot_update(
 
 
 def test_the_plan_of_a_structured_model_counts_filter_slots(parity_folder, tmp_path):
-    config = _parity_config(parity_folder, "sparcl_derpp_s75")
+    config = _parity_config(parity_folder, "paper_sparcl_derpp_s75")
     run = Experiment(config, str(tmp_path), verbose=0)
     plan = run.plan
     assert plan.unit == "filter_slots"
@@ -178,7 +178,7 @@ def test_the_plan_of_a_structured_model_counts_filter_slots(parity_folder, tmp_p
             counts = structured.filter_counts(full[name], 0.5, 0.01, 0.01)
             assert (prune_to, grow_to) == schedule.tdm_phase(event.update_index, 5, *counts)
             assert grow_to <= slots < full[name]
-    weights = Experiment(_parity_config(parity_folder, "sparcl_derpp_90"),
+    weights = Experiment(_parity_config(parity_folder, "paper_sparcl_derpp_90"),
                          str(tmp_path / "weights"), verbose=0).plan
     assert weights.unit == "weights"
     last = weights.task_events(0, 300)[-1]
@@ -187,7 +187,7 @@ def test_the_plan_of_a_structured_model_counts_filter_slots(parity_folder, tmp_p
 
 
 def test_plans_carry_seeds_per_task_and_round_trip_through_json(parity_folder, tmp_path):
-    plan = Experiment(_parity_config(parity_folder, "sparcl_derpp_90"), str(tmp_path),
+    plan = Experiment(_parity_config(parity_folder, "paper_sparcl_derpp_90"), str(tmp_path),
                       verbose=0).plan
     seeds = [[event.seed for event in plan.task_events(t, 192)] for t in range(3)]
     assert seeds[0] != seeds[1] and seeds[0][1] == session_random.growth_seed(0, 0, 1)
@@ -200,7 +200,7 @@ def test_plans_carry_seeds_per_task_and_round_trip_through_json(parity_folder, t
 
 def test_the_litert_session_from_signatures_json_alone_equals_the_one_from_the_config(
         parity_folder, tmp_path):
-    config = _parity_config(parity_folder, "sparcl_derpp_90", data__num_tasks=2,
+    config = _parity_config(parity_folder, "paper_sparcl_derpp_90", data__num_tasks=2,
                             optimizer__momentum=0.0)
     model = export_initial(config, tmp_path / "model")
     from_config = OnDeviceSession(model, config, str(tmp_path / "a"), verbose=0).run()
@@ -208,11 +208,11 @@ def test_the_litert_session_from_signatures_json_alone_equals_the_one_from_the_c
     for key in ("class_il_matrix", "training_flops", "examples_removed", "layer_sparsity",
                 "steps"):
         assert from_plan[key] == from_config[key], key
-    other = _parity_config(parity_folder, "sparcl_derpp_90", data__num_tasks=2,
+    other = _parity_config(parity_folder, "paper_sparcl_derpp_90", data__num_tasks=2,
                            optimizer__momentum=0.0, sparsity__swap_fraction=0.05)
     with pytest.raises(ConfigError, match=r"other values of \['sparsity.swap_fraction'\]"):
         OnDeviceSession(model, other, str(tmp_path / "c"), verbose=0)
-    faster = _parity_config(parity_folder, "sparcl_derpp_90", data__num_tasks=2,
+    faster = _parity_config(parity_folder, "paper_sparcl_derpp_90", data__num_tasks=2,
                             optimizer__momentum=0.0, optimizer__learning_rate=0.1)
     with pytest.raises(ConfigError, match=r"other values of \['optimizer.learning_rate'\]"):
         OnDeviceSession(model, faster, str(tmp_path / "d"), verbose=0)  # baked into `train`

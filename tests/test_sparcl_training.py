@@ -16,7 +16,7 @@ def _masks(run):
 
 
 def test_per_layer_targets_override_the_uniform_sparsity(tmp_path, make_config):
-    config = make_config("sparcl_derpp_90")
+    config = make_config("paper_sparcl_derpp_90")
     config.sparsity.layer_sparsity = {"fc1": 0.5}
     run = Experiment(config, str(tmp_path), verbose=0)
     sparsity = {layer.name: masks.sparsity(layer.mask.numpy()) for layer in run.model.sparse}
@@ -28,7 +28,7 @@ def test_per_layer_targets_override_the_uniform_sparsity(tmp_path, make_config):
 
 
 def test_initial_masks_are_magnitude_masks_at_the_target(tmp_path, make_config):
-    run = Experiment(make_config("sparcl_derpp_90"), str(tmp_path), verbose=0)
+    run = Experiment(make_config("paper_sparcl_derpp_90"), str(tmp_path), verbose=0)
     for layer in run.model.sparse:
         mask, kernel = layer.mask.numpy(), layer.kernel.numpy()
         assert mask.size - mask.sum() == round(0.9 * mask.size)
@@ -37,7 +37,7 @@ def test_initial_masks_are_magnitude_masks_at_the_target(tmp_path, make_config):
 
 def test_every_schedule_point_hits_its_targets_with_exact_zeros(tmp_path, make_config,
                                                                  monkeypatch):
-    config = make_config("sparcl_derpp_90", epochs_per_task=2, data__num_tasks=2)
+    config = make_config("paper_sparcl_derpp_90", epochs_per_task=2, data__num_tasks=2)
     checked = []
     original = KerasEngine.update_masks
 
@@ -65,7 +65,8 @@ def test_every_schedule_point_hits_its_targets_with_exact_zeros(tmp_path, make_c
 
 
 def test_gradient_masks_keep_exactly_the_target_count_after_a_refresh(tmp_path, make_config):
-    run = Experiment(make_config("sparcl_derpp_90", data__num_tasks=2), str(tmp_path), verbose=0)
+    run = Experiment(make_config("paper_sparcl_derpp_90", data__num_tasks=2), str(tmp_path),
+                     verbose=0)
     results = run.run()
     for layer, mask, keep in zip(run.model.sparse, run.model.masking.groups["gradient_mask"],
                                  run.model.masking.keep):
@@ -76,7 +77,7 @@ def test_gradient_masks_keep_exactly_the_target_count_after_a_refresh(tmp_path, 
 
 
 def test_gradient_masks_are_cached_between_refreshes(tmp_path, make_config):
-    config = make_config("sparcl_derpp_90", dgm__refresh_every=3, data__num_tasks=1)
+    config = make_config("paper_sparcl_derpp_90", dgm__refresh_every=3, data__num_tasks=1)
     run = Experiment(config, str(tmp_path), verbose=0)
     task = run.tasks.tasks[0]
     images = run.session.stream.prepare(task.x_train[:16])
@@ -96,7 +97,7 @@ def test_gradient_masks_are_cached_between_refreshes(tmp_path, make_config):
 def test_the_loop_refreshes_at_epoch_starts_mask_updates_and_every_k_steps(tmp_path,
                                                                            make_config,
                                                                            monkeypatch):
-    config = make_config("sparcl_derpp_90", dgm__refresh_every=3, data__num_tasks=1,
+    config = make_config("paper_sparcl_derpp_90", dgm__refresh_every=3, data__num_tasks=1,
                          data__train_per_task=80, epochs_per_task=2, ddr__enabled=False,
                          sparsity__updates_per_task=2)
     flags, original = [], KerasEngine.train
@@ -110,7 +111,7 @@ def test_the_loop_refreshes_at_epoch_starts_mask_updates_and_every_k_steps(tmp_p
 def test_data_removal_takes_the_planned_count_and_never_touches_the_buffer(tmp_path,
                                                                            make_config):
     # Capacity above every offer of the run (5 tasks x 2 epochs x 64): nothing is ever replaced.
-    config = make_config("sparcl_derpp_90", epochs_per_task=2, replay__buffer_size=700)
+    config = make_config("paper_sparcl_derpp_90", epochs_per_task=2, replay__buffer_size=700)
     run = Experiment(config, str(tmp_path), verbose=0)
     results = run.run()
     per_task = removal_targets(64, 0.3, 4)[-1]
@@ -125,7 +126,7 @@ def test_data_removal_takes_the_planned_count_and_never_touches_the_buffer(tmp_p
     assert results["examples_presented"] < 5 * 2 * 64
 
 
-@pytest.mark.parametrize("preset", ["sparcl_derpp_90_no_tdm", "static_derpp_90"])
+@pytest.mark.parametrize("preset", ["paper_sparcl_derpp_90_no_tdm", "static_derpp_90"])
 def test_without_tdm_the_initial_mask_never_changes(tmp_path, make_config, preset):
     run = Experiment(make_config(preset, data__num_tasks=2), str(tmp_path), verbose=0)
     initial = _masks(run)
@@ -135,7 +136,7 @@ def test_without_tdm_the_initial_mask_never_changes(tmp_path, make_config, prese
 
 
 def test_tdm_and_rigl_really_move_the_mask(tmp_path, make_config):
-    for preset in ("sparcl_derpp_90", "rigl_derpp_90"):
+    for preset in ("paper_sparcl_derpp_90", "rigl_derpp_90"):
         run = Experiment(make_config(preset, data__num_tasks=2), str(tmp_path / preset), verbose=0)
         initial = _masks(run)
         results = run.run()
@@ -146,13 +147,13 @@ def test_tdm_and_rigl_really_move_the_mask(tmp_path, make_config):
 
 
 def test_without_ddr_nothing_is_removed(tmp_path, make_config):
-    results = Experiment(make_config("sparcl_derpp_90_no_ddr", data__num_tasks=2), str(tmp_path),
-                         verbose=0).run()
+    results = Experiment(make_config("paper_sparcl_derpp_90_no_ddr", data__num_tasks=2),
+                         str(tmp_path), verbose=0).run()
     assert results["examples_removed"] == 0 and results["examples_presented"] == 2 * 64
 
 
 def test_without_dgm_every_active_weight_is_updated(tmp_path, make_config):
-    run = Experiment(make_config("sparcl_derpp_90_no_dgm", data__num_tasks=2), str(tmp_path),
+    run = Experiment(make_config("paper_sparcl_derpp_90_no_dgm", data__num_tasks=2), str(tmp_path),
                      verbose=0)
     assert "gradient_mask" not in run.model.masking.groups
     results = run.run()
@@ -164,7 +165,7 @@ def test_without_dgm_every_active_weight_is_updated(tmp_path, make_config):
 
 def test_sparcl_run_interrupted_mid_task_resumes_to_the_same_result(tmp_path, make_config,
                                                                     monkeypatch):
-    config = make_config("sparcl_derpp_90", epochs_per_task=2, data__num_tasks=3,
+    config = make_config("paper_sparcl_derpp_90", epochs_per_task=2, data__num_tasks=3,
                          checkpoint__every_steps=2)
     reference = Experiment(config, str(tmp_path / "reference"), verbose=0)
     expected = reference.run()
@@ -186,7 +187,7 @@ def test_ddr_and_dgm_stay_off_below_their_minimum_epochs_a_task(tmp_path, make_c
     """dgm.min_epochs / ddr.min_epochs: one decision (`dgm.active`, `ddr.active`) read by the
     plan (removal stages, refresh cadence), the step's masking and the export alike."""
     from sparcl_tf.export import training_module
-    config = make_config("sparcl_derpp_90", data__num_tasks=2, epochs_per_task=2,
+    config = make_config("paper_sparcl_derpp_90", data__num_tasks=2, epochs_per_task=2,
                          ddr__min_epochs=min_epochs, dgm__min_epochs=min_epochs)
     run = Experiment(config, str(tmp_path), verbose=0)
     assert (run.plan.dgm_refresh_every > 0) == on

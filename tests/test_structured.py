@@ -33,7 +33,7 @@ def test_structured_presets_remove_their_share_of_weights(make_config, tmp_path,
                                                           filter_sparsity):
     # s90: 90 % fewer weights in the layers the unstructured preset sparsifies; the edge CNN's
     # pruned layers feed each other (filters kept: sqrt(0.1)), ResNet's feed unpruned convs.
-    run = _experiment(make_config, tmp_path, preset="sparcl_derpp_s90", model__name=model,
+    run = _experiment(make_config, tmp_path, preset="paper_sparcl_derpp_s90", model__name=model,
                       model__width=width)
     targets = {name: filter_counts(full, filter_sparsity, 0.01, 0.01)[0]
                for name, full in run.kind.full_filters.items()}
@@ -125,7 +125,7 @@ def test_resnet_prunes_only_inner_block_convs(make_config, tmp_path):
 
 
 def test_structured_run_resumes_to_the_same_result(make_config, tmp_path, monkeypatch):
-    config = make_config("sparcl_derpp_s90", data__num_tasks=2, checkpoint__every_steps=2,
+    config = make_config("paper_sparcl_derpp_s90", data__num_tasks=2, checkpoint__every_steps=2,
                          model__width=1.0)
     expected = Experiment(config, str(tmp_path / "reference"), verbose=0).run()
     run_until_interrupted(config, str(tmp_path / "resumed"), 5, monkeypatch)
@@ -165,7 +165,7 @@ def test_exported_structured_steps_match_the_keras_steps(make_config, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     from sparcl_tf.export import convert, training_module
-    run = _experiment(make_config, tmp_path, preset="sparcl_derpp_s75")
+    run = _experiment(make_config, tmp_path, preset="paper_sparcl_derpp_s75")
     lite = Interpreter(model_content=convert(training_module(run.config, run.network, run.kind),
                                              str(tmp_path / "saved")))
     train, get_state = lite.get_signature_runner("train"), lite.get_signature_runner(
@@ -204,7 +204,7 @@ def test_exported_structured_steps_match_the_keras_steps(make_config, tmp_path):
 ])
 def test_structured_config_errors(make_config, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
-        Experiment(make_config("sparcl_derpp_s90", **overrides), str(tmp_path), verbose=0)
+        Experiment(make_config("paper_sparcl_derpp_s90", **overrides), str(tmp_path), verbose=0)
 
 
 def _device_slots(state, run):
@@ -269,7 +269,7 @@ def test_litert_session_runs_a_structured_config(make_config, tmp_path):
     from sparcl_tf.experiment import run_experiment
     from sparcl_tf.ondevice import OnDeviceSession
     from tests.test_ondevice import _convert
-    config = make_config("sparcl_derpp_s90", model__width=1.0, data__num_tasks=2,
+    config = make_config("paper_sparcl_derpp_s90", model__width=1.0, data__num_tasks=2,
                          log__tensorboard=False)
     path = _convert(config, tmp_path / "model")
     results = OnDeviceSession(path, config, str(tmp_path / "device"), verbose=0).run()
@@ -282,7 +282,8 @@ def test_litert_session_runs_a_structured_config(make_config, tmp_path):
 def test_structured_dgm_updates_only_the_selected_filters(make_config, tmp_path):
     # Few updates per task, so that steps between refreshes exist (every slot update refreshes).
     run = _experiment(make_config, tmp_path, data__num_tasks=2, dgm__refresh_every=3,
-                      epochs_per_task=2, sparsity__updates_per_task=2, ddr__stages=1)
+                      epochs_per_task=2, sparsity__updates_per_task=2, ddr__stages=1,
+                      dgm__min_epochs=0)  # DGM at any schedule, as the paper's
     model = run.model
     assert model.masking.keep == [3, 5, 5, 10]  # n - round(0.92 n), within the slots
     results = run.run()

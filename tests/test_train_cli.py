@@ -80,10 +80,19 @@ def test_derpp_beats_finetune_by_ten_points_on_split_fashion_mnist(tmp_path):
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_sparcl_derpp_90_meets_its_targets_on_split_fashion_mnist(tmp_path):
-    scores = _quick_runs(tmp_path, ("sparcl_derpp_90", "finetune"), epochs=2)
-    sparcl = scores["sparcl_derpp_90"]
-    for name, value in sparcl["layer_sparsity"].items():
+    """The README's main job (the edge defaults) and the paper's rules, at 2 epochs a task."""
+    scores = _quick_runs(tmp_path, ("sparcl_derpp_90", "paper_sparcl_derpp_90", "finetune"),
+                         epochs=2)
+    edge, paper = scores["sparcl_derpp_90"], scores["paper_sparcl_derpp_90"]
+    for name, value in paper["layer_sparsity"].items():
         assert abs(value - 0.90) <= 0.002, name
-    assert sparcl["examples_removed"] == 5 * 300  # 30 % of 1000 per task
-    assert sparcl["dense_training_flops"] / sparcl["training_flops"] >= 8
-    assert sparcl["class_il"] >= scores["finetune"]["class_il"] + 10
+    # Exact zeros: the 10 % the mask keeps, less regrown weights (they start at 0) whose every
+    # gradient was 0 (a ReLU unit off on all inputs): with the larger sparse-layer rate a few
+    # more of them (0.34 % of fc1 on this run).
+    for name, value in edge["layer_sparsity"].items():
+        assert 0.90 - 0.002 <= value <= 0.90 + 0.01, name
+    assert paper["examples_removed"] == 5 * 300  # 30 % of 1000 per task
+    assert edge["examples_removed"] == 0  # DDR waits for tasks of 6 epochs or more
+    for run in (edge, paper):
+        assert run["dense_training_flops"] / run["training_flops"] >= 8
+        assert run["class_il"] >= scores["finetune"]["class_il"] + 10

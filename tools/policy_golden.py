@@ -35,15 +35,15 @@ def _cases():
     """(name, config, layers, full_filters, horizon) of each case."""
     cases = []
     for name, preset, overrides, layers, full, horizon in (
-            ("weights_tdm", "sparcl_derpp_90", {}, _WEIGHT_LAYERS, None, 5),
-            ("weights_tdm_3_epochs_7_updates", "sparcl_derpp_95",
+            ("weights_tdm", "paper_sparcl_derpp_90", {}, _WEIGHT_LAYERS, None, 5),
+            ("weights_tdm_3_epochs_7_updates", "paper_sparcl_derpp_95",
              {"epochs_per_task": 3, "sparsity.updates_per_task": 7, "ddr.stages": 3,
               "seed": 12345}, _WEIGHT_LAYERS, None, 5),
             ("weights_rigl", "rigl_derpp_90", {"epochs_per_task": 2}, _WEIGHT_LAYERS, None, 5),
             ("weights_rigl_horizon_2", "rigl_derpp_90", {"epochs_per_task": 1, "seed": 7},
              _WEIGHT_LAYERS, None, 2),
-            ("filter_slots", "sparcl_derpp_s90", {}, _SLOT_LAYERS, _FULL_FILTERS, 5),
-            ("removal_only", "sparcl_derpp_90_no_tdm", {"epochs_per_task": 5},
+            ("filter_slots", "paper_sparcl_derpp_s90", {}, _SLOT_LAYERS, _FULL_FILTERS, 5),
+            ("removal_only", "paper_sparcl_derpp_90_no_tdm", {"epochs_per_task": 5},
              _WEIGHT_LAYERS, None, 5)):
         config = get_config(preset)
         for key, value in overrides.items():

@@ -1,5 +1,8 @@
 """The edge-schedule ablation's variants (issue 28), shared by the setting files beside it: each
-a preset of configs/split_fmnist.py plus config fields."""
+a preset of configs/split_fmnist.py plus config fields. Variants built on the paper's SparCL
+(`paper_*` presets) keep the meaning they had when they were measured; the winners became the
+defaults (`sparcl90_layer_gated` is `sparcl_derpp_90`, `s90_gated` is `sparcl_derpp_s90`:
+tests/test_config.py holds them equal)."""
 
 STATIC = {"sparsity.schedule": "static", "sparsity.weight_sparsity": 0.9}
 TDM2 = {"sparsity.schedule": "tdm", "sparsity.weight_sparsity": 0.9,
@@ -19,10 +22,11 @@ VARIANTS = {
     "derpp_shared_lr06": ("derpp", {**SHARED, "optimizer.learning_rate": 0.06}),
     "derpp_nocl": ("derpp", {"method.cl_mask": False}),
     "derpp_const": ("derpp", CONSTANT),
-    "sparcl_derpp_90": ("sparcl_derpp_90", {}),
-    "sparcl90_layer": ("sparcl_derpp_90", LAYER),
-    "sparcl90_layer_gated": ("sparcl_derpp_90", {**LAYER, **GATED}),
-    "sparcl90_layer_gated_shared": ("sparcl_derpp_90", {**LAYER, **GATED, **SHARED}),
+    "paper_sparcl_derpp_90": ("paper_sparcl_derpp_90", {}),
+    "sparcl90_layer": ("paper_sparcl_derpp_90", LAYER),
+    "sparcl90_layer_gated": ("paper_sparcl_derpp_90", {**LAYER, **GATED}),  # = sparcl_derpp_90
+    "sparcl90_layer_gated_shared": ("paper_sparcl_derpp_90", {**LAYER, **GATED, **SHARED}),
+    "sparcl_derpp_90": ("sparcl_derpp_90", {}),  # the edge defaults (SparCL())
     "static90": ("derpp", STATIC),
     "static90_lr10": ("derpp", {**STATIC, "optimizer.learning_rate": 0.1}),
     "static90_lr30": ("derpp", {**STATIC, "optimizer.learning_rate": 0.3}),
@@ -39,8 +43,9 @@ VARIANTS = {
     "tdm2_90_layer": ("derpp", {**TDM2, **LAYER}),
     "tdm2_90_layer_grad": ("derpp", {**TDM2, **LAYER, "sparsity.grow": "gradient"}),
     "tdm2_90_layer_const": ("derpp", {**TDM2, **LAYER, **CONSTANT}),
+    "paper_sparcl_derpp_s90": ("paper_sparcl_derpp_s90", {}),
+    "s90_gated": ("paper_sparcl_derpp_s90", GATED),  # = sparcl_derpp_s90
     "sparcl_derpp_s90": ("sparcl_derpp_s90", {}),
-    "s90_gated": ("sparcl_derpp_s90", GATED),
 }
 
 

@@ -61,6 +61,10 @@ class GradientMasking:
         del refresh
         return contextlib.nullcontext()
 
+    def scaled(self, gradients):
+        """The sparse kernels' gradients with their learning-rate factors (none here)."""
+        return gradients
+
     def multipliers(self, gradients, refresh):
         del gradients, refresh
         return []
@@ -95,13 +99,15 @@ class WeightMasking(GradientMasking):
             self.keep = [active_count(int(np.prod(layer.kernel.shape)),
                                       gradient_masks.gradient_sparsity) for layer in self.layers]
 
-    def multipliers(self, gradients, refresh):
-        masks = self._masks(gradients, refresh)
+    def scaled(self, gradients):
+        """Applied to each replica's gradients before they are averaged, so every replica
+        receives the same bits from the all-reduce (applied after it, on the mask, the mirrored
+        replicas' kernels parted by a rounding within a task: tests/test_distribute.py)."""
         if self.rate_scales is None:
-            return masks
-        return [mask * scale for mask, scale in zip(masks, self.rate_scales)]
+            return gradients
+        return [gradient * scale for gradient, scale in zip(gradients, self.rate_scales)]
 
-    def _masks(self, gradients, refresh):
+    def multipliers(self, gradients, refresh):
         """Per layer, 1 where its kernel entry is updated this step, else 0."""
         weight_masks = [tf.cast(layer.mask, tf.float32) for layer in self.layers]
         if self.settings is None:
@@ -124,8 +130,6 @@ class WeightMasking(GradientMasking):
 
     def density(self, multipliers, refresh):
         del refresh
-        if self.rate_scales is not None:
-            multipliers = [tf.cast(m > 0, tf.float32) for m in multipliers]
         return tf.stack([tf.reduce_mean(m) for m in multipliers]) if multipliers \
             else tf.zeros((0,))
 

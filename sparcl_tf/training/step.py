@@ -34,6 +34,8 @@ class TrainStep:
         `apply_gradients(gradients, variables)`: the optimizer's update."""
         network, masking = self.network, self.masking
         variables = network.trainable_variables
+        position = {id(v): i for i, v in enumerate(variables)}
+        positions = [position[id(layer.kernel)] for layer in masking.layers]
         with masking.selecting(refresh):
             with tf.GradientTape() as tape:
                 logits = network(images, training=True)
@@ -41,11 +43,12 @@ class TrainStep:
                 replay = replay_loss()
                 if replay is not None:
                     loss += replay
-            loss, gradients = self.replication.mean((loss, tape.gradient(loss, variables)))
+            gradients = list(tape.gradient(loss, variables))
+            for index, gradient in zip(positions, masking.scaled([gradients[i]
+                                                                  for i in positions])):
+                gradients[index] = gradient
+            loss, gradients = self.replication.mean((loss, gradients))
         gradients = list(gradients)
-
-        position = {id(v): i for i, v in enumerate(variables)}
-        positions = [position[id(layer.kernel)] for layer in masking.layers]
         sparse_gradients = [gradients[i] for i in positions]
         multipliers = masking.multipliers(sparse_gradients, refresh)
         masking.track(sparse_gradients, multipliers, refresh)

@@ -15,9 +15,10 @@ from sparcl_tf.reporting import metrics
 
 
 PRESETS = ("finetune", "derpp", "sparcl_derpp", "sparcl_derpp_90", "sparcl_derpp_95",
-           "static_derpp_90", "rigl_derpp_90", "sparcl_derpp_90_no_tdm",
-           "sparcl_derpp_90_no_ddr", "sparcl_derpp_90_no_dgm", "sparcl_derpp_s75",
-           "sparcl_derpp_s90", "sparcl_derpp_s95")
+           "paper_sparcl_derpp_90", "static_derpp_90", "rigl_derpp_90",
+           "paper_sparcl_derpp_90_no_tdm", "paper_sparcl_derpp_90_no_ddr",
+           "paper_sparcl_derpp_90_no_dgm", "sparcl_derpp_s75", "sparcl_derpp_s90",
+           "sparcl_derpp_s95")
 
 MODES = {
     "quick": {"data.train_per_task": 2000, "data.test_per_task": 1000, "epochs_per_task": 3},

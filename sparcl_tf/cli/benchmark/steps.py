@@ -18,7 +18,7 @@ def step_times(config_file, overrides, repeats):
     from sparcl_tf.sparsity import dgm
 
     variants = {"dense DER++": "derpp", "SparCL-DER++ 0.90 (masks + DGM)": "sparcl_derpp_90",
-                "SparCL-DER++ 0.90 (masks only)": "sparcl_derpp_90_no_dgm"}
+                "SparCL-DER++ 0.90 (masks only)": "paper_sparcl_derpp_90_no_dgm"}
     steps, engines, batches = 40, {}, None
     for label, preset in variants.items():
         config = config_for(config_file, preset, overrides)
