@@ -206,6 +206,19 @@ def run_app(main, usage):
     return app.run(guarded, flags_parser=_parse_flags)
 
 
+def entry_point(main, usage):
+    """The console script of the binary whose absl `main` and docstring `usage` these are."""
+    def run():
+        sys.exit(run_app(main, usage))
+    return run
+
+
+def print_results(results, workdir):
+    """A run's results table and where its results.json is, on stdout."""
+    print(results_table([results]))
+    print(f"results: {os.path.join(workdir, 'results.json')}")
+
+
 def run_or_exit(function):
     """Calls `function`; a user error (bad config, data or checkpoint) becomes a one-line exit."""
     try:

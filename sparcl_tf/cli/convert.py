@@ -21,7 +21,6 @@ points elsewhere); a run with a config but no checkpoint is refused unless --sta
 
 import json
 import os
-import sys
 
 from absl import flags
 
@@ -112,9 +111,7 @@ def main(argv):
     return 0
 
 
-def run():
-    """The console script's entry point."""
-    sys.exit(cli.run_app(main, __doc__))
+run = cli.entry_point(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ W/head_train.tflite and W/head_infer.tflite. Bad input prints one line and exits
 """
 
 import os
-import sys
 
 from absl import flags
 
@@ -42,9 +41,7 @@ def main(argv):
     return 0
 
 
-def run():
-    """The console script's entry point."""
-    sys.exit(cli.run_app(main, __doc__))
+run = cli.entry_point(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,6 @@ keys, plus runtime and model_file), plots, TensorBoard scalars, the model state 
 model, state file or config prints one line and exits 2.
 """
 
-import os
-import sys
 
 from absl import flags
 
@@ -54,14 +52,11 @@ def main(argv):
     results = cli.run_or_exit(lambda: OnDeviceSession(
         _MODEL.value, _CONFIG.value, _WORKDIR.value, verbose=0 if _QUIET.value else 1,
         trace=trace, threads=threads, data=_DATA.value).run())
-    print(cli.results_table([results]))
-    print(f"results: {os.path.join(_WORKDIR.value, 'results.json')}")
+    cli.print_results(results, _WORKDIR.value)
     return 0
 
 
-def run():
-    """The console script's entry point."""
-    sys.exit(cli.run_app(main, __doc__))
+run = cli.entry_point(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ and app_example.sh, examples/device_learner_app.py); the layout is in
 sparcl_tf/ondevice/task_data.py. Only uint8 pixels are written (PNG holds nothing else exactly).
 """
 
-import sys
 
 from absl import flags
 
@@ -28,9 +27,7 @@ def main(argv):
     return 0
 
 
-def run():
-    """The console script's entry point."""
-    sys.exit(cli.run_app(main, __doc__))
+run = cli.entry_point(main, __doc__)
 
 
 if __name__ == "__main__":

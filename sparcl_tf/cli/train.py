@@ -10,8 +10,6 @@ same workdir resumes. A bad config, data file or checkpoint prints one line and 
 one device (docs/scale-out.md); of several workers only the chief writes.
 """
 
-import os
-import sys
 
 from absl import flags
 
@@ -28,14 +26,11 @@ def main(argv):
     from sparcl_tf.experiment import run_experiment
     results = cli.run_or_exit(lambda: run_experiment(
         _CONFIG.value, _WORKDIR.value, verbose=0 if _QUIET.value else 1))
-    print(cli.results_table([results]))
-    print(f"results: {os.path.join(_WORKDIR.value, 'results.json')}")
+    cli.print_results(results, _WORKDIR.value)
     return 0
 
 
-def run():
-    """The console script's entry point."""
-    sys.exit(cli.run_app(main, __doc__))
+run = cli.entry_point(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,6 @@ Modes (Split Fashion-MNIST, edge CNN):
 
 import json
 import os
-import sys
 
 from absl import flags
 
@@ -170,9 +169,7 @@ def main(argv):
     return write_report(workdir, "benchmark.md", lines)
 
 
-def run():
-    """The console script's entry point."""
-    sys.exit(cli.run_app(main, __doc__))
+run = cli.entry_point(main, __doc__)
 
 
 if __name__ == "__main__":
