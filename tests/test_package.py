@@ -89,3 +89,21 @@ def test_each_optional_import_names_an_extra_that_installs_it():
                                                 r"pip install 'sparcl-tf\[litert\]'$") as caught:
         import_extra("no_such_module.interpreter", "litert")
     assert isinstance(caught.value, SparclError) and isinstance(caught.value, ImportError)
+
+
+def test_a_config_path_missing_here_is_found_among_the_shipped_ones(tmp_path, monkeypatch):
+    """What an installed sparcl-train and sparcl-benchmark do with --config=configs/...: the
+    shipped copy, with the folder above its package importable."""
+    import sys
+
+    from sparcl_tf.cli import app
+    shipped = tmp_path / "shipped"
+    (shipped / "configs").mkdir(parents=True)
+    (shipped / "configs" / "__init__.py").write_text("")
+    (shipped / "configs" / "mine.py").write_text("")
+    monkeypatch.setattr(app, "SHIPPED", str(shipped))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.chdir(tmp_path)
+    assert app.config_file("configs/mine.py") == str(shipped / "configs" / "mine.py")
+    assert sys.path[0] == str(shipped)
+    assert app.config_file("configs/none.py") == "configs/none.py"  # refused by its reader

@@ -137,10 +137,21 @@ def _import_root(path):
     return folder
 
 
+def config_file(path):
+    """The config file `path` names: in the working folder, else among the SHIPPED ones (`path`
+    as given when neither holds it); the folder above its package goes on sys.path, so it can
+    import its siblings (`from configs import split_fmnist`) whatever the working folder."""
+    if not os.path.isfile(path) and not os.path.isabs(path) and \
+            os.path.isfile(os.path.join(SHIPPED, path)):
+        path = os.path.join(SHIPPED, path)
+    if os.path.isfile(path) and _import_root(path) not in sys.path:
+        sys.path.insert(0, _import_root(path))
+    return path
+
+
 def _resolve_config_path(argv):
-    """argv with --config's file found (the working folder first, then SHIPPED) and its import
-    root on sys.path; the file checked before config_flags reads it (its own words for a missing
-    file or a folder are a Python traceback's)."""
+    """argv with --config's file resolved (`config_file`), checked before config_flags reads it
+    (its own words for a missing file or a folder are a Python traceback's)."""
     if "config" not in flags.FLAGS:
         return argv
     resolved = list(argv)
@@ -149,14 +160,10 @@ def _resolve_config_path(argv):
             path, colon, preset = arg[len("--config="):].partition(":")
             if os.path.isdir(path):
                 fail(f"--config {path} cannot be used: it is a folder, not a file")
-            if not os.path.isfile(path) and not os.path.isabs(path) and \
-                    os.path.isfile(os.path.join(SHIPPED, path)):
-                path = os.path.join(SHIPPED, path)
-                resolved[index] = f"--config={path}{colon}{preset}"
+            path = config_file(path)
             if not os.path.isfile(path):
                 fail(f"--config {path} cannot be used: no such file")
-            if _import_root(path) not in sys.path:
-                sys.path.insert(0, _import_root(path))
+            resolved[index] = f"--config={path}{colon}{preset}"
     return resolved
 
 

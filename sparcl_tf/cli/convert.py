@@ -39,6 +39,7 @@ _WITH_STATE = flags.DEFINE_bool("with_state", False, "Also write OUTPUT_DIR/stat
 _TASK_DATA = flags.DEFINE_bool("task_data", False, "Also write task_data.npz: the run's task "
                                "stream, for a host without the data set (the JVM session).")
 
+
 def _config_for(workdir):
     """The run's config from W/config.json, else --config for a fresh model (its initial state)."""
     import ml_collections

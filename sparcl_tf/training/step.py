@@ -44,8 +44,8 @@ class TrainStep:
                 if replay is not None:
                     loss += replay
             gradients = list(tape.gradient(loss, variables))
-            for index, gradient in zip(positions, masking.scaled([gradients[i]
-                                                                  for i in positions])):
+            scaled = masking.scaled([gradients[i] for i in positions])
+            for index, gradient in zip(positions, scaled):
                 gradients[index] = gradient
             loss, gradients = self.replication.mean((loss, gradients))
         gradients = list(gradients)

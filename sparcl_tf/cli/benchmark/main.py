@@ -85,8 +85,8 @@ _OPS_ONLY = flags.DEFINE_bool(
 
 
 def _checked_flags():
-    """(presets, seeds, overrides) once every flag and every run's config has been checked:
-    a bad one is one line before anything runs or is written."""
+    """(presets, seeds, overrides, config file) once every flag and every run's config has been
+    checked: a bad one is one line before anything runs or is written."""
     from sparcl_tf.config import validate
     presets = _PRESETS.value
     if REFERENCE not in presets:
@@ -103,17 +103,18 @@ def _checked_flags():
             cli.fail(f"--{name} must be an integer >= {low}, got {flag.value}")
     seeds = parse_seeds(_SEEDS.value)
     overrides = [f"{k}={v}" for k, v in MODES[_MODE.value].items()] + list(_OVERRIDES.value)
+    config_file = cli.config_file(_CONFIG.value)
     for preset in dict.fromkeys([*presets, *_LITERT_PRESETS.value]):
         for seed in seeds:
-            cli.run_or_exit(lambda: validate(config_for(_CONFIG.value, preset,
+            cli.run_or_exit(lambda: validate(config_for(config_file, preset,
                                                          [*overrides, f"seed={seed}"])))
-    return presets, seeds, overrides
+    return presets, seeds, overrides, config_file
 
 
 def main(argv):
     del argv
-    presets, seeds, overrides = _checked_flags()
-    workdir, config_file = _WORKDIR.value, _CONFIG.value
+    presets, seeds, overrides, config_file = _checked_flags()
+    workdir = _WORKDIR.value
     from sparcl_tf.paths import usable_folder
     cli.run_or_exit(lambda: usable_folder(workdir))
     if _SESSIONS_ONLY.value:
