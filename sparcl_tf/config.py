@@ -37,8 +37,10 @@ class SparCL:
     The defaults are for schedules where devices learn, measured in issue 28's ablation
     (docs/results.md, "Edge schedules"): sparse layers learn at a rate scaled by their density
     (`rate_scaling`; None: `inverse_density` for weight masks, `same` for filters, whose compacted
-    layers are dense), and DDR and DGM act only in runs of at least `min_epochs` epochs a task
-    (they were built to pay back over many presentations; on one or a few they cost accuracy).
+    layers are dense); DDR removes data only in tasks of at least `removal_min_task_steps` steps
+    (epochs x full batches: its ranking needs a network trained on the task), and DGM acts only
+    in runs of at least `gradient_min_epochs` epochs a task (both were built to pay back over
+    many presentations; on a few short ones they cost accuracy).
     `SparCL.paper(...)` gives the paper's rules (the same rate everywhere, DDR and DGM always)."""
     weight_sparsity: float = 0.75
     gradient_sparsity: Union[float, str, None] = "paired"
@@ -48,14 +50,16 @@ class SparCL:
     removal_stages: int = 4
     structured: bool = False
     rate_scaling: Optional[str] = None
-    min_epochs: int = 6
+    removal_min_task_steps: int = 500
+    gradient_min_epochs: int = 6
 
     @classmethod
     def paper(cls, weight_sparsity=0.75, gradient_sparsity="paired", **settings):
         """The paper's SparCL (Wang et al. 2022): every layer at the run's rate, DDR and DGM
         whatever the schedule; `settings`: any other field."""
         return cls(weight_sparsity, gradient_sparsity,
-                   **{"rate_scaling": "same", "min_epochs": 0, **settings})
+                   **{"rate_scaling": "same", "removal_min_task_steps": 0,
+                      "gradient_min_epochs": 0, **settings})
 
     def __post_init__(self):
         """The switch is checked here (any value would pick a granularity); the numbers are
@@ -80,10 +84,10 @@ class SparCL:
                 "sparsity.granularity": "filter" if self.structured else "weight",
                 "sparsity.rate_scaling": rate_scaling,
                 "dgm.enabled": dgm, "dgm.refresh_every": self.refresh_every,
-                "dgm.min_epochs": self.min_epochs,
+                "dgm.min_epochs": self.gradient_min_epochs,
                 **({"dgm.gradient_sparsity": gradient_sparsity} if dgm else {}),
                 "ddr.enabled": self.removal > 0, "ddr.stages": self.removal_stages,
-                "ddr.min_epochs": self.min_epochs,
+                "ddr.min_task_steps": self.removal_min_task_steps,
                 **({"ddr.total_fraction": self.removal} if self.removal > 0 else {})}
 
 
@@ -208,7 +212,7 @@ def base_config():
     config.ddr.enabled = False
     config.ddr.total_fraction = 0.3       # of each task's training data
     config.ddr.stages = 4                 # at the task's mask updates 1..stages
-    config.ddr.min_epochs = 0             # off for runs of fewer epochs a task (see ddr.active)
+    config.ddr.min_task_steps = 0         # off in tasks of fewer steps (SessionPlan.removal_stages)
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "edge_cnn"

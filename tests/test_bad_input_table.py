@@ -552,8 +552,10 @@ LIBRARY_ROWS = [
         ValueError),
     Row("SparCL", "rate_scaling", lambda c: _learner(c, sparcl=_sparcl(rate_scaling="fast")),
         "rate_scaling='fast'", ValueError),
-    Row("SparCL", "min_epochs", lambda c: _learner(c, sparcl=_sparcl(min_epochs=-1)),
-        "min_epochs=-1", ValueError),
+    Row("SparCL", "gradient_min_epochs", lambda c: _learner(
+        c, sparcl=_sparcl(gradient_min_epochs=-1)), "min_epochs=-1", ValueError),
+    Row("SparCL", "removal_min_task_steps", lambda c: _learner(
+        c, sparcl=_sparcl(removal_min_task_steps=-1)), "min_task_steps=-1", ValueError),
     *(Row(name, argument, lambda c, name=name, argument=argument, value=value: _method(
         name, **{argument: value}), f"{argument}={value!r}", ValueError)
       for name in ("DERPP", "DER", "ER", "Finetune", "Joint")

@@ -75,7 +75,7 @@ def test_invalid_field_is_named_in_the_error(path, value, field):
     ({"ddr.total_fraction": 1.2}, "ddr.total_fraction"),
     ({"ddr.stages": 10}, "ddr.stages"),
     ({"sparsity.schedule": "none"}, "dgm.enabled"),  # gradient masks need weight masks
-    ({"ddr.min_epochs": -1}, "ddr.min_epochs"),
+    ({"ddr.min_task_steps": -1}, "ddr.min_task_steps"),
     ({"dgm.min_epochs": -2}, "dgm.min_epochs"),
     ({"sparsity.rate_scaling": "inverse"}, "sparsity.rate_scaling"),
     ({"sparsity.rate_scaling": "inverse_density", "sparsity.granularity": "filter"},
@@ -136,12 +136,13 @@ def test_a_run_config_written_before_a_field_existed_takes_its_default():
     data = json.loads(importlib.import_module("configs.split_fmnist").get_config(
         "sparcl_derpp_90").to_json())
     for section, field in (("method", "shared_draw"), ("method", "masked_logits"),
-                           ("sparsity", "rate_scaling"), ("ddr", "min_epochs"),
+                           ("sparsity", "rate_scaling"), ("ddr", "min_task_steps"),
                            ("dgm", "min_epochs")):
         del data[section][field]
     config = validate(ml_collections.ConfigDict(data))
     assert (config.method.shared_draw, config.method.masked_logits, config.sparsity.rate_scaling,
-            config.ddr.min_epochs, config.dgm.min_epochs) == (False, "excluded", "same", 0, 0)
+            config.ddr.min_task_steps, config.dgm.min_epochs) == (False, "excluded", "same", 0,
+                                                                  0)
 
 
 def test_the_measured_winners_are_the_presets_defaults():
@@ -159,11 +160,11 @@ def test_the_measured_winners_are_the_presets_defaults():
     get_config = importlib.import_module("configs.split_fmnist").get_config
     edge, paper = validate(get_config("sparcl_derpp_90")), validate(get_config(
         "paper_sparcl_derpp_90"))
-    assert (edge.sparsity.rate_scaling, edge.ddr.min_epochs, edge.dgm.min_epochs) == \
-        ("inverse_density", 6, 6)
-    assert (paper.sparsity.rate_scaling, paper.ddr.min_epochs, paper.dgm.min_epochs) == \
+    assert (edge.sparsity.rate_scaling, edge.ddr.min_task_steps, edge.dgm.min_epochs) == \
+        ("inverse_density", 500, 6)
+    assert (paper.sparsity.rate_scaling, paper.ddr.min_task_steps, paper.dgm.min_epochs) == \
         ("same", 0, 0)
     assert validate(get_config("sparcl_derpp_s90")).sparsity.rate_scaling == "same"
     assert SparCL(0.9).overrides() == {**SparCL.paper(0.9).overrides(),
                                        "sparsity.rate_scaling": "inverse_density",
-                                       "ddr.min_epochs": 6, "dgm.min_epochs": 6}
+                                       "ddr.min_task_steps": 500, "dgm.min_epochs": 6}

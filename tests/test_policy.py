@@ -34,7 +34,7 @@ def test_kotlin_computes_the_golden_events(session_build):
     assert ran.returncode == 0, ran.stderr
     events = sum(len(task["events"]) for case in policy_golden.golden_vectors()["cases"]
                  for task in case["tasks"])
-    assert ran.stdout.strip() == f"golden: 6 cases, {events} events equal"
+    assert ran.stdout.strip() == f"golden: 7 cases, {events} events equal"
 
 
 def test_the_board_c_code_computes_the_golden_events(tmp_path):
@@ -53,8 +53,8 @@ def test_the_board_c_code_computes_the_golden_events(tmp_path):
 
 
 def test_a_plan_file_of_an_older_version_says_to_convert_again():
-    with pytest.raises(DataError, match="version 2 is not 3: convert the model again"):
-        SessionPlan.from_json({"version": 2, "tasks": []})
+    with pytest.raises(DataError, match="version 3 is not 4: convert the model again"):
+        SessionPlan.from_json({"version": 3, "tasks": []})
 
 
 def write_unseen_tasks(path, sizes=SIZES, seed=5, ids=False):
@@ -88,12 +88,16 @@ def kotlin_trace(model, data, workdir):
         return read_trace(str(workdir / "trace.jsonl")), json.load(handle)
 
 
-@pytest.mark.parametrize("preset", ["paper_sparcl_derpp_90", "paper_sparcl_derpp_s90",
-                                    "rigl_derpp_90"])
+# 237, 300 and 411 examples in batches of 16 are tasks of 14, 18 and 25 steps: from 18 steps on
+# a task removes data, which the plan decides when the task begins (ddr.min_task_steps).
+@pytest.mark.parametrize("preset, min_task_steps, removing_tasks", [
+    ("paper_sparcl_derpp_90", 0, (0, 1, 2)), ("paper_sparcl_derpp_s90", 18, (1, 2)),
+    ("rigl_derpp_90", 0, (0, 1, 2))])
 def test_a_model_exported_before_any_task_learns_unseen_tasks_of_any_size_alike_on_both_hosts(
-        preset, idx_folder, tmp_path, session_build):
+        preset, min_task_steps, removing_tasks, idx_folder, tmp_path, session_build):
     config = tiny_config(idx_folder, preset, data__num_tasks=2, sparsity__updates_per_task=4,
-                         ddr__stages=2, ddr__enabled=True, log__tensorboard=False)
+                         ddr__stages=2, ddr__enabled=True, ddr__min_task_steps=min_task_steps,
+                         log__tensorboard=False)
     model = export_initial(config, tmp_path / "model")  # trained on nothing: 2 tasks planned
     data = write_unseen_tasks(tmp_path / "unseen.npz", ids=True)
     python, results = litert_trace(model, data, tmp_path / "python")
@@ -102,7 +106,7 @@ def test_a_model_exported_before_any_task_learns_unseen_tasks_of_any_size_alike_
     assert [r["kind"] for r in python].count("task_end") == 3  # one more task than planned
     assert [r["kind"] for r in python].count("mask_update") == 3 * 4
     removed = [r for r in python if r["kind"] == "removal"]
-    assert [(r["task"], r["stage"]) for r in removed] == [(t, k) for t in range(3)
+    assert [(r["task"], r["stage"]) for r in removed] == [(t, k) for t in removing_tasks
                                                           for k in (1, 2)]
     for t, size in enumerate(SIZES):
         taken = [i for r in removed if r["task"] == t for i in r["removed"]]

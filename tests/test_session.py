@@ -186,6 +186,22 @@ def test_the_plan_of_a_structured_model_counts_filter_slots(parity_folder, tmp_p
         active_count(size, 0.9) for size in weights.layer_units)
 
 
+def test_data_removal_waits_for_tasks_of_its_minimum_steps(parity_folder, tmp_path):
+    """ddr.min_task_steps: a task of E epochs of n examples in batches of B has E floor(n / B)
+    steps; from the minimum on it removes data, below it none, decided when the task begins."""
+    config = _parity_config(parity_folder, "paper_sparcl_derpp_90", ddr__min_task_steps=24)
+    plan = Experiment(config, str(tmp_path), verbose=0).plan
+    epochs, batch = plan.epochs_per_task, plan.batch_size
+    assert plan.schedule["removal"]["min_task_steps"] == 24
+    fewest = -(-24 // epochs) * batch  # the smallest task of 24 steps or more
+    assert plan.task_steps(fewest) >= 24 > plan.task_steps(fewest - 1)
+    for examples, stages in ((fewest - 1, 0), (fewest, 2), (10 * fewest, 2)):
+        events = plan.task_events(3, examples)
+        assert plan.removal_stages(examples) == stages
+        assert [e.removal_stage for e in events if e.removal_stage] == list(range(1, stages + 1))
+        assert [e.update_index for e in events if e.mask_update] == list(range(5))
+
+
 def test_plans_carry_seeds_per_task_and_round_trip_through_json(parity_folder, tmp_path):
     plan = Experiment(_parity_config(parity_folder, "paper_sparcl_derpp_90"), str(tmp_path),
                       verbose=0).plan

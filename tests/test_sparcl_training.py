@@ -182,19 +182,15 @@ def test_sparcl_run_interrupted_mid_task_resumes_to_the_same_result(tmp_path, ma
 
 
 @pytest.mark.parametrize("min_epochs, on", [(3, False), (2, True)])
-def test_ddr_and_dgm_stay_off_below_their_minimum_epochs_a_task(tmp_path, make_config,
-                                                               min_epochs, on):
-    """dgm.min_epochs / ddr.min_epochs: one decision (`dgm.active`, `ddr.active`) read by the
-    plan (removal stages, refresh cadence), the step's masking and the export alike."""
+def test_dgm_stays_off_below_its_minimum_epochs_a_task(tmp_path, make_config, min_epochs, on):
+    """dgm.min_epochs: one decision (`dgm.active`) read by the plan (refresh cadence), the
+    step's masking and the export alike."""
     from sparcl_tf.export import training_module
     config = make_config("paper_sparcl_derpp_90", data__num_tasks=2, epochs_per_task=2,
-                         ddr__min_epochs=min_epochs, dgm__min_epochs=min_epochs)
+                         dgm__min_epochs=min_epochs)
     run = Experiment(config, str(tmp_path), verbose=0)
     assert (run.plan.dgm_refresh_every > 0) == on
-    assert (run.plan.schedule["removal"]["stages"] > 0) == on
     assert ("gradient_mask" in run.model.masking.groups) == on
     module = training_module(run.config, run.network, run.kind)
     names = [spec.name for spec in module.train.input_signature]
     assert ("refresh_gradient_masks" in names) == on
-    results = run.run()
-    assert (results["examples_removed"] > 0) == on

@@ -8,7 +8,8 @@ writes tflite/session_golden.json (every case) and tflite/micro/session_golden.t
 weight-unit cases, as numbers a C test reads with fscanf); tests/test_policy.py checks that both
 are current and runs the Kotlin and C twins on them.
 The cases cover weight masks under TDM and RigL (past its task horizon too), filter slots, data
-removal with and without mask updates, and task sizes that are not multiples of the batch.
+removal with and without mask updates, removal in long tasks only, and task sizes that are not
+multiples of the batch.
 """
 
 import json
@@ -36,6 +37,8 @@ def _cases():
     cases = []
     for name, preset, overrides, layers, full, horizon in (
             ("weights_tdm", "paper_sparcl_derpp_90", {}, _WEIGHT_LAYERS, None, 5),
+            # the edge defaults: removal only in tasks of 500 steps or more (12,000 examples)
+            ("weights_tdm_edge", "sparcl_derpp_90", {}, _WEIGHT_LAYERS, None, 5),
             ("weights_tdm_3_epochs_7_updates", "paper_sparcl_derpp_95",
              {"epochs_per_task": 3, "sparsity.updates_per_task": 7, "ddr.stages": 3,
               "seed": 12345}, _WEIGHT_LAYERS, None, 5),

@@ -11,7 +11,7 @@ LAYER = {"sparsity.rate_scaling": "inverse_density"}
 SQRT = {"sparsity.rate_scaling": "inverse_sqrt_density"}
 SHARED = {"method.shared_draw": True}
 CONSTANT = {"method.masked_logits": "constant"}
-GATED = {"ddr.min_epochs": 6, "dgm.min_epochs": 6}
+GATED = {"ddr.min_task_steps": 500, "dgm.min_epochs": 6}
 
 VARIANTS = {
     "derpp": ("derpp", {}),
@@ -25,6 +25,8 @@ VARIANTS = {
     "paper_sparcl_derpp_90": ("paper_sparcl_derpp_90", {}),
     "sparcl90_layer": ("paper_sparcl_derpp_90", LAYER),
     "sparcl90_layer_gated": ("paper_sparcl_derpp_90", {**LAYER, **GATED}),  # = sparcl_derpp_90
+    "sparcl90_layer_ddr": ("paper_sparcl_derpp_90", {**LAYER, "dgm.min_epochs": 6}),
+    "sparcl90_layer_dgm": ("paper_sparcl_derpp_90", {**LAYER, "ddr.min_task_steps": 10 ** 9}),
     "sparcl90_layer_gated_shared": ("paper_sparcl_derpp_90", {**LAYER, **GATED, **SHARED}),
     "sparcl_derpp_90": ("sparcl_derpp_90", {}),  # the edge defaults (SparCL())
     "static90": ("derpp", STATIC),

@@ -7,13 +7,14 @@ DGM cadence and mask-update rule, and each task's int8 features, labels, ids and
 its test set. Lines of numbers (floats in shortest round-trip form, which strtod reads back
 exactly):
 
-  sparcl_board_session 1
+  sparcl_board_session 3
   head F H C scale zero_point gradient_keep w1_rate_scale
-  policy seed epochs updates rule stages fraction open swap drop end horizon layers
+  policy seed epochs batch updates rule stages fraction min_task_steps open swap drop end
+         horizon layers
   units F*H
   targets target
   rate schedule base final_fraction gamma milestones m1 ...
-  session batch replay_rows draws replay_from_task buffer_capacity refresh_every lambda grow
+  session replay_rows draws replay_from_task buffer_capacity refresh_every lambda grow
   term kind weight                       (one per replay draw; kind 0 MSE, 1 CE)
   w1 ... / b1 ... / w2 ... / b2 ... / mask ... / gradient_mask ...
   tasks T
@@ -27,7 +28,7 @@ import numpy as np
 
 from sparcl_tf.errors import ConfigError
 
-FORMAT = "sparcl_board_session 2"
+FORMAT = "sparcl_board_session 3"
 RULES = {"none": 0, "tdm": 1, "rigl": 2}  # sparcl_policy.h's SPARCL_RULE_*
 RATE_SCHEDULES = {"constant": 0, "cosine": 1, "step": 2}  # sparcl_session.h's SPARCL_LR_*
 TERM_KINDS = {"mse": 0, "ce": 1}  # sparcl_micro.h's SPARCL_TERM_*
@@ -41,9 +42,10 @@ def policy_lines(plan):
     tdm, rigl = entry.get("tdm", {}), entry.get("rigl", {})
     units = plan["layer_units"]
     return [" ".join(str(v) for v in (
-        "policy", plan["seed"], plan["epochs_per_task"], entry["updates_per_task"],
-        RULES[entry["mask_rule"]], entry["removal"]["stages"],
-        repr(float(entry["removal"]["fraction"])), repr(float(tdm.get("open_fraction", 0))),
+        "policy", plan["seed"], plan["epochs_per_task"], plan["batch_size"],
+        entry["updates_per_task"], RULES[entry["mask_rule"]], entry["removal"]["stages"],
+        repr(float(entry["removal"]["fraction"])), entry["removal"]["min_task_steps"],
+        repr(float(tdm.get("open_fraction", 0))),
         repr(float(tdm.get("swap_fraction", 0))), repr(float(rigl.get("drop_fraction", 0))),
         repr(float(rigl.get("end_fraction", 0))), rigl.get("horizon_tasks", 1), len(units))),
         " ".join(["units"] + [str(u) for u in units]),
@@ -77,7 +79,7 @@ def write_board_session(path, session):
         *(repr(m) for m in rate["milestones"]))))
     replay = plan.replay
     lines.append(" ".join(str(v) for v in (
-        "session", plan.batch_size, replay["batch_size"], replay["draws"], replay["from_task"],
+        "session", replay["batch_size"], replay["draws"], replay["from_task"],
         replay["buffer_size"], plan.dgm_refresh_every, repr(float(np.float32(importance))),
         grow)))
     lines += [f"term {TERM_KINDS[kind]} {repr(float(np.float32(weight)))}"

@@ -30,12 +30,11 @@ import math
 from sparcl_tf.errors import DataError
 from sparcl_tf.session import learning_rate
 from sparcl_tf.session import random as session_random
-from sparcl_tf.sparsity import ddr as data_removal
 from sparcl_tf.sparsity import dgm, schedule
 from sparcl_tf.sparsity.kind import sparsity_kind
 from sparcl_tf.sparsity.masks import active_count
 
-VERSION = 3
+VERSION = 4
 
 MASK_RULES = ("none", "tdm", "rigl")
 
@@ -67,11 +66,12 @@ def removal_targets(num_examples, total_fraction, stages):
 def event_schedule(config, layers, kind, horizon_tasks):
     """The plan's `schedule`: the constants from which every task's events follow (the spec is
     `SessionPlan.task_events`)."""
-    s, ddr, removes = config.sparsity, config.ddr, data_removal.active(config)
+    s, ddr = config.sparsity, config.ddr
     rule = s.schedule if s.schedule in ("tdm", "rigl") else "none"
     return {"updates_per_task": int(s.updates_per_task), "mask_rule": rule,
-            "removal": {"fraction": float(ddr.total_fraction) if removes else 0.0,
-                        "stages": int(ddr.stages) if removes else 0},
+            "removal": {"fraction": float(ddr.total_fraction) if ddr.enabled else 0.0,
+                        "stages": int(ddr.stages) if ddr.enabled else 0,
+                        "min_task_steps": int(ddr.min_task_steps)},
             **kind.schedule_entry([name for name, _ in layers], horizon_tasks)}
 
 
@@ -129,13 +129,27 @@ class SessionPlan:
     run_config: dict = None   # the run's config, for the reference host; apps ignore it
     model: dict = None        # unit masks, parameters, FLOPs table: for hosts that report them
 
+    def task_steps(self, num_examples):
+        """The steps of a task of `num_examples` examples were none removed: every epoch's full
+        batches."""
+        return self.epochs_per_task * (num_examples // self.batch_size)
+
+    def removal_stages(self, num_examples):
+        """The data-removal stages of a task of `num_examples` examples: none in a task of fewer
+        than `removal.min_task_steps` steps, whose statistics would rank examples by one or two
+        presentations of a barely trained network."""
+        removal = self.schedule["removal"]
+        return removal["stages"] if self.task_steps(num_examples) >= removal["min_task_steps"] \
+            else 0
+
     def task_events(self, task_index, num_examples):
         """The events of task `task_index` (0-based) training on `num_examples` examples, in
         order: update slot i of U sits at epoch progress i E / U; every slot is a mask update
-        unless the rule is 'none'; slots 1 .. stages are also data-removal stages."""
+        unless the rule is 'none'; slots 1 .. stages are also data-removal stages
+        (`removal_stages`)."""
         entry, epochs = self.schedule, self.epochs_per_task
         updates, rule = entry["updates_per_task"], entry["mask_rule"]
-        stages = entry["removal"]["stages"]
+        stages = self.removal_stages(num_examples)
         removal = removal_targets(num_examples, entry["removal"]["fraction"], stages)
         events = []
         for event in schedule.task_events(updates, rule != "none", stages, epochs):
@@ -215,8 +229,9 @@ def _schedule_problem(plan):
         if not _is_int(updates, 2) or rule not in MASK_RULES:
             return f"updates_per_task {updates!r} (>= 2) or mask_rule {rule!r} {MASK_RULES}"
         if not (_is_fraction(removal["fraction"]) and _is_int(removal["stages"])
-                and removal["stages"] < updates):
-            return f"removal {removal!r} needs a fraction and 0 <= stages < updates_per_task"
+                and removal["stages"] < updates and _is_int(removal["min_task_steps"])):
+            return (f"removal {removal!r} needs a fraction, 0 <= stages < updates_per_task and "
+                    f"min_task_steps >= 0")
         if rule == "none":
             return None
         if plan.unit == "filter_slots":

@@ -14,7 +14,6 @@ never offered to the replay buffer); the buffer itself is never filtered.
 import numpy as np
 
 from sparcl_tf.errors import ConfigError
-from sparcl_tf.sparsity import schedule
 
 
 def removal_order(example_ids, stats, tie_break):
@@ -37,18 +36,12 @@ def select_removals(example_ids, stats, count, tie_break):
     return removal_order(example_ids, stats, tie_break)[:max(count, 0)]
 
 
-def active(config):
-    """Whether a run of `config` removes data: DDR enabled and at least `ddr.min_epochs` epochs a
-    task. Its ranking reads forgetting counts and margins that one or two presentations hardly
-    inform (the official code waits five presentations before each stage), so a short schedule
-    can leave it off."""
-    return bool(config.ddr.enabled) and schedule.long_enough(config, config.ddr)
-
-
 def validate(ddr_config, updates_per_task):
     """ConfigError for the first `ddr` field a run cannot use: removal stages sit at mask-update
     slots 1 .. stages, so there must be fewer stages than update slots."""
-    schedule.validate_min_epochs(ddr_config, "ddr")
+    steps = ddr_config.min_task_steps
+    if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0):
+        raise ConfigError(f"ddr.min_task_steps={steps!r} must be an integer >= 0")
     if ddr_config.enabled:
         if not 0.0 < ddr_config.total_fraction < 1.0:
             raise ConfigError(f"ddr.total_fraction={ddr_config.total_fraction} must be in (0, 1)")

@@ -132,8 +132,8 @@ int main(int argc, char **argv) {
   char format[64];
   int version;
   if (fscanf(f, "%63s %d", format, &version) != 2 || strcmp(format, "sparcl_board_session") ||
-      version != 2)
-    fail("not a board session (version 2)");
+      version != 3)
+    fail("not a board session (version 3)");
   sparcl_head_config hc;
   memset(&hc, 0, sizeof(hc));
   if (!read_word(f, "head") || fscanf(f, "%d %d %d %f %d %d %f", &hc.features, &hc.hidden,
@@ -157,9 +157,9 @@ int main(int argc, char **argv) {
     if (fscanf(f, "%lf", &rate->milestone[i]) != 1) fail("rate");
   int capacity;
   if (!read_word(f, "session") ||
-      fscanf(f, "%d %d %d %d %d %d %f %d", &config.batch_size, &config.replay_rows,
+      fscanf(f, "%d %d %d %d %d %f %d", &config.replay_rows,
              &config.replay_draws, &config.replay_from_task, &capacity,
-             &config.dgm_refresh_every, &config.importance_lambda, &config.grow) != 8 ||
+             &config.dgm_refresh_every, &config.importance_lambda, &config.grow) != 7 ||
       config.replay_draws < 0 || config.replay_draws > SPARCL_MAX_DRAWS || capacity < 0)
     fail("session");
   for (int d = 0; d < config.replay_draws; ++d)

@@ -19,11 +19,13 @@ static int read_policy(FILE *f, sparcl_policy *p, int32_t *units, double *target
                        int max_layers) {
   unsigned long long seed;
   if (!read_word(f, "policy") ||
-      fscanf(f, "%llu %d %d %d %d %lf %lf %lf %lf %lf %d %d", &seed, &p->epochs_per_task,
-             &p->updates_per_task, &p->mask_rule, &p->removal_stages, &p->removal_fraction,
-             &p->open_fraction, &p->swap_fraction, &p->rigl_drop_fraction,
-             &p->rigl_end_fraction, &p->rigl_horizon_tasks, &p->layers) != 12 ||
-      p->layers < 0 || p->layers > max_layers || !read_word(f, "units"))
+      fscanf(f, "%llu %d %d %d %d %d %lf %d %lf %lf %lf %lf %d %d", &seed, &p->epochs_per_task,
+             &p->batch_size, &p->updates_per_task, &p->mask_rule, &p->removal_stages,
+             &p->removal_fraction, &p->removal_min_task_steps, &p->open_fraction,
+             &p->swap_fraction, &p->rigl_drop_fraction, &p->rigl_end_fraction,
+             &p->rigl_horizon_tasks, &p->layers) != 14 ||
+      p->batch_size < 1 || p->removal_min_task_steps < 0 || p->layers < 0 ||
+      p->layers > max_layers || !read_word(f, "units"))
     return 0;
   p->seed = seed;
   for (int l = 0; l < p->layers; ++l) if (fscanf(f, "%" SCNd32, &units[l]) != 1) return 0;

@@ -50,9 +50,14 @@ static void targets(const sparcl_policy *p, int task, int index, double target, 
   }
 }
 
+int64_t sparcl_task_steps(const sparcl_policy *p, int examples) {
+  return (int64_t)p->epochs_per_task * (examples / p->batch_size);
+}
+
 int sparcl_task_events(const sparcl_policy *p, int task, int examples, sparcl_event *events,
                        int32_t *prune_to, int32_t *grow_to) {
-  int updates = p->updates_per_task, stages = p->removal_stages, count = 0;
+  int updates = p->updates_per_task, count = 0;
+  int stages = sparcl_task_steps(p, examples) >= p->removal_min_task_steps ? p->removal_stages : 0;
   int64_t total = (int64_t)floor(p->removal_fraction * (double)examples + 0.5);
   int update = p->mask_rule != SPARCL_RULE_NONE;
   for (int index = 0; index < updates; ++index) {

@@ -28,9 +28,10 @@ int64_t sparcl_stream_below(uint64_t key, uint64_t n, int64_t bound);
 /* The plan's `schedule` (and seed, epochs) for `layers` weight-masked layers. */
 typedef struct {
   uint64_t seed;
-  int epochs_per_task, updates_per_task, mask_rule; /* SPARCL_RULE_* */
+  int epochs_per_task, batch_size, updates_per_task, mask_rule; /* SPARCL_RULE_* */
   double removal_fraction;
   int removal_stages;
+  int removal_min_task_steps; /* no removal in a task of fewer steps (sparcl_task_steps) */
   int layers;
   const int32_t *layer_units;   /* [layers] weights of each sparse layer */
   const double *layer_targets;  /* [layers] target sparsity of each */
@@ -45,6 +46,9 @@ typedef struct {
   int32_t seed;                      /* growth seed of a mask update */
   int removal_stage, removal_target; /* stage k > 0: remove up to this many of the task in total */
 } sparcl_event;
+
+/* The steps of a task of `examples` examples were none removed: epochs x full batches. */
+int64_t sparcl_task_steps(const sparcl_policy *policy, int examples);
 
 /* The events of task `task` (0-based) of `examples` training examples, in order, into
  * events[updates_per_task]; per-layer counts of event e at prune_to / grow_to[e * layers + l].

@@ -32,13 +32,13 @@ static void *carve(carver *c, size_t count, size_t size) {
 }
 
 static int rows_per_call(const sparcl_session_config *c) {
-  return c->batch_size > c->replay_rows ? c->batch_size : c->replay_rows;
+  return c->policy.batch_size > c->replay_rows ? c->policy.batch_size : c->replay_rows;
 }
 
 /* Lays the session's arrays out in `c` (counting only when c->at is NULL). */
 static void lay_out(sparcl_session *s, const sparcl_session_config *config,
                     const sparcl_head_config *h, carver *c) {
-  size_t n = (size_t)config->max_examples, b = (size_t)config->batch_size;
+  size_t n = (size_t)config->max_examples, b = (size_t)config->policy.batch_size;
   size_t replay = (size_t)config->replay_draws * (size_t)config->replay_rows;
   size_t updates = (size_t)config->policy.updates_per_task;
   s->order = carve(c, n, sizeof(int32_t));
@@ -78,7 +78,7 @@ size_t sparcl_session_arena_bytes(const sparcl_session_config *config,
 int sparcl_session_init(sparcl_session *s, const sparcl_session_config *config,
                         sparcl_head *head, sparcl_buffer *buffer, void *arena, size_t bytes) {
   const sparcl_policy *p = &config->policy;
-  if (config->batch_size < 1 || config->max_examples < config->batch_size ||
+  if (config->policy.batch_size < 1 || config->max_examples < config->policy.batch_size ||
       config->replay_draws < 0 || config->replay_draws > SPARCL_MAX_DRAWS ||
       (config->replay_draws > 0 && (config->replay_rows < 1 || buffer == NULL)) ||
       config->learning_rate.milestones < 0 ||
@@ -133,7 +133,7 @@ static int ascending_id(const void *context, int32_t a, int32_t b) {
 
 static int valid_task(sparcl_session *s, const sparcl_task_data *d) {
   const sparcl_head_config *h = &s->head->config;
-  if (d->examples < s->config.batch_size || d->examples > s->config.max_examples ||
+  if (d->examples < s->config.policy.batch_size || d->examples > s->config.max_examples ||
       d->num_classes < 1 || !d->features || !d->labels || !d->ids || !d->classes)
     return 0;
   for (int i = 0; i < d->num_classes; ++i)
@@ -178,7 +178,7 @@ static void begin_task(sparcl_session *s, const sparcl_task_data *d) {
 
 static void observe(sparcl_session *s, const int32_t *rows) {
   int classes = s->head->config.classes;
-  for (int i = 0; i < s->config.batch_size; ++i) {
+  for (int i = 0; i < s->config.policy.batch_size; ++i) {
     int row = rows[i], label = s->batch_labels[i], now = s->batch_correct[i] ? 1 : 0;
     const float *logits = s->batch_logits + i * classes;
     float other = -INFINITY;
@@ -196,7 +196,7 @@ static int step(sparcl_session *s, const sparcl_task_data *d, const int32_t *row
   sparcl_progress *p = &s->progress;
   const sparcl_session_config *c = &s->config;
   sparcl_head *head = s->head;
-  int f = head->config.features, b = c->batch_size, r = c->replay_rows;
+  int f = head->config.features, b = c->policy.batch_size, r = c->replay_rows;
   for (int i = 0; i < b; ++i) {
     memcpy(s->batch_x + i * f, d->features + (size_t)rows[i] * f, (size_t)f);
     s->batch_labels[i] = d->labels[rows[i]];
@@ -238,7 +238,7 @@ static int step(sparcl_session *s, const sparcl_task_data *d, const int32_t *row
 static int train_segment(sparcl_session *s, const sparcl_task_data *d, int boundary) {
   sparcl_progress *p = &s->progress;
   int32_t *rows = s->batch_rows;
-  int filled = 0, b = s->config.batch_size;
+  int filled = 0, b = s->config.policy.batch_size;
   for (int position = p->cursor; position < boundary; ++position) {
     int row = s->order[position];
     if (s->removed[row]) continue;
@@ -363,7 +363,7 @@ void sparcl_session_evaluate(sparcl_session *s, const int8_t *features, const in
                              int rows, const int32_t *classes, int num_classes, int *class_hits,
                              int *task_hits) {
   const sparcl_head_config *h = &s->head->config;
-  int chunk = s->config.batch_size;
+  int chunk = s->config.policy.batch_size;
   *class_hits = *task_hits = 0;
   for (int start = 0; start < rows; start += chunk) {
     int n = rows - start < chunk ? rows - start : chunk;

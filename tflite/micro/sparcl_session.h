@@ -40,8 +40,7 @@ double sparcl_learning_rate_value(const sparcl_learning_rate *rate, double progr
 
 typedef struct {
   sparcl_policy policy;  /* one layer: the head's w1 (layer_units = F * H) */
-  sparcl_learning_rate learning_rate;
-  int batch_size;
+  sparcl_learning_rate learning_rate;  /* the batch size is the policy's */
   int replay_rows, replay_draws, replay_from_task; /* one draw per term; 0 draws: no replay */
   sparcl_replay_term terms[SPARCL_MAX_DRAWS];
   int dgm_refresh_every;  /* steps between gradient-mask refreshes; 0: never */

@@ -396,13 +396,13 @@ static void test_synthetic_session(void) {
   double targets[1] = {0.5};
   sparcl_session_config config;
   memset(&config, 0, sizeof(config));
-  config.policy = (sparcl_policy){.seed = 3, .epochs_per_task = 2, .updates_per_task = 2,
+  config.policy = (sparcl_policy){.seed = 3, .epochs_per_task = 2, .batch_size = B,
+                                  .updates_per_task = 2,
                                   .mask_rule = SPARCL_RULE_TDM, .removal_fraction = 0.5,
                                   .removal_stages = 2, .layers = 1, .layer_units = units,
                                   .layer_targets = targets, .open_fraction = 0.05,
                                   .swap_fraction = 0.05, .rigl_horizon_tasks = 1};
   config.learning_rate.base = 0.1;
-  config.batch_size = B;
   config.replay_rows = R;
   config.replay_draws = 1;
   config.terms[0] = (sparcl_replay_term){SPARCL_TERM_CE, 1.0f};

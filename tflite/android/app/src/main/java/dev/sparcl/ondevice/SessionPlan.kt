@@ -20,18 +20,19 @@ class PlanEvent(
  * The constants every task's events follow from (the plan's `schedule`; Python's reference:
  * `SessionPlan.task_events` in sparcl_tf/session/plan.py): [updatesPerTask] update slots a task,
  * each a mask update under [maskRule] `tdm` or `rigl` (`none`: no mask updates), slots
- * 1..[removalStages] also data-removal stages removing [removalFraction] of the task in all.
+ * 1..[removalStages] also data-removal stages removing [removalFraction] of the task in all, in
+ * tasks of at least [removalMinTaskSteps] steps ([SessionPlan.taskSteps]).
  * Weight units: per-layer target sparsities with TDM's opening and swap fractions or RigL's
  * decaying drop over [rigl].horizonTasks tasks; filter slots: per layer [target, opening, swap].
  */
 class TaskSchedule(
     val updatesPerTask: Int, val maskRule: String, val removalFraction: Double, val removalStages: Int,
-    val layerTargets: DoubleArray, val openFraction: Double, val swapFraction: Double,
+    val removalMinTaskSteps: Int, val layerTargets: DoubleArray, val openFraction: Double, val swapFraction: Double,
     val rigl: Rigl, val filterCounts: List<IntArray>,
 ) {
     class Rigl(val dropFraction: Double, val endFraction: Double, val horizonTasks: Int)
 
-    override fun toString() = "$updatesPerTask $maskRule $removalFraction $removalStages ${layerTargets.contentToString()} " +
+    override fun toString() = "$updatesPerTask $maskRule $removalFraction $removalStages $removalMinTaskSteps ${layerTargets.contentToString()} " +
         "$openFraction $swapFraction ${rigl.dropFraction} ${rigl.endFraction} ${rigl.horizonTasks} " +
         filterCounts.joinToString(",") { it.contentToString() }
 }
@@ -53,7 +54,7 @@ class LearningRate(val schedule: String, val base: Double, val finalFraction: Do
 }
 
 /**
- * The session plan (version 3) that `tools.convert` writes into signatures.json: a policy, not a
+ * The session plan (version 4) that `tools.convert` writes into signatures.json: a policy, not a
  * list of tasks. Every decision the host makes follows from its constants, [taskEvents] computes a
  * task's events when the task begins from its index and example count alone. Spec: tflite/README.md, "Session plan"; the Python
  * twin is sparcl_tf/session/plan.py. [parse] refuses a plan it cannot follow with one SessionError.
@@ -88,7 +89,7 @@ class SessionPlan(
      */
     fun taskEvents(task: Int, examples: Int): List<PlanEvent> {
         val updates = schedule.updatesPerTask
-        val stages = schedule.removalStages
+        val stages = removalStages(examples)
         val total = Math.floor(schedule.removalFraction * examples + 0.5).toLong()
         val events = mutableListOf<PlanEvent>()
         for (index in 0 until updates) {
@@ -104,6 +105,13 @@ class SessionPlan(
         }
         return events
     }
+
+    /** The steps of a task of [examples] examples were none removed: every epoch's full batches. */
+    fun taskSteps(examples: Int): Long = epochsPerTask.toLong() * (examples / batchSize)
+
+    /** The data-removal stages of a task of [examples] examples: none below `removal.min_task_steps` steps. */
+    fun removalStages(examples: Int): Int =
+        if (taskSteps(examples) >= schedule.removalMinTaskSteps) schedule.removalStages else 0
 
     /** The seed of mask update [update]'s random growth in task [task]: below(2^17) of its stream. */
     fun growthSeed(task: Int, update: Int): Int =
@@ -148,7 +156,7 @@ class SessionPlan(
     }
 
     companion object {
-        const val VERSION = 3
+        const val VERSION = 4
         private const val GROWTH_SEEDS = 1L shl 17  // growth seeds lie in [0, 2^17): the device hash stays inside int32
 
         /** TDM's phase in units that add (filters): first update opens, middle ones swap, the last freezes. */
@@ -189,7 +197,7 @@ class SessionPlan(
             val rigl = json.optJSONObject("rigl")
             val filters = json.optJSONArray("filter_counts")
             return TaskSchedule(json.getInt("updates_per_task"), json.getString("mask_rule"), removal.getDouble("fraction"),
-                removal.getInt("stages"), json.optJSONArray("layer_targets")?.let(::doubles) ?: DoubleArray(0),
+                removal.getInt("stages"), removal.getInt("min_task_steps"), json.optJSONArray("layer_targets")?.let(::doubles) ?: DoubleArray(0),
                 tdm?.getDouble("open_fraction") ?: 0.0, tdm?.getDouble("swap_fraction") ?: 0.0,
                 TaskSchedule.Rigl(rigl?.getDouble("drop_fraction") ?: 0.0, rigl?.getDouble("end_fraction") ?: 0.0,
                     rigl?.getInt("horizon_tasks") ?: 1),
@@ -247,7 +255,8 @@ class SessionPlan(
         }
         with(schedule) {
             require(updatesPerTask >= 2 && maskRule in MASK_RULES) { "schedule: updates_per_task $updatesPerTask (>= 2) or mask_rule '$maskRule' $MASK_RULES" }
-            require(removalFraction in 0.0..1.0 && removalStages in 0 until updatesPerTask) { "schedule: removal $removalFraction in $removalStages stages" }
+            require(removalFraction in 0.0..1.0 && removalStages in 0 until updatesPerTask && removalMinTaskSteps >= 0) {
+                "schedule: removal $removalFraction in $removalStages stages from $removalMinTaskSteps task steps" }
             if (maskRule != "none" && unit == "filter_slots")
                 require(maskRule == "tdm" && filterCounts.size == sparseLayers.size && filterCounts.all { it.size == 3 && it.all { v -> v >= 0 } }) {
                     "schedule: filter_slots need mask_rule tdm and [target, opening, swap] per layer" }
