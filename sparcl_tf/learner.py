@@ -165,7 +165,7 @@ class ContinualLearner:
             raise ValueError(f"normalization must be finite (mean, std) per channel ({channels}) "
                              f"with std > 0, got {normalization}")
         tasks = TaskSequence([], num_classes, image_shape, list(range(num_classes)), mean, std, 0)
-        self._start(config, model, method, tasks, sparsity_kind(config), workdir, verbose,
+        self._start(config, model, method, tasks, sparsity_kind(config, model), workdir, verbose,
                     False, replication)
 
     @classmethod

@@ -78,6 +78,9 @@ def test_invalid_field_is_named_in_the_error(path, value, field):
     ({"ddr.min_task_steps": -1}, "ddr.min_task_steps"),
     ({"dgm.min_epochs": -2}, "dgm.min_epochs"),
     ({"sparsity.rate_scaling": "inverse"}, "sparsity.rate_scaling"),
+    ({"sparsity.distribution": "erdos"}, "sparsity.distribution"),
+    ({"sparsity.distribution": "erk", "sparsity.granularity": "filter",
+      "sparsity.rate_scaling": "same"}, "sparsity.distribution"),
     ({"sparsity.rate_scaling": "inverse_density", "sparsity.granularity": "filter"},
      "sparsity.rate_scaling"),
 ])

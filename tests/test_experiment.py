@@ -7,6 +7,7 @@ import pytest
 from conftest import run_until_interrupted
 from sparcl_tf.errors import ConfigError
 from sparcl_tf.experiment import Experiment
+from sparcl_tf.layers import sparsifiable_layers
 
 DESIGN_KEYS = {"class_il", "task_il", "class_il_matrix", "task_il_matrix", "forgetting",
                "training_flops", "dense_training_flops",
@@ -92,6 +93,26 @@ def test_split_mnist_config_with_the_mlp_on_a_permuted_domain_stream(tmp_path, i
     results = Experiment(config, str(tmp_path), verbose=0).run()
     assert results["model"] == "mlp" and len(results["class_il_matrix"]) == 2
     assert set(results["layer_sparsity"]) == {"fc1", "fc2"}
+
+
+def test_erk_targets_reach_the_plan_the_masks_and_the_rates(make_config, tmp_path):
+    """sparsity.distribution=erk: per-layer targets from the kernels' shapes, the same in the
+    session plan (which every host follows), the initial masks and the rate scaling."""
+    from sparcl_tf.sparsity.masks import active_count
+    from sparcl_tf.sparsity.schedule import erk_sparsities
+    config = make_config("sparcl_derpp_90", model__name="mlp", data__num_tasks=1,
+                         sparsity__distribution="erk")
+    run = Experiment(config, str(tmp_path), verbose=0)
+    shapes = {layer.name: tuple(layer.kernel.shape) for layer in sparsifiable_layers(run.network)}
+    expected = erk_sparsities(shapes, 0.9)
+    assert expected["fc2"] < 0.9 < expected["fc1"]
+    assert run.plan.schedule["layer_targets"] == [expected[n] for n in run.plan.sparse_layers]
+    assert run.plan.layer_units == [int(np.prod(shapes[n])) for n in run.plan.sparse_layers]
+    assert [int(np.count_nonzero(sparsifiable_layers(run.network)[i].mask.numpy()))
+            for i in range(2)] == [active_count(u, expected[n]) for n, u in
+                                   zip(run.plan.sparse_layers, run.plan.layer_units)]
+    assert run.model.masking.rate_scales == pytest.approx(
+        [1 / (1 - expected[n]) for n in run.plan.sparse_layers])
 
 
 def test_mnist_without_a_folder_is_a_config_error(tmp_path):

@@ -91,6 +91,23 @@ def test_rigl_drop_fraction_decays_to_nothing():
     assert schedule.rigl_targets(0.5, 0.9, 0.3, 0.75)[0] < prune_start
 
 
+def test_erk_keeps_the_global_budget_and_makes_small_layers_denser():
+    shapes = {"fc1": (784, 100), "fc2": (100, 100)}
+    targets = schedule.erk_sparsities(shapes, 0.9)
+    sizes = {name: np.prod(shape) for name, shape in shapes.items()}
+    kept = sum((1 - targets[n]) * sizes[n] for n in shapes)
+    assert kept == pytest.approx(0.1 * sum(sizes.values()), rel=1e-12)
+    # densities in proportion to sum(shape) / prod(shape)
+    ratio = (1 - targets["fc2"]) / (1 - targets["fc1"])
+    assert ratio == pytest.approx((200 / 10000) / (884 / 78400), rel=1e-12)
+    # a layer that would keep more than all of its weights is dense; the rest share the budget
+    capped = schedule.erk_sparsities({"big": (1000, 1000), "tiny": (2, 3)}, 0.5)
+    assert capped["tiny"] == 0.0
+    assert (1 - capped["big"]) * 1e6 + 6 == pytest.approx(0.5 * (1e6 + 6), rel=1e-12)
+    # one layer: the global target
+    assert schedule.erk_sparsities({"head": (64, 32)}, 0.75)["head"] == pytest.approx(0.75)
+
+
 def test_topk_gradient_mask_keeps_exactly_keep_entries():
     gradient = tf.constant(np.random.default_rng(2).normal(size=(3, 3, 8, 16)), tf.float32)
     mask = dgm.gradient_mask(gradient, 115, "topk").numpy()

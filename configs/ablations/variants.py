@@ -11,6 +11,7 @@ LAYER = {"sparsity.rate_scaling": "inverse_density"}
 SQRT = {"sparsity.rate_scaling": "inverse_sqrt_density"}
 SHARED = {"method.shared_draw": True}
 CONSTANT = {"method.masked_logits": "constant"}
+ERK = {"sparsity.distribution": "erk"}
 GATED = {"ddr.min_task_steps": 500, "dgm.min_epochs": 6}
 
 VARIANTS = {
@@ -29,6 +30,12 @@ VARIANTS = {
     "sparcl90_layer_dgm": ("paper_sparcl_derpp_90", {**LAYER, "ddr.min_task_steps": 10 ** 9}),
     "sparcl90_layer_gated_shared": ("paper_sparcl_derpp_90", {**LAYER, **GATED, **SHARED}),
     "sparcl_derpp_90": ("sparcl_derpp_90", {}),  # the edge defaults (SparCL())
+    "sparcl_derpp_90_shared": ("sparcl_derpp_90", SHARED),
+    "sparcl_derpp_90_erk": ("sparcl_derpp_90", ERK),
+    "sparcl_derpp_90_erk_shared": ("sparcl_derpp_90", {**ERK, **SHARED}),
+    "sparcl_derpp": ("sparcl_derpp", {}),
+    "sparcl_derpp_erk": ("sparcl_derpp", ERK),
+    "sparcl_derpp_erk_shared": ("sparcl_derpp", {**ERK, **SHARED}),
     "static90": ("derpp", STATIC),
     "static90_lr10": ("derpp", {**STATIC, "optimizer.learning_rate": 0.1}),
     "static90_lr30": ("derpp", {**STATIC, "optimizer.learning_rate": 0.3}),

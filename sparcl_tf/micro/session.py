@@ -105,17 +105,22 @@ class MicroSession:
             raise ConfigError(f"sparsity.granularity={config.sparsity.granularity!r} is invalid "
                               f"for the micro path, whose head is one dense layer: must be "
                               f"'weight'")
+        if config.sparsity.distribution != "uniform":
+            raise ConfigError(f"sparsity.distribution={config.sparsity.distribution!r} is "
+                              f"invalid for the micro path, whose head has one sparse layer: "
+                              f"must be 'uniform'")
         kind = sparsity_kind(config)
         num_classes = tasks.num_classes
         size = features.size * config.micro.hidden_units
         s = config.sparsity
-        target = schedule.layer_targets(config, [HEAD_LAYER])[HEAD_LAYER]
+        shape = {HEAD_LAYER: (features.size, config.micro.hidden_units)}
+        target = schedule.layer_targets(config, shape)[HEAD_LAYER]
         keep = active_count(size, kind.gradient_masks.gradient_sparsity) \
             if kind.gradient_masks else size
         self.head = Head(features.size, config.micro.hidden_units, num_classes,
                          features.scale, features.zero_point, config.batch_size,
                          config.replay.batch_size, self.method.replay_terms(), keep,
-                         (schedule.rate_scales(config, [HEAD_LAYER]) or [1.0])[0])
+                         (schedule.rate_scales(config, shape) or [1.0])[0])
         self.models = {"train": convert_function(self.head.train_function()),
                        "infer": convert_function(self.head.infer_function())}
         self.arena_bytes = {key: minimum_arena_bytes(m) for key, m in self.models.items()}

@@ -13,8 +13,8 @@ def build_networks(config, tasks):
     network = build_model(config.model.name, tasks.image_shape, tasks.num_classes,
                           width=config.model.width)
     if config.sparsity.granularity != "filter":
-        return network, sparsity_kind(config)
-    kind = sparsity_kind(config, full_network=network)
+        return network, sparsity_kind(config, network)
+    kind = sparsity_kind(config, network)
     keras.utils.set_random_seed(config.seed)
     compact = build_model(config.model.name, tasks.image_shape, tasks.num_classes,
                           width=config.model.width, capacities=kind.capacities())

@@ -11,6 +11,7 @@ the device's `update_masks` runs, and how a layer's sparsity is reported.
 
 import numpy as np
 
+from sparcl_tf.errors import ConfigError
 from sparcl_tf.layers import channel_masks, skip_masks, sparsifiable_layers
 from sparcl_tf.models import structured_producers
 from sparcl_tf.sparsity import dgm, structured
@@ -32,8 +33,19 @@ class SparsityKind:
     reference_network = None  # the network FLOPs are counted against (None: the trained one)
     full_filters = None       # producer -> filters of the full layer (FilterSlots only)
 
-    def __init__(self, config=None):
+    def __init__(self, config=None, shapes=None):
         self.config = config
+        self.shapes = shapes  # sparse layer -> kernel shape, where the network was known
+
+    def targets(self, names):
+        """Sparse layer name -> target sparsity of the layers `names` (`schedule.layer_targets`:
+        a non-uniform `sparsity.distribution` needs the kind made with its network)."""
+        if self.shapes is None:
+            if self.config.sparsity.distribution != "uniform":
+                raise ConfigError(f"sparsity.distribution={self.config.sparsity.distribution!r} "
+                                  f"needs the layers' shapes: make the kind with its network")
+            return layer_targets(self.config, names)
+        return layer_targets(self.config, {name: self.shapes[name] for name in names})
 
     @property
     def tracks_gradients(self):
@@ -76,7 +88,7 @@ class SparsityKind:
     def schedule_entry(self, names, horizon_tasks):
         """The kind's constants in the session plan's `schedule`."""
         s = self.config.sparsity
-        targets = layer_targets(self.config, names)
+        targets = self.targets(names)
         return {"layer_targets": [targets[name] for name in names],
                 "tdm": {"open_fraction": float(s.open_fraction),
                         "swap_fraction": float(s.swap_fraction)},
@@ -99,20 +111,20 @@ class WeightMasks(SparsityKind):
     `mask_rule` says), kernels re-masked after every step; `gradient_masks`: DGM settings
     (`gradient_sparsity`, `threshold`) or None."""
 
-    def __init__(self, config=None, mask_rule=None, gradient_masks=None):
-        super().__init__(config)
+    def __init__(self, config=None, mask_rule=None, gradient_masks=None, shapes=None):
+        super().__init__(config, shapes)
         self.mask_rule, self.gradient_masks = mask_rule, gradient_masks
 
     def gradient_masking(self, network, mask_dtype="float32"):
         layers = sparsifiable_layers(network)
         return WeightMasking(layers, self.tracks_gradients, self.gradient_masks, mask_dtype,
-                             rate_scales(self.config, [layer.name for layer in layers])
+                             rate_scales(self.config, kernel_shapes(network))
                              if self.config else None)
 
     def updater(self, network, optimizer):
         layers = sparsifiable_layers(network)
         s = self.config.sparsity
-        return MaskUpdater(layers, layer_targets(self.config, [layer.name for layer in layers]),
+        return MaskUpdater(layers, layer_targets(self.config, kernel_shapes(network)),
                            optimizer, s.importance_lambda, s.grow, self.mask_rule or "tdm")
 
 
@@ -182,18 +194,26 @@ class FilterSlots(SparsityKind):
             for name in names]}
 
 
-def sparsity_kind(config, full_network=None):
-    """The kind of a (validated) run `config`; `full_network`: for a filter-granularity run, the
-    full model whose compacted version it trains."""
+def kernel_shapes(network):
+    """Sparse layer name -> kernel shape, in `network`'s order."""
+    return {layer.name: tuple(int(d) for d in layer.kernel.shape)
+            for layer in sparsifiable_layers(network)}
+
+
+def sparsity_kind(config, network=None):
+    """The kind of a (validated) run `config`; `network`: the model built for it (for a
+    filter-granularity run the full model whose compacted version it trains; without it, a kind
+    for a plan's host, which needs no shapes)."""
     s = config.sparsity
     if s.granularity == "filter":
-        producers = structured_producers(config.model.name, full_network)
-        return FilterSlots(config, {n: int(full_network.get_layer(n).kernel.shape[-1])
-                                    for n in producers}, full_network)
+        producers = structured_producers(config.model.name, network)
+        return FilterSlots(config, {n: int(network.get_layer(n).kernel.shape[-1])
+                                    for n in producers}, network)
     if s.schedule == "none":
         return Dense(config)
     return WeightMasks(config, s.schedule if s.schedule in DEVICE_RULES else None,
-                       config.dgm if dgm.active(config) else None)
+                       config.dgm if dgm.active(config) else None,
+                       kernel_shapes(network) if network is not None else None)
 
 
 def described_kind(config, model):

@@ -11,6 +11,8 @@ import math
 from sparcl_tf.errors import ConfigError
 
 SCHEDULES = ("none", "static", "tdm", "rigl")
+# sparsity.distribution: how the global target spreads over the sparse layers
+DISTRIBUTIONS = ("uniform", "erk")
 # sparsity.rate_scaling -> p: a sparse layer of target density d learns at the run's rate * d ** -p
 RATE_SCALING_POWERS = {"same": 0.0, "inverse_sqrt_density": 0.5, "inverse_density": 1.0}
 
@@ -81,24 +83,47 @@ def validate_min_epochs(part, name):
         raise ConfigError(f"{name}.min_epochs={part.min_epochs!r} must be an integer >= 0")
 
 
-def rate_scales(config, layer_names):
-    """Per sparse layer, the factor on its learning rate (`sparsity.rate_scaling`), or None when
-    every layer learns at the run's rate."""
+def rate_scales(config, shapes):
+    """Per sparse layer (`shapes`: name -> kernel shape), the factor on its learning rate
+    (`sparsity.rate_scaling`), or None when every layer learns at the run's rate."""
     power = RATE_SCALING_POWERS[config.sparsity.rate_scaling]
     if not power:
         return None
-    targets = layer_targets(config, layer_names)
-    return [(1.0 - targets[name]) ** -power for name in layer_names]
+    targets = layer_targets(config, shapes)
+    return [(1.0 - targets[name]) ** -power for name in shapes]
 
 
-def layer_targets(config, layer_names):
-    """Sparse layer name -> target sparsity (`sparsity.layer_sparsity` or the global target)."""
+def layer_targets(config, shapes):
+    """Sparse layer name -> target sparsity, for the layers of `shapes` (name -> kernel shape):
+    `sparsity.layer_sparsity` where it names the layer, else the global target spread by
+    `sparsity.distribution` (`uniform`: every layer at it; `erk`: `erk_sparsities`)."""
     s = config.sparsity
-    unknown = sorted(set(s.layer_sparsity) - set(layer_names))
+    unknown = sorted(set(s.layer_sparsity) - set(shapes))
     if unknown:
         raise ConfigError(f"sparsity.layer_sparsity names {unknown}, which are not sparse "
-                          f"layers of {config.model.name} ({list(layer_names)})")
-    return {name: float(s.layer_sparsity.get(name, s.weight_sparsity)) for name in layer_names}
+                          f"layers of {config.model.name} ({list(shapes)})")
+    spread = erk_sparsities(shapes, s.weight_sparsity) if s.distribution == "erk" else {}
+    return {name: float(s.layer_sparsity.get(name, spread.get(name, s.weight_sparsity)))
+            for name in shapes}
+
+
+def erk_sparsities(shapes, sparsity):
+    """Erdos-Renyi-Kernel (Evci et al. 2020, RigL's `get_sparsities_erdos_renyi`): a layer of
+    kernel shape (k..., in, out) keeps a share proportional to sum(shape) / prod(shape) (small
+    layers denser), scaled so that all layers together keep (1 - `sparsity`) of their weights;
+    a layer that would keep more than all of them is dense and the rest share what is left."""
+    sizes = {name: float(math.prod(shape)) for name, shape in shapes.items()}
+    raw = {name: sum(shape) / sizes[name] for name, shape in shapes.items()}
+    dense = set()
+    while True:
+        budget = sum((1.0 - sparsity) * sizes[n] for n in sizes if n not in dense) \
+            - sum(sparsity * sizes[n] for n in dense)
+        scale = budget / sum(raw[n] * sizes[n] for n in sizes if n not in dense)
+        densest = max(raw[n] for n in sizes if n not in dense)
+        if scale * densest <= 1.0 or len(dense) + 1 == len(sizes):
+            break
+        dense |= {n for n in sizes if n not in dense and raw[n] == densest}
+    return {name: 0.0 if name in dense else 1.0 - scale * raw[name] for name in shapes}
 
 
 def validate(sparsity_config):
@@ -129,6 +154,12 @@ def validate(sparsity_config):
     if scaling != "same" and s.granularity == "filter":
         raise ConfigError(f"sparsity.rate_scaling={scaling!r} applies to weight masks; a "
                           f"granularity=filter run trains dense compacted layers: must be 'same'")
+    if s.distribution not in DISTRIBUTIONS:
+        raise ConfigError(f"sparsity.distribution={s.distribution!r} is unknown; choose one of "
+                          f"{list(DISTRIBUTIONS)}")
+    if s.distribution != "uniform" and s.granularity == "filter":
+        raise ConfigError(f"sparsity.distribution={s.distribution!r} spreads weight masks; a "
+                          f"granularity=filter run counts filters: must be 'uniform'")
     if s.grow not in ("random", "gradient"):
         raise ConfigError(f"sparsity.grow={s.grow!r} must be 'random' or 'gradient'")
     if s.updates_per_task < 2:
