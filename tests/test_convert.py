@@ -45,7 +45,7 @@ def test_convert_writes_a_builtins_only_model_with_its_interface(tmp_path, idx_f
     assert signatures["sparse_layers"] == ["conv2", "conv3", "conv4", "fc1"]
     plan = signatures["session_plan"]
     assert plan["version"] == 4 and plan["unit"] == "weights" and "tasks" not in plan
-    assert plan["schedule"]["removal"] == {"fraction": 0.3, "stages": 4}
+    assert plan["schedule"]["removal"] == {"fraction": 0.3, "stages": 4, "min_task_steps": 0}
     events = SessionPlan.from_json(plan).task_events(1, 48)  # a task's events, when it begins
     assert [e.update_index for e in events] == list(range(10))
     assert [e.removal_stage for e in events] == [0, 1, 2, 3, 4, 0, 0, 0, 0, 0]
