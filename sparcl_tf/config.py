@@ -37,11 +37,13 @@ class SparCL:
     The defaults are for schedules where devices learn, measured in issue 28's ablation
     (docs/results.md, "Edge schedules"): sparse layers learn at a rate scaled by their density
     (`rate_scaling`; None: `inverse_density` for weight masks, `same` for filters, whose compacted
-    layers are dense); DDR removes data only in tasks of at least `removal_min_task_steps` steps
-    (epochs x full batches: its ranking needs a network trained on the task), and DGM acts only
-    in runs of at least `gradient_min_epochs` epochs a task (both were built to pay back over
-    many presentations; on a few short ones they cost accuracy).
-    `SparCL.paper(...)` gives the paper's rules (the same rate everywhere, DDR and DGM always)."""
+    layers are dense), the fully connected sparse layers share the target by Erdos-Renyi-Kernel
+    (`distribution`; None: `erk_fc` for weight masks, `uniform` for filters), DDR removes data
+    only in tasks of at least `removal_min_task_steps` steps (epochs x full batches: its ranking
+    needs a network trained on the task), and DGM acts only in runs of at least
+    `gradient_min_epochs` epochs a task (both were built to pay back over many presentations; on
+    a few short ones they cost accuracy). `SparCL.paper(...)` gives the paper's rules (the same
+    rate and target everywhere, DDR and DGM always)."""
     weight_sparsity: float = 0.75
     gradient_sparsity: Union[float, str, None] = "paired"
     removal: float = 0.3
@@ -50,6 +52,7 @@ class SparCL:
     removal_stages: int = 4
     structured: bool = False
     rate_scaling: Optional[str] = None
+    distribution: Optional[str] = None
     removal_min_task_steps: int = 500
     gradient_min_epochs: int = 6
 
@@ -58,7 +61,8 @@ class SparCL:
         """The paper's SparCL (Wang et al. 2022): every layer at the run's rate, DDR and DGM
         whatever the schedule; `settings`: any other field."""
         return cls(weight_sparsity, gradient_sparsity,
-                   **{"rate_scaling": "same", "removal_min_task_steps": 0,
+                   **{"rate_scaling": "same", "distribution": "uniform",
+                      "removal_min_task_steps": 0,
                       "gradient_min_epochs": 0, **settings})
 
     def __post_init__(self):
@@ -76,13 +80,15 @@ class SparCL:
         gradient_sparsity = self.gradient_sparsity
         if gradient_sparsity == "paired" and isinstance(self.weight_sparsity, (int, float)):
             gradient_sparsity = round(self.weight_sparsity + (1 - self.weight_sparsity) / 5, 6)
-        rate_scaling = self.rate_scaling
+        rate_scaling, distribution = self.rate_scaling, self.distribution
         if rate_scaling is None:
             rate_scaling = "same" if self.structured else "inverse_density"
+        if distribution is None:
+            distribution = "uniform" if self.structured else "erk_fc"
         return {"sparsity.schedule": "tdm", "sparsity.weight_sparsity": self.weight_sparsity,
                 "sparsity.updates_per_task": self.updates_per_task,
                 "sparsity.granularity": "filter" if self.structured else "weight",
-                "sparsity.rate_scaling": rate_scaling,
+                "sparsity.rate_scaling": rate_scaling, "sparsity.distribution": distribution,
                 "dgm.enabled": dgm, "dgm.refresh_every": self.refresh_every,
                 "dgm.min_epochs": self.gradient_min_epochs,
                 **({"dgm.gradient_sparsity": gradient_sparsity} if dgm else {}),

@@ -170,4 +170,6 @@ def test_the_measured_winners_are_the_presets_defaults():
     assert validate(get_config("sparcl_derpp_s90")).sparsity.rate_scaling == "same"
     assert SparCL(0.9).overrides() == {**SparCL.paper(0.9).overrides(),
                                        "sparsity.rate_scaling": "inverse_density",
+                                       "sparsity.distribution": "erk_fc",
                                        "ddr.min_task_steps": 500, "dgm.min_epochs": 6}
+    assert SparCL(0.9, structured=True).overrides()["sparsity.distribution"] == "uniform"

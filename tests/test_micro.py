@@ -115,8 +115,6 @@ def test_micro_path_refuses_other_models_and_no_tasks_left(idx_folder, tmp_path)
                   verbose=0)
     with pytest.raises(ConfigError, match="method.shared_draw=true is not on the micro path"):
         run_micro(_config(idx_folder, method__shared_draw=True), str(tmp_path), verbose=0)
-    with pytest.raises(ConfigError, match="sparsity.distribution='erk' is invalid for the micro"):
-        run_micro(_config(idx_folder, sparsity__distribution="erk"), str(tmp_path), verbose=0)
 
 
 def test_results_json_is_written(micro_results):

@@ -108,6 +108,21 @@ def test_erk_keeps_the_global_budget_and_makes_small_layers_denser():
     assert schedule.erk_sparsities({"head": (64, 32)}, 0.75)["head"] == pytest.approx(0.75)
 
 
+def test_erk_fc_spreads_the_target_over_fully_connected_layers_only():
+    import ml_collections
+    config = ml_collections.ConfigDict({"model": {"name": "m"}, "sparsity": {
+        "weight_sparsity": 0.9, "layer_sparsity": {}, "distribution": "erk_fc"}})
+    shapes = {"conv": (3, 3, 16, 32), "fc1": (784, 100), "fc2": (100, 100)}
+    targets = schedule.layer_targets(config, shapes)
+    assert targets["conv"] == 0.9
+    assert [targets["fc1"], targets["fc2"]] == list(schedule.erk_sparsities(
+        {"fc1": (784, 100), "fc2": (100, 100)}, 0.9).values())
+    config.sparsity.layer_sparsity = {"fc2": 0.5}  # a layer's own target wins
+    assert schedule.layer_targets(config, shapes)["fc2"] == 0.5
+    config.sparsity.distribution = "uniform"
+    assert set(schedule.layer_targets(config, shapes).values()) == {0.9, 0.5}
+
+
 def test_topk_gradient_mask_keeps_exactly_keep_entries():
     gradient = tf.constant(np.random.default_rng(2).normal(size=(3, 3, 8, 16)), tf.float32)
     mask = dgm.gradient_mask(gradient, 115, "topk").numpy()

@@ -13,6 +13,7 @@ multiples of the batch.
 """
 
 import json
+import math
 import os
 import sys
 
@@ -22,12 +23,13 @@ from configs.split_fmnist import get_config
 from sparcl_tf.data.tasks import TaskSequence
 from sparcl_tf.micro.board import policy_lines
 from sparcl_tf.session.plan import build_plan
-from sparcl_tf.sparsity.kind import FilterSlots
+from sparcl_tf.sparsity.kind import FilterSlots, sparsity_kind
 
 TASK_SIZES = (31, 237, 300, 411, 12000)
 TASK_INDICES = (0, 1, 4, 7)
-_WEIGHT_LAYERS = [("conv2", 4608), ("conv3", 18432), ("conv4", 36864), ("fc1", 401408),
-                  ("odd", 37)]
+_WEIGHT_SHAPES = {"conv2": (3, 3, 32, 16), "conv3": (3, 3, 32, 64), "conv4": (3, 3, 64, 64),
+                  "fc1": (1568, 256), "odd": (37, 1)}  # odd: a layer ERK makes dense
+_WEIGHT_LAYERS = [(name, math.prod(shape)) for name, shape in _WEIGHT_SHAPES.items()]
 _SLOT_LAYERS = [("conv2", 34), ("conv3", 66), ("conv4", 66), ("fc1", 128)]
 _FULL_FILTERS = {"conv2": 64, "conv3": 128, "conv4": 128, "fc1": 256}
 
@@ -37,7 +39,8 @@ def _cases():
     cases = []
     for name, preset, overrides, layers, full, horizon in (
             ("weights_tdm", "paper_sparcl_derpp_90", {}, _WEIGHT_LAYERS, None, 5),
-            # the edge defaults: removal only in tasks of 500 steps or more (12,000 examples)
+            # the edge defaults: removal only in tasks of 500 steps or more (12,000 examples),
+            # ERK targets over the fully connected layers (odd dense, fc1 sparser)
             ("weights_tdm_edge", "sparcl_derpp_90", {}, _WEIGHT_LAYERS, None, 5),
             ("weights_tdm_3_epochs_7_updates", "paper_sparcl_derpp_95",
              {"epochs_per_task": 3, "sparsity.updates_per_task": 7, "ddr.stages": 3,
@@ -70,7 +73,8 @@ def golden_vectors():
                         np.array([0.353], np.float32), 0)
     cases = []
     for name, config, layers, full_filters, horizon in _cases():
-        kind = FilterSlots(config, full_filters) if full_filters else None
+        kind = FilterSlots(config, full_filters) if full_filters else sparsity_kind(
+            config, shapes=_WEIGHT_SHAPES)
         plan = build_plan(config, data, layers, kind, replay_draws=2,
                           horizon_tasks=horizon)
         plan_json = {key: value for key, value in plan.to_json().items()

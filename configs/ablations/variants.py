@@ -12,6 +12,7 @@ SQRT = {"sparsity.rate_scaling": "inverse_sqrt_density"}
 SHARED = {"method.shared_draw": True}
 CONSTANT = {"method.masked_logits": "constant"}
 ERK = {"sparsity.distribution": "erk"}
+ERK_FC = {"sparsity.distribution": "erk_fc"}
 GATED = {"ddr.min_task_steps": 500, "dgm.min_epochs": 6}
 
 VARIANTS = {
@@ -25,7 +26,8 @@ VARIANTS = {
     "derpp_const": ("derpp", CONSTANT),
     "paper_sparcl_derpp_90": ("paper_sparcl_derpp_90", {}),
     "sparcl90_layer": ("paper_sparcl_derpp_90", LAYER),
-    "sparcl90_layer_gated": ("paper_sparcl_derpp_90", {**LAYER, **GATED}),  # = sparcl_derpp_90
+    # = sparcl_derpp_90 (ERK over the fully connected layers changes only the MLP's targets)
+    "sparcl90_layer_gated": ("paper_sparcl_derpp_90", {**LAYER, **GATED, **ERK_FC}),
     "sparcl90_layer_ddr": ("paper_sparcl_derpp_90", {**LAYER, "dgm.min_epochs": 6}),
     "sparcl90_layer_dgm": ("paper_sparcl_derpp_90", {**LAYER, "ddr.min_task_steps": 10 ** 9}),
     "sparcl90_layer_gated_shared": ("paper_sparcl_derpp_90", {**LAYER, **GATED, **SHARED}),

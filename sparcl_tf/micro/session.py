@@ -105,15 +105,11 @@ class MicroSession:
             raise ConfigError(f"sparsity.granularity={config.sparsity.granularity!r} is invalid "
                               f"for the micro path, whose head is one dense layer: must be "
                               f"'weight'")
-        if config.sparsity.distribution != "uniform":
-            raise ConfigError(f"sparsity.distribution={config.sparsity.distribution!r} is "
-                              f"invalid for the micro path, whose head has one sparse layer: "
-                              f"must be 'uniform'")
-        kind = sparsity_kind(config)
+        shape = {HEAD_LAYER: (features.size, config.micro.hidden_units)}
+        kind = sparsity_kind(config, shapes=shape)
         num_classes = tasks.num_classes
         size = features.size * config.micro.hidden_units
         s = config.sparsity
-        shape = {HEAD_LAYER: (features.size, config.micro.hidden_units)}
         target = schedule.layer_targets(config, shape)[HEAD_LAYER]
         keep = active_count(size, kind.gradient_masks.gradient_sparsity) \
             if kind.gradient_masks else size

@@ -200,10 +200,11 @@ def kernel_shapes(network):
             for layer in sparsifiable_layers(network)}
 
 
-def sparsity_kind(config, network=None):
+def sparsity_kind(config, network=None, shapes=None):
     """The kind of a (validated) run `config`; `network`: the model built for it (for a
-    filter-granularity run the full model whose compacted version it trains; without it, a kind
-    for a plan's host, which needs no shapes)."""
+    filter-granularity run the full model whose compacted version it trains); `shapes`: the
+    sparse layers' kernel shapes where no Keras model exists (the board's head); with neither, a
+    kind for a plan's host, which reads the targets from the plan."""
     s = config.sparsity
     if s.granularity == "filter":
         producers = structured_producers(config.model.name, network)
@@ -213,7 +214,7 @@ def sparsity_kind(config, network=None):
         return Dense(config)
     return WeightMasks(config, s.schedule if s.schedule in DEVICE_RULES else None,
                        config.dgm if dgm.active(config) else None,
-                       kernel_shapes(network) if network is not None else None)
+                       kernel_shapes(network) if network is not None else shapes)
 
 
 def described_kind(config, model):

@@ -11,8 +11,8 @@ import math
 from sparcl_tf.errors import ConfigError
 
 SCHEDULES = ("none", "static", "tdm", "rigl")
-# sparsity.distribution: how the global target spreads over the sparse layers
-DISTRIBUTIONS = ("uniform", "erk")
+# sparsity.distribution: how the global target spreads over the sparse layers (`layer_targets`)
+DISTRIBUTIONS = ("uniform", "erk", "erk_fc")
 # sparsity.rate_scaling -> p: a sparse layer of target density d learns at the run's rate * d ** -p
 RATE_SCALING_POWERS = {"same": 0.0, "inverse_sqrt_density": 0.5, "inverse_density": 1.0}
 
@@ -96,13 +96,19 @@ def rate_scales(config, shapes):
 def layer_targets(config, shapes):
     """Sparse layer name -> target sparsity, for the layers of `shapes` (name -> kernel shape):
     `sparsity.layer_sparsity` where it names the layer, else the global target spread by
-    `sparsity.distribution` (`uniform`: every layer at it; `erk`: `erk_sparsities`)."""
+    `sparsity.distribution`: `uniform`, every layer at it; `erk`, `erk_sparsities` over all of
+    them; `erk_fc`, over the fully connected ones (2-D kernels, whose FLOPs are their weights,
+    so the run's FLOPs stay those of the uniform target), convolutions at the target."""
     s = config.sparsity
     unknown = sorted(set(s.layer_sparsity) - set(shapes))
     if unknown:
         raise ConfigError(f"sparsity.layer_sparsity names {unknown}, which are not sparse "
                           f"layers of {config.model.name} ({list(shapes)})")
-    spread = erk_sparsities(shapes, s.weight_sparsity) if s.distribution == "erk" else {}
+    spread = {}
+    if s.distribution != "uniform":
+        spread = erk_sparsities({name: shape for name, shape in shapes.items()
+                                 if s.distribution == "erk" or len(shape) == 2},
+                                s.weight_sparsity)
     return {name: float(s.layer_sparsity.get(name, spread.get(name, s.weight_sparsity)))
             for name in shapes}
 
@@ -112,6 +118,8 @@ def erk_sparsities(shapes, sparsity):
     kernel shape (k..., in, out) keeps a share proportional to sum(shape) / prod(shape) (small
     layers denser), scaled so that all layers together keep (1 - `sparsity`) of their weights;
     a layer that would keep more than all of them is dense and the rest share what is left."""
+    if not shapes:
+        return {}
     sizes = {name: float(math.prod(shape)) for name, shape in shapes.items()}
     raw = {name: sum(shape) / sizes[name] for name, shape in shapes.items()}
     dense = set()
