@@ -552,6 +552,8 @@ LIBRARY_ROWS = [
         ValueError),
     Row("SparCL", "rate_scaling", lambda c: _learner(c, sparcl=_sparcl(rate_scaling="fast")),
         "rate_scaling='fast'", ValueError),
+    Row("SparCL", "distribution", lambda c: _learner(c, sparcl=_sparcl(distribution="normal")),
+        "distribution='normal'", ValueError),
     Row("SparCL", "gradient_min_epochs", lambda c: _learner(
         c, sparcl=_sparcl(gradient_min_epochs=-1)), "min_epochs=-1", ValueError),
     Row("SparCL", "removal_min_task_steps", lambda c: _learner(

@@ -52,6 +52,7 @@ VARIANTS = {
     "static75_sqrt_shared": ("derpp", {**STATIC, **SQRT, **SHARED,
                                        "sparsity.weight_sparsity": 0.75}),
     "tdm2_90_layer": ("derpp", {**TDM2, **LAYER}),
+    "tdm2_90_layer_erk": ("derpp", {**TDM2, **LAYER, **ERK}),
     "tdm2_90_layer_grad": ("derpp", {**TDM2, **LAYER, "sparsity.grow": "gradient"}),
     "tdm2_90_layer_const": ("derpp", {**TDM2, **LAYER, **CONSTANT}),
     "paper_sparcl_derpp_s90": ("paper_sparcl_derpp_s90", {}),
