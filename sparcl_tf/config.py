@@ -199,7 +199,7 @@ def base_config():
     config.sparsity.structured_target = "weights"  # granularity filter: sparsity of weights|filters
     config.sparsity.weight_sparsity = 0.0
     config.sparsity.layer_sparsity = ml_collections.ConfigDict()  # layer name -> own target
-    config.sparsity.distribution = "uniform"  # uniform | erk: the target over the other layers
+    config.sparsity.distribution = "uniform"  # uniform | erk | erk_fc (schedule.layer_targets)
     config.sparsity.importance_lambda = 0.5
     config.sparsity.grow = "random"       # random (official code) | gradient (RigL-style)
     config.sparsity.updates_per_task = 10  # mask updates at every 10 % of a task

@@ -110,7 +110,7 @@ class MicroSession:
         num_classes = tasks.num_classes
         size = features.size * config.micro.hidden_units
         s = config.sparsity
-        target = schedule.layer_targets(config, shape)[HEAD_LAYER]
+        target = kind.targets([HEAD_LAYER])[HEAD_LAYER]
         keep = active_count(size, kind.gradient_masks.gradient_sparsity) \
             if kind.gradient_masks else size
         self.head = Head(features.size, config.micro.hidden_units, num_classes,

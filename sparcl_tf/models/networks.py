@@ -12,9 +12,9 @@ def build_networks(config, tasks):
     keras.utils.set_random_seed(config.seed)  # weight initialisers draw from Keras' global seed
     network = build_model(config.model.name, tasks.image_shape, tasks.num_classes,
                           width=config.model.width)
-    if config.sparsity.granularity != "filter":
-        return network, sparsity_kind(config, network)
     kind = sparsity_kind(config, network)
+    if config.sparsity.granularity != "filter":
+        return network, kind
     keras.utils.set_random_seed(config.seed)
     compact = build_model(config.model.name, tasks.image_shape, tasks.num_classes,
                           width=config.model.width, capacities=kind.capacities())

@@ -14,6 +14,7 @@ never offered to the replay buffer); the buffer itself is never filtered.
 import numpy as np
 
 from sparcl_tf.errors import ConfigError
+from sparcl_tf.sparsity import schedule
 
 
 def removal_order(example_ids, stats, tie_break):
@@ -39,9 +40,7 @@ def select_removals(example_ids, stats, count, tie_break):
 def validate(ddr_config, updates_per_task):
     """ConfigError for the first `ddr` field a run cannot use: removal stages sit at mask-update
     slots 1 .. stages, so there must be fewer stages than update slots."""
-    steps = ddr_config.min_task_steps
-    if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0):
-        raise ConfigError(f"ddr.min_task_steps={steps!r} must be an integer >= 0")
+    schedule.validate_minimum(ddr_config.min_task_steps, "ddr.min_task_steps")
     if ddr_config.enabled:
         if not 0.0 < ddr_config.total_fraction < 1.0:
             raise ConfigError(f"ddr.total_fraction={ddr_config.total_fraction} must be in (0, 1)")

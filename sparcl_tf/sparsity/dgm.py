@@ -57,14 +57,14 @@ def gradient_mask(masked_gradient, keep, method="topk", active=None):
 def active(config):
     """Whether a run of `config` masks gradients: DGM enabled and at least `dgm.min_epochs` epochs
     a task (its saving is small, and on a short task its masks cost the steps that matter)."""
-    return bool(config.dgm.enabled) and schedule.long_enough(config, config.dgm)
+    return bool(config.dgm.enabled) and config.epochs_per_task >= config.dgm.min_epochs
 
 
 def validate(dgm_config, sparsity_config):
     """ConfigError for the first `dgm` field a run cannot use (its sparsity is the update's
     total, so it must exceed the weight sparsity)."""
     s = sparsity_config
-    schedule.validate_min_epochs(dgm_config, "dgm")
+    schedule.validate_minimum(dgm_config.min_epochs, "dgm.min_epochs")
     if dgm_config.enabled:
         if s.schedule == "none":
             raise ConfigError("dgm.enabled needs a sparsity.schedule other than 'none'")

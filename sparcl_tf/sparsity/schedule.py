@@ -72,15 +72,11 @@ def rigl_targets(run_progress, sparsity, drop_fraction, end_fraction):
     return sparsity + drop * (1 - sparsity), sparsity
 
 
-def long_enough(config, part):
-    """Whether a run of `config` has the epochs a task that `part` (its ddr or dgm section)
-    needs before it acts (`min_epochs`)."""
-    return config.epochs_per_task >= part.min_epochs
-
-
-def validate_min_epochs(part, name):
-    if not (isinstance(part.min_epochs, int) and part.min_epochs >= 0):
-        raise ConfigError(f"{name}.min_epochs={part.min_epochs!r} must be an integer >= 0")
+def validate_minimum(value, field):
+    """ConfigError unless `value` (of the config field `field`: a wait before DDR or DGM acts)
+    is an integer >= 0."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        raise ConfigError(f"{field}={value!r} must be an integer >= 0")
 
 
 def rate_scales(config, shapes):
