@@ -21,7 +21,6 @@ keys, plus runtime and model_file), plots, TensorBoard scalars, the model state 
 model, state file or config prints one line and exits 2.
 """
 
-
 from absl import flags
 
 from sparcl_tf.cli import app as cli

@@ -9,7 +9,6 @@ and app_example.sh, examples/device_learner_app.py); the layout is in
 sparcl_tf/ondevice/task_data.py. Only uint8 pixels are written (PNG holds nothing else exactly).
 """
 
-
 from absl import flags
 
 from sparcl_tf.cli import app as cli

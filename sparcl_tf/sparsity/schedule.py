@@ -90,7 +90,8 @@ def rate_scales(config, shapes):
 
 
 def layer_targets(config, shapes):
-    """Sparse layer name -> target sparsity, for the layers of `shapes` (name -> kernel shape):
+    """Sparse layer name -> target sparsity, for the layers of `shapes` (name -> kernel shape; the
+    names alone do where the distribution is uniform, as in filter runs):
     `sparsity.layer_sparsity` where it names the layer, else the global target spread by
     `sparsity.distribution`: `uniform`, every layer at it; `erk`, `erk_sparsities` over all of
     them; `erk_fc`, over the fully connected ones (2-D kernels, whose FLOPs are their weights,
